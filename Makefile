@@ -1,0 +1,30 @@
+# `make demo` and `make test` each set up everything they need on a fresh machine, then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export LOCKTUNE_NPM_PREFIX := $(CURDIR)/.deps/npm
+export LOCKTUNE_CACHE := $(CURDIR)/.cache/locktune
+
+.PHONY: setup data demo test clean
+
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP) data
+
+data:
+	@bash scripts/install-data.sh
+
+demo: setup
+	$(PY) -m locktune demo
+
+test: setup
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,112 @@
+"""The locked image tower's embeddings, computed once per (tower, weights, preprocessing, image set).
+
+The key hashes all four, so a change to any of them computes a new entry instead of reusing stale
+vectors.  An entry is a float32 .npy of pooled tower outputs plus a manifest; both are written to a
+temporary name and renamed, so a killed run never leaves a half-written entry behind.
+An image that cannot be read is skipped and counted (its row is NaN and `valid` is False).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from locktune.cache.location import cache_root
+from locktune.data.images import ImageSet
+from locktune.progress import progress
+from locktune.towers.image.preprocess import Preprocess
+
+CACHE_FORMAT = 1
+
+
+@dataclass
+class CachedFeatures:
+    features: torch.Tensor  # [N, D] float32; NaN rows where the image could not be read
+    valid: torch.Tensor  # [N] bool
+    path: Path | None
+    computed: bool  # False when the entry was reused from disk
+    failed: dict[str, str]  # image key -> reason
+
+
+def cache_key(tower_name: str, weights_fingerprint: str, preprocess: Preprocess, images: ImageSet) -> str:
+    payload = json.dumps({"format": CACHE_FORMAT, "tower": tower_name, "weights": weights_fingerprint,
+                          "preprocess": preprocess.describe(), "images": images.fingerprint(),
+                          "count": len(images)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+class _Preprocessed(Dataset):
+    def __init__(self, images: ImageSet, preprocess: Preprocess):
+        self.images, self.preprocess = images, preprocess
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        try:
+            return index, self.preprocess(self.images.load(index)), ""
+        except Exception as error:  # a broken image is counted, never fatal
+            size = self.preprocess.image_size
+            return index, torch.zeros(3, size, size), f"{type(error).__name__}: {error}"
+
+
+def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: ImageSet, batch_size: int = 64,
+                     workers: int = 1, desc: str = "embedding images") -> tuple[torch.Tensor, dict[str, str]]:
+    """Run the tower over every image (decoding in `workers` processes); NaN rows for unreadable images."""
+    loader = DataLoader(_Preprocessed(images, preprocess), batch_size=batch_size, num_workers=workers,
+                        persistent_workers=False)
+    features: torch.Tensor | None = None
+    failed: dict[str, str] = {}
+    was_training = tower.training
+    tower.eval()
+    with torch.inference_mode(), progress(total=len(images), desc=desc, unit="img") as bar:
+        for indices, pixels, errors in loader:
+            out = tower(pixels.contiguous(memory_format=torch.channels_last)).float()
+            if features is None:
+                features = torch.empty(len(images), out.shape[1])
+            for j, error in enumerate(errors):
+                if error:
+                    failed[images.keys[int(indices[j])]] = error
+                    out[j] = float("nan")
+            features[indices] = out
+            bar.update(len(indices))
+    tower.train(was_training)
+    if failed:
+        print(f"locktune: {len(failed)} of {len(images)} images could not be read and were skipped "
+              f"(first: {next(iter(failed.items()))})")
+    return features, failed
+
+
+def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size: int = 64, workers: int = 1,
+                    desc: str = "embedding images") -> CachedFeatures:
+    """Reuse the cache entry for these images if there is one, else compute and store it."""
+    key = cache_key(tower.name, tower.weights_fingerprint(), preprocess, images)
+    folder = cache_root() / "embeddings"
+    array_path, manifest_path = folder / f"{tower.name}-{key}.npy", folder / f"{tower.name}-{key}.json"
+    if array_path.is_file() and manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        array = np.load(array_path)
+        if array.shape[0] == len(images) and manifest.get("key") == key:
+            features = torch.from_numpy(array)
+            return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, False, manifest["failed"])
+    start = time.time()
+    features, failed = compute_features(tower, preprocess, images, batch_size, workers, desc)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = array_path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, features.numpy())
+    tmp.replace(array_path)
+    manifest = {"key": key, "format": CACHE_FORMAT, "tower": tower.name, "weights": tower.weights_fingerprint(),
+                "preprocess": preprocess.describe(), "images": images.fingerprint(), "count": len(images),
+                "dim": int(features.shape[1]), "failed": failed, "seconds": round(time.time() - start, 1)}
+    tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")
+    tmp_manifest.write_text(json.dumps(manifest, indent=1))
+    tmp_manifest.replace(manifest_path)
+    return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, True, failed)

@@ -1,0 +1,125 @@
+"""locktune: locked-image tuning from the command line (demo, embed, train, eval)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from locktune.errors import LocktuneError
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _config_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument("--config", default=default, help="YAML config file (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, e.g. train.steps=100 model.setting=Lu")
+
+
+def _load(args):
+    from locktune.config import load_config
+
+    path = args.config
+    if path is not None and not Path(path).is_file() and (REPO_CONFIGS / path).is_file():
+        path = REPO_CONFIGS / path
+    return load_config(path, args.overrides)
+
+
+def cmd_embed(args) -> int:
+    from locktune.cache.embedding_cache import cached_features
+    from locktune.data.pairs import load_pairs
+    from locktune.eval.benchmarks import get_benchmark
+    from locktune.towers.image import build_image_tower
+    from locktune.towers.image.preprocess import preprocess_for
+
+    config = _load(args)
+    tower = build_image_tower(config.model.image_tower, pretrained=True)
+    preprocess = preprocess_for(tower, config.model.image_size)
+    sets = [load_pairs(config.data.sources, config.data.max_pairs_per_source)]
+    if not args.no_benchmarks:
+        sets += [get_benchmark(n, config.eval.max_images_per_benchmark) for n in config.eval.benchmarks]
+    for s in sets:
+        result = cached_features(tower, preprocess, s.images, workers=config.data.image_workers,
+                                 desc=f"embedding {s.name}")
+        state = "computed" if result.computed else "reused"
+        print(f"{s.name}: {len(s.images)} images, {int(result.valid.sum())} usable, {state}: {result.path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from locktune.train.trainer import train
+
+    config = _load(args)
+    result = train(config, resume=args.resume, stop_after=args.stop_after)
+    print(f"trained {result.steps_done}/{config.train.steps} steps in {result.seconds:.0f}s; "
+          f"final loss {result.losses[-1]:.3f}; run folder {result.run_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from locktune.eval.run import evaluate
+    from locktune.report import results_table, write_results
+    from locktune.train.checkpoint import load_model
+
+    model = load_model(args.model)
+    from locktune.config import EvalConfig
+
+    names = args.benchmark or EvalConfig().benchmarks
+    from locktune.eval.benchmarks import BENCHMARKS
+
+    for name in names:
+        BENCHMARKS.get(name)  # unknown names fail before any work
+    results = evaluate(model, names, args.max_images)
+    out = Path(args.out) if args.out else Path(args.model if Path(args.model).is_dir() else Path(args.model).parent) / "results.json"
+    write_results(results, out)
+    print(results_table(results))
+    print(f"results: {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from locktune.demo import run_demo
+
+    return run_demo(_load(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="locktune", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="build the offline data, cache embeddings, train LU, evaluate, report")
+    _config_args(demo, "demo.yaml")
+    demo.set_defaults(run=cmd_demo)
+
+    embed = sub.add_parser("embed", help="precompute the locked image tower's embeddings (training + benchmarks)")
+    _config_args(embed)
+    embed.add_argument("--no-benchmarks", action="store_true", help="only the training sources")
+    embed.set_defaults(run=cmd_embed)
+
+    train = sub.add_parser("train", help="train a two-tower model")
+    _config_args(train)
+    train.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    train.add_argument("--stop-after", type=int, default=None, metavar="STEP", help="stop after this many steps")
+    train.set_defaults(run=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained model on benchmarks")
+    ev.add_argument("model", help="run folder holding model.pt, or a model .pt file")
+    ev.add_argument("--benchmark", action="append", help="benchmark name (repeatable); default: the offline set")
+    ev.add_argument("--max-images", type=int, default=1000, help="images per benchmark, 0 = all")
+    ev.add_argument("--out", help="results JSON path (default: beside the model)")
+    ev.set_defaults(run=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except LocktuneError as error:
+        print(f"locktune: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("locktune: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130

@@ -1,0 +1,175 @@
+"""Typed run configuration: dataclasses, loaded from YAML, overridden by `key.sub=value` arguments.
+
+Every value is checked at load: an unknown key gets a did-you-mean, a wrong type names the key and the
+type it wants. Names (towers, sources, benchmarks) are checked against their registries when used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from locktune.errors import LocktuneError
+
+
+@dataclass
+class ModelConfig:
+    setting: str = "LU"  # image letter then text letter, each L (locked), U (unlocked), u (from scratch)
+    image_tower: str = "efficientnet_lite0"
+    text_tower: str = "minilm"
+    embed_dim: int = 256
+    # Both towers are followed by a trainable linear projection to embed_dim.  The temperature is
+    # learned as log(logit_scale); big_vision's LiT configs start it at 10 (CLIP starts at 1/0.07).
+    logit_scale_init: float = 10.0
+    logit_scale_max: float = 100.0
+    image_size: int = 224  # pixels fed to the image tower (part of the embedding cache's key)
+    max_text_len: int = 16  # tokens, as in the paper
+    # The from-scratch CLIP-style text tower's shape and its BPE vocabulary (trained on the captions).
+    clip_width: int = 256
+    clip_layers: int = 4
+    clip_heads: int = 4
+    clip_vocab_size: int = 8000
+
+
+@dataclass
+class DataConfig:
+    sources: list[str] = field(default_factory=lambda: ["openclipart", "emoji"])
+    max_pairs_per_source: int = 0  # 0 = all
+    image_workers: int = 1  # decode processes feeding the image tower
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    grad_clip: float = 1.0
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: list[str] = field(
+        default_factory=lambda: ["fashion_mnist", "animal_mnist", "tuxpaint_categories", "tuxpaint_retrieval"]
+    )
+    max_images_per_benchmark: int = 1000  # sampled evenly over classes, with a fixed seed; 0 = all
+    batch_size: int = 256
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run_dir: str = "runs/default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Coerce `value` to the annotated type where that is lossless, else raise naming the key."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise LocktuneError(f"config key '{key}' wants a list, got {value!r}")
+        return [_check_type(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+            raise LocktuneError(f"config key '{key}' wants {annotation.__name__}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation} for {key}")
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise LocktuneError(f"unknown config key '{full}'{hint}; valid keys here: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise LocktuneError(f"config key '{full}' is a section; give it as {full}.<key>=value")
+            _apply(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _check_type(full, value, hints[key]))
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`train.steps=100` -> {"train": {"steps": 100}} (the value parsed as YAML)."""
+    if "=" not in text:
+        raise LocktuneError(f"override '{text}' should look like key.sub=value (e.g. train.steps=100)")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Cross-field checks that types alone cannot express."""
+    from locktune.towers.setting import parse_setting
+
+    parse_setting(config.model.setting)
+    if config.train.precision not in PRECISIONS:
+        raise LocktuneError(f"train.precision '{config.train.precision}' is not one of {', '.join(PRECISIONS)}")
+    for key, value in [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
+                       ("model.embed_dim", config.model.embed_dim), ("model.max_text_len", config.model.max_text_len),
+                       ("model.image_size", config.model.image_size)]:
+        if value < 1:
+            raise LocktuneError(f"config key '{key}' must be at least 1, got {value}")
+    if config.train.warmup_steps < 0 or config.train.warmup_steps > config.train.steps:
+        raise LocktuneError(f"train.warmup_steps must be between 0 and train.steps ({config.train.steps})")
+    if not config.data.sources:
+        raise LocktuneError("data.sources is empty; name at least one pair source")
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Defaults, then the YAML file (if any), then each override in order; validated."""
+    config = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise LocktuneError(f"config file '{path}' does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise LocktuneError(f"config file '{path}' should hold a mapping of sections (model:, train:, ...)")
+        _apply(config, data)
+    for text in overrides:
+        _apply(config, parse_override(text))
+    return validate(config)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    config = RunConfig()
+    _apply(config, data)
+    return validate(config)

@@ -1,0 +1,1 @@
+"""Pair sources (image + captions) and the image sets behind them."""

@@ -1,0 +1,92 @@
+"""Image sets: an ordered list of images with stable keys, loadable one at a time in any process."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+SVG_RENDER_SIZE = 256
+
+
+def load_image_file(path: str | Path) -> Image.Image:
+    """PNG/JPEG/... through Pillow; SVG rendered with cairosvg at SVG_RENDER_SIZE on its longer side."""
+    path = Path(path)
+    if path.suffix.lower() == ".svg":
+        import cairosvg
+
+        png = cairosvg.svg2png(url=str(path), output_width=SVG_RENDER_SIZE)
+        return Image.open(io.BytesIO(png))
+    image = Image.open(path)
+    image.load()
+    return image
+
+
+class ImageSet:
+    """Subclasses provide `keys` and `load(i)`; the fingerprint covers keys (and file sizes) in order."""
+
+    keys: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def load(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for key in self.keys:
+            digest.update(key.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]
+
+
+class FileImages(ImageSet):
+    def __init__(self, paths: Sequence[str | Path]):
+        self.paths = [str(p) for p in paths]
+        self.keys = list(self.paths)
+
+    def load(self, index: int) -> Image.Image:
+        return load_image_file(self.paths[index])
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.paths:
+            size = os.stat(path).st_size if os.path.exists(path) else -1
+            digest.update(f"{path}\0{size}\0".encode())
+        return digest.hexdigest()[:16]
+
+
+class ArrayImages(ImageSet):
+    """uint8 images in memory (N, H, W) grey or (N, H, W, 3) colour, e.g. MNIST-style IDX data."""
+
+    def __init__(self, array: np.ndarray, name: str, indices: Sequence[int] | None = None):
+        self.array = array
+        self.indices = list(range(len(array))) if indices is None else list(indices)
+        self.keys = [f"{name}:{i}" for i in self.indices]
+        self._content = hashlib.sha256(np.ascontiguousarray(array[self.indices]).tobytes()).hexdigest()[:16]
+
+    def load(self, index: int) -> Image.Image:
+        return Image.fromarray(self.array[self.indices[index]])
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256((super().fingerprint() + self._content).encode()).hexdigest()[:16]
+
+
+class ConcatImages(ImageSet):
+    def __init__(self, parts: Sequence[ImageSet]):
+        self.parts = list(parts)
+        self.keys = [k for p in self.parts for k in p.keys]
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def load(self, index: int) -> Image.Image:
+        part = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return self.parts[part].load(index - int(self._starts[part]))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("".join(p.fingerprint() for p in self.parts).encode()).hexdigest()[:16]

@@ -1,0 +1,32 @@
+"""Zero-shot classification: class names x prompt templates -> one text embedding per class."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from locktune.eval.metrics import mean_per_class_recall, topk_accuracy
+
+
+@torch.no_grad()
+def class_embeddings(model, class_names: list[str], templates: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Prompt ensemble: each class's template embeddings averaged, then renormalised.  [classes, dim]"""
+    texts = [t.format(name) for name in class_names for t in templates]
+    embeddings = encode_texts(model, texts, batch_size).view(len(class_names), len(templates), -1)
+    return F.normalize(embeddings.mean(dim=1), dim=-1)
+
+
+@torch.no_grad()
+def encode_texts(model, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    out = []
+    for i in range(0, len(texts), batch_size):
+        tokens = model.tokenize(texts[i:i + batch_size])
+        out.append(model.encode_text(tokens["ids"], tokens["mask"]))
+    return torch.cat(out)
+
+
+def zero_shot_metrics(image_emb: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor) -> dict[str, float]:
+    logits = image_emb @ classes.T
+    n = classes.shape[0]
+    return {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, min(5, n)),
+            "mean_per_class_recall": mean_per_class_recall(logits, labels), "chance_top1": 1.0 / n}

@@ -1,0 +1,3 @@
+from locktune.model.two_tower import TwoTower, build_model
+
+__all__ = ["TwoTower", "build_model"]

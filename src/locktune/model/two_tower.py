@@ -1,0 +1,66 @@
+"""The LiT model: an image tower and a text tower, each projected to a shared space, and a temperature.
+
+It only wires parts chosen by name; what a tower letter means is decided in `towers.setting`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from locktune.config import ModelConfig
+from locktune.towers.image import build_image_tower
+from locktune.towers.image.preprocess import Preprocess, preprocess_for
+from locktune.towers.setting import apply_letter, is_pretrained, parse_setting, unwrap
+from locktune.towers.text import build_text_tower
+from locktune.towers.text.base import TextTowerArgs
+
+
+class TwoTower(nn.Module):
+    def __init__(self, config: ModelConfig, image_tower: nn.Module, text_tower: nn.Module):
+        super().__init__()
+        self.config = config
+        self.setting = parse_setting(config.setting)
+        self.image_tower = image_tower
+        self.text_tower = text_tower
+        self.image_projection = nn.Linear(unwrap(image_tower).output_dim, config.embed_dim, bias=False)
+        self.text_projection = nn.Linear(unwrap(text_tower).output_dim, config.embed_dim, bias=False)
+        # Learned log of the logit scale (1/temperature), initialised to log(logit_scale_init).
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        self.preprocess: Preprocess = preprocess_for(unwrap(image_tower), config.image_size)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image tower's pooled output (what the embedding cache stores for a locked tower)."""
+        return self.image_tower(pixels)
+
+    def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_projection(features.float()), dim=-1)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.embed_image_features(self.image_features(pixels))
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_projection(self.text_tower(ids, mask).float()), dim=-1)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return unwrap(self.text_tower).tokenize(texts)
+
+
+def build_model(config: ModelConfig, corpus: Callable[[], Iterable[str]] | None = None,
+                tokenizer_json: str | None = None) -> TwoTower:
+    """Build both towers from their names and letters.  `corpus` feeds a from-scratch tokenizer."""
+    setting = parse_setting(config.setting)
+    image = build_image_tower(config.image_tower, pretrained=is_pretrained(setting.image))
+    text = build_text_tower(config.text_tower, TextTowerArgs(
+        pretrained=is_pretrained(setting.text), max_len=config.max_text_len, width=config.clip_width,
+        layers=config.clip_layers, heads=config.clip_heads, vocab_size=config.clip_vocab_size,
+        corpus=corpus, tokenizer_json=tokenizer_json))
+    return TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text))

@@ -1,0 +1,50 @@
+"""What every text tower provides: a tokenizer to fixed-length ids, and ids in, one vector per text out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from locktune.registry import Registry
+
+
+@dataclass
+class TextTowerArgs:
+    """Everything a text-tower builder may need.  `corpus` (training captions) lets a from-scratch tower
+    train its own tokenizer; `tokenizer_json` restores a saved one instead."""
+
+    pretrained: bool
+    max_len: int
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    vocab_size: int = 8000
+    corpus: Callable[[], Iterable[str]] | None = None
+    tokenizer_json: str | None = None
+
+
+class TextTower(nn.Module):
+    name: str = "text_tower"
+    output_dim: int
+    max_len: int
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """-> {"ids": LongTensor[B, max_len], "mask": LongTensor[B, max_len]} (mask 1 on real tokens)."""
+        raise NotImplementedError
+
+    def tokenizer_json(self) -> str | None:
+        """The tokenizer as JSON when it is not recoverable from a package (from-scratch vocabularies)."""
+        return None
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+TEXT_TOWERS: Registry[Callable[[TextTowerArgs], TextTower]] = Registry("text tower")
+
+
+def build_text_tower(name: str, args: TextTowerArgs) -> TextTower:
+    return TEXT_TOWERS.get(name)(args)

@@ -1,0 +1,156 @@
+"""The training loop: AdamW, warm-up + cosine, gradient clipping, optional bf16 autocast, checkpoints.
+
+With a locked image tower the images are never decoded during training: the batch's image side is a
+row of the embedding cache.  Otherwise the batch's images are decoded and run through the tower.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from locktune.cache.embedding_cache import cached_features
+from locktune.config import RunConfig
+from locktune.data.pairs import PairSet, load_pairs
+from locktune.loss import contrastive_loss
+from locktune.model import TwoTower, build_model
+from locktune.progress import progress
+from locktune.towers.setting import unwrap
+from locktune.train.batches import BatchPlan
+from locktune.train.checkpoint import atomic_save, latest_checkpoint, restore_rng, rng_state, save_model
+from locktune.train.schedule import build_scheduler
+
+
+@dataclass
+class TrainResult:
+    model: TwoTower
+    losses: list[float]
+    run_dir: Path
+    steps_done: int
+    image_forward_passes: int = 0  # images run through the image tower during this call
+    skipped_images: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def tokenize_all(model: TwoTower, captions: list[str], chunk: int = 4096) -> dict[str, torch.Tensor]:
+    parts = [model.tokenize(captions[i:i + chunk]) for i in range(0, len(captions), chunk)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            # Biases, norms and the temperature are not decayed (as in CLIP/LiT trainers).
+            (no_decay if p.ndim < 2 or "log_logit_scale" in name else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.train.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.train.lr)
+
+
+def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
+          stop_after: int | None = None) -> TrainResult:
+    """Train per `config`; with `resume`, continue from the run folder's latest checkpoint exactly.
+    `stop_after` ends this call after that many steps in total (to test and to split long runs)."""
+    started = time.time()
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.train.seed)
+    pairs = pairs if pairs is not None else load_pairs(config.data.sources, config.data.max_pairs_per_source)
+
+    checkpoint = None
+    if resume and (path := latest_checkpoint(run_dir)) is not None:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(config.model, corpus=pairs.all_captions,
+                        tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None)
+
+    # Image side: cached features for a locked tower, else decode per batch.
+    image_tower = unwrap(model.image_tower)
+    skipped: dict[str, str] = {}
+    forward_passes = 0
+    features = None
+    usable = list(range(len(pairs)))
+    if model.setting.image_locked:
+        cache = cached_features(image_tower, model.preprocess, pairs.images, workers=config.data.image_workers,
+                                desc=f"embedding {pairs.name}")
+        forward_passes += len(pairs) if cache.computed else 0
+        skipped.update(cache.failed)
+        usable = [i for i in usable if bool(cache.valid[i])]
+        features = cache.features
+
+    flat_captions, owners = [], []
+    for i in usable:
+        for caption in pairs.captions[i]:
+            flat_captions.append(caption)
+            owners.append(i)
+    tokens = tokenize_all(model, flat_captions)
+    first_caption = {}
+    for position, owner in enumerate(owners):
+        first_caption.setdefault(owner, position)
+    plan = BatchPlan([len(pairs.captions[i]) for i in usable], config.train.batch_size, config.train.seed)
+
+    optimizer = _optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config.train.warmup_steps, config.train.steps)
+    step, losses = 0, []
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        step, losses = checkpoint["step"], list(checkpoint["losses"])
+        restore_rng(checkpoint["rng"])
+
+    def save_checkpoint() -> None:
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "rng": rng_state(),
+                     "config": config.to_dict(), "tokenizer_json": unwrap(model.text_tower).tokenizer_json()},
+                    run_dir / "checkpoints" / "latest.pt")
+
+    autocast = (torch.autocast(device_type="cpu", dtype=torch.bfloat16) if config.train.precision == "bf16"
+                else nullcontext())
+    end = min(config.train.steps, stop_after) if stop_after is not None else config.train.steps
+    model.train()
+    log = open(run_dir / "train_log.jsonl", "a")
+    bar = progress(total=end - step, desc=f"training {config.model.setting}", unit="step")
+    pairs_seen, tick = 0, time.time()
+    while step < end:
+        pair_rows, caption_choice = plan.batch(step)
+        pair_ids = [usable[int(r)] for r in pair_rows]
+        caption_rows = torch.tensor([first_caption[p] + int(c) for p, c in zip(pair_ids, caption_choice)])
+        with autocast:
+            if features is not None:
+                image_emb = model.embed_image_features(features[pair_ids])
+            else:
+                pixels = torch.stack([model.preprocess(pairs.images.load(p)) for p in pair_ids])
+                forward_passes += len(pair_ids)
+                image_emb = model.encode_image(pixels.contiguous(memory_format=torch.channels_last))
+            text_emb = model.encode_text(tokens["ids"][caption_rows], tokens["mask"][caption_rows])
+            loss = contrastive_loss(image_emb, text_emb, model.logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], config.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        losses.append(float(loss))
+        pairs_seen += len(pair_ids)
+        rate = pairs_seen / max(1e-9, time.time() - tick)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / float(model.logit_scale):.3f}")
+        bar.update(1)
+        if step % config.train.log_every == 0 or step == end:
+            log.write(json.dumps({"step": step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
+                                  "grad_norm": float(grad_norm), "logit_scale": float(model.logit_scale),
+                                  "pairs_per_s": round(rate, 1)}) + "\n")
+            log.flush()
+        if step % config.train.checkpoint_every == 0 or step == end:
+            save_checkpoint()
+    bar.close()
+    log.close()
+    if step == config.train.steps:
+        save_model(model, run_dir / "model.pt")
+    model.eval()
+    return TrainResult(model, losses, run_dir, step, forward_passes, skipped, time.time() - started)
