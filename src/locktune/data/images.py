@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -22,8 +23,12 @@ def load_image_file(path: str | Path) -> Image.Image:
 
         png = cairosvg.svg2png(url=str(path), output_width=SVG_RENDER_SIZE)
         return Image.open(io.BytesIO(png))
-    image = Image.open(path)
-    image.load()
+    with warnings.catch_warnings():
+        # Pillow only warns about a decompression bomb below twice its limit; we refuse it outright
+        # (it is skipped and counted like any unreadable image) rather than spend minutes decoding it.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(path)
+        image.load()
     return image
 
 
