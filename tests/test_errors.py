@@ -55,6 +55,6 @@ def test_missing_npm_package_says_what_to_install(monkeypatch, tmp_path):
 
 
 def test_overrides_apply_in_order_and_coerce_types():
-    config = load_config(None, ["train.steps=10", "train.lr=1e-3", "train.steps=20", "data.sources=emoji,openclipart"])
+    config = load_config(None, ["train.warmup_steps=5", "train.steps=10", "train.lr=1e-3", "train.steps=20", "data.sources=emoji,openclipart"])
     assert config.train.steps == 20 and config.train.lr == 1e-3
     assert config.data.sources == ["emoji", "openclipart"]

@@ -49,6 +49,9 @@ class TrainConfig:
     steps: int = 300
     batch_size: int = 64
     lr: float = 1e-4
+    # The projections and the temperature start from scratch even when a tower is pretrained; they may
+    # learn faster than the pretrained towers (lr x this multiplier).
+    head_lr_multiplier: float = 1.0
     weight_decay: float = 0.01
     warmup_steps: int = 30
     grad_clip: float = 1.0
@@ -94,6 +97,11 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
         return [_check_type(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if annotation in (int, float, str, bool):
         if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
             raise LocktuneError(f"config key '{key}' wants {annotation.__name__}, got {value!r}")

@@ -21,12 +21,12 @@ def rank_of_best_positive(scores: torch.Tensor, positive: torch.Tensor) -> torch
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     positive = torch.zeros_like(logits, dtype=torch.bool)
     positive[torch.arange(len(labels)), labels] = True
-    return float((rank_of_best_positive(logits, positive) < k).float().mean())
+    return float((rank_of_best_positive(logits, positive) < k).double().mean())
 
 
 def mean_per_class_recall(logits: torch.Tensor, labels: torch.Tensor) -> float:
     predictions = logits.argmax(dim=1)
-    recalls = [float((predictions[labels == c] == c).float().mean()) for c in labels.unique()]
+    recalls = [float((predictions[labels == c] == c).double().mean()) for c in labels.unique()]
     return sum(recalls) / len(recalls)
 
 
@@ -43,6 +43,6 @@ def retrieval_recalls(similarity: torch.Tensor, caption_owner: torch.Tensor,
     text_ranks = rank_of_best_positive(similarity.T, owns.T)
     out = {}
     for k in ks:
-        out[f"image_to_text_R@{k}"] = float((image_ranks < k).float().mean())
-        out[f"text_to_image_R@{k}"] = float((text_ranks < k).float().mean())
+        out[f"image_to_text_R@{k}"] = float((image_ranks < k).double().mean())
+        out[f"text_to_image_R@{k}"] = float((text_ranks < k).double().mean())
     return out

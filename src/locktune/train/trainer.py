@@ -43,13 +43,16 @@ def tokenize_all(model: TwoTower, captions: list[str], chunk: int = 4096) -> dic
 
 
 def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
+            is_head = name.startswith(("image_projection", "text_projection", "log_logit_scale"))
             # Biases, norms and the temperature are not decayed (as in CLIP/LiT trainers).
-            (no_decay if p.ndim < 2 or "log_logit_scale" in name else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.train.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=config.train.lr)
+            decays = p.ndim >= 2 and "log_logit_scale" not in name
+            groups.setdefault((is_head, decays), []).append(p)
+    lr, mult, wd = config.train.lr, config.train.head_lr_multiplier, config.train.weight_decay
+    return torch.optim.AdamW([{"params": params, "lr": lr * (mult if head else 1.0), "weight_decay": wd if decays else 0.0}
+                              for (head, decays), params in sorted(groups.items())], lr=lr)
 
 
 def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
@@ -136,14 +139,14 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         optimizer.step()
         scheduler.step()
         step += 1
-        losses.append(float(loss))
+        losses.append(loss.item())
         pairs_seen += len(pair_ids)
         rate = pairs_seen / max(1e-9, time.time() - tick)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / float(model.logit_scale):.3f}")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / model.logit_scale.item():.3f}")
         bar.update(1)
         if step % config.train.log_every == 0 or step == end:
             log.write(json.dumps({"step": step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
-                                  "grad_norm": float(grad_norm), "logit_scale": float(model.logit_scale),
+                                  "grad_norm": float(grad_norm), "logit_scale": model.logit_scale.item(),
                                   "pairs_per_s": round(rate, 1)}) + "\n")
             log.flush()
         if step % config.train.checkpoint_every == 0 or step == end:
