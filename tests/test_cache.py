@@ -36,6 +36,7 @@ def test_cache_is_reused_and_invalidated_by_preprocessing():
     assert torch.equal(first.features, second.features)
 
     # Same features as running the tower directly (the cache stores what the tower outputs).
+    tower.inner.eval()  # the cache runs the tower in eval mode (batch norm uses its statistics)
     with torch.no_grad():
         direct = tower.inner(torch.stack([prep64(images.load(i)) for i in range(6)]))
     assert torch.allclose(first.features, direct, atol=1e-5)

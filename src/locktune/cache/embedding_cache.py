@@ -62,7 +62,9 @@ def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: Ima
                      workers: int = 1, desc: str = "embedding images") -> tuple[torch.Tensor, dict[str, str]]:
     """Run the tower over every image (decoding in `workers` processes); NaN rows for unreadable images."""
     loader = DataLoader(_Preprocessed(images, preprocess), batch_size=batch_size, num_workers=workers,
-                        persistent_workers=False)
+                        persistent_workers=False, generator=torch.Generator().manual_seed(0))
+    # (its own generator: computing the cache must not consume the global RNG, or a run that
+    # computes it and one that reuses it would initialise differently)
     features: torch.Tensor | None = None
     failed: dict[str, str] = {}
     was_training = tower.training
