@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from locktune.errors import LocktuneError
@@ -59,20 +58,19 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from locktune.config import EvalConfig
+    from locktune.eval.benchmarks import BENCHMARKS
     from locktune.eval.run import evaluate
     from locktune.report import results_table, write_results
     from locktune.train.checkpoint import load_model
 
-    model = load_model(args.model)
-    from locktune.config import EvalConfig
-
     names = args.benchmark or EvalConfig().benchmarks
-    from locktune.eval.benchmarks import BENCHMARKS
-
     for name in names:
-        BENCHMARKS.get(name)  # unknown names fail before any work
+        BENCHMARKS.get(name)  # an unknown name fails before any work
+    model = load_model(args.model)
     results = evaluate(model, names, args.max_images)
-    out = Path(args.out) if args.out else Path(args.model if Path(args.model).is_dir() else Path(args.model).parent) / "results.json"
+    model_path = Path(args.model)
+    out = Path(args.out) if args.out else (model_path if model_path.is_dir() else model_path.parent) / "results.json"
     write_results(results, out)
     print(results_table(results))
     print(f"results: {out}")
