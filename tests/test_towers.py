@@ -12,6 +12,15 @@ from locktune.towers.setting import LockedTower, parse_setting, unwrap
 from locktune.towers.text.minilm import model_folder
 
 
+def tiny_config(tmp_path, setting: str, steps: int, batch_size: int) -> RunConfig:
+    config = RunConfig()
+    config.model.setting = setting
+    config.model.image_size = 64
+    config.train.steps, config.train.batch_size, config.train.warmup_steps = steps, batch_size, 1
+    config.run_dir = str(tmp_path / "run")
+    return config
+
+
 def test_unknown_setting_lists_valid_ones():
     with pytest.raises(LocktuneError, match="valid: LU, Lu, LL, UU, Uu, UL, uU, uu, uL"):
         parse_setting("LX")
@@ -76,11 +85,7 @@ def test_locked_image_tower_bit_identical_after_training_unlocked_text(tmp_path,
     """LU trained for real steps: image tower (weights and batch-norm buffers) unchanged, text tower changed."""
     from locktune.train.trainer import train
 
-    config = RunConfig()
-    config.model.setting = "LU"
-    config.model.image_size = 64
-    config.train.steps, config.train.batch_size, config.train.warmup_steps = 3, 16, 1
-    config.run_dir = str(tmp_path / "run")
+    config = tiny_config(tmp_path, "LU", steps=3, batch_size=16)
     before = {k: v.clone() for k, v in build_model(config.model).image_tower.state_dict().items()}
     result = train(config, pairs=emoji_pairs)
     after = result.model.image_tower.state_dict()
@@ -95,12 +100,8 @@ def test_locked_tower_unchanged_when_run_on_pixels_in_train_mode(tmp_path, emoji
     bit-identical while the unlocked image tower trains on decoded pixels."""
     from locktune.train.trainer import train
 
-    config = RunConfig()
-    config.model.setting = "UL"
+    config = tiny_config(tmp_path, "UL", steps=2, batch_size=8)
     config.model.image_tower = "mobilenet_v2"
-    config.model.image_size = 64
-    config.train.steps, config.train.batch_size, config.train.warmup_steps = 2, 8, 1
-    config.run_dir = str(tmp_path / "run")
     before = {k: v.clone() for k, v in build_model(config.model).text_tower.state_dict().items()}
     result = train(config, pairs=emoji_pairs)
     after = result.model.text_tower.state_dict()

@@ -116,7 +116,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
                 else nullcontext())
     end = min(config.train.steps, stop_after) if stop_after is not None else config.train.steps
     model.train()
-    log = open(run_dir / "train_log.jsonl", "a")
+    log = open(run_dir / "train_log.jsonl", "a" if checkpoint is not None else "w")  # a fresh run starts a fresh log
     bar = progress(total=end - step, desc=f"training {config.model.setting}", unit="step")
     pairs_seen, tick = 0, time.time()
     while step < end:
