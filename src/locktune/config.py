@@ -59,6 +59,11 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
+    # batch_size is the global batch: under torchrun each of N processes takes batch_size / N rows.
+    loss: str = "global"  # global: negatives gathered from every process | local: own rows only
+    chunk_size: int = 0  # >0: gradient caching in chunks of this many rows (huge batches); 0: whole batch
+    compile: bool = False  # torch.compile the text tower
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
 
 
 @dataclass
@@ -83,6 +88,8 @@ class RunConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
+LOSSES = ("global", "local")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -149,6 +156,12 @@ def validate(config: RunConfig) -> RunConfig:
     parse_setting(config.model.setting)
     if config.train.precision not in PRECISIONS:
         raise LocktuneError(f"train.precision '{config.train.precision}' is not one of {', '.join(PRECISIONS)}")
+    if config.train.loss not in LOSSES:
+        raise LocktuneError(f"train.loss '{config.train.loss}' is not one of {', '.join(LOSSES)}")
+    if config.train.device not in DEVICES:
+        raise LocktuneError(f"train.device '{config.train.device}' is not one of {', '.join(DEVICES)}")
+    if config.train.chunk_size < 0:
+        raise LocktuneError("train.chunk_size must be 0 (off) or a positive number of rows")
     for key, value in [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
                        ("model.embed_dim", config.model.embed_dim), ("model.max_text_len", config.model.max_text_len),
                        ("model.image_size", config.model.image_size)]:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from locktune.cache.location import cache_root
 from locktune.data.images import ImageSet
 from locktune.progress import progress
+from locktune.train import distributed
 from locktune.towers.image.preprocess import Preprocess
 
 CACHE_FORMAT = 1
@@ -60,31 +61,65 @@ class _Preprocessed(Dataset):
 
 def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: ImageSet, batch_size: int = 64,
                      workers: int = 1, desc: str = "embedding images") -> tuple[torch.Tensor, dict[str, str]]:
-    """Run the tower over every image (decoding in `workers` processes); NaN rows for unreadable images."""
-    loader = DataLoader(_Preprocessed(images, preprocess), batch_size=batch_size, num_workers=workers,
-                        persistent_workers=False, generator=torch.Generator().manual_seed(0))
-    # (its own generator: computing the cache must not consume the global RNG, or a run that
-    # computes it and one that reuses it would initialise differently)
+    """Run the tower over every image (decoding in `workers` processes); NaN rows for unreadable images.
+
+    Under torchrun the batches are dealt round-robin to the processes and the results combined, so every
+    batch holds the same images as in a single-process run and the features are the same bit for bit.
+    """
+    world, rank = distributed.world_size(), distributed.rank()
+    batches = [list(range(start, min(len(images), start + batch_size))) for start in range(0, len(images), batch_size)]
+    mine = batches[rank::world]
+    # Its own generator: computing the cache must not consume the global RNG, or a run that computes it
+    # and one that reuses it would initialise differently.
+    loader = DataLoader(_Preprocessed(images, preprocess), batch_sampler=mine, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))
     features: torch.Tensor | None = None
     failed: dict[str, str] = {}
     was_training = tower.training
     tower.eval()
-    with torch.inference_mode(), progress(total=len(images), desc=desc, unit="img") as bar:
+    device = next(tower.parameters()).device
+    with torch.no_grad(), progress(total=len(images), desc=desc, unit="img",
+                                          enabled=distributed.is_main()) as bar:
         for indices, pixels, errors in loader:
-            out = tower(pixels.contiguous(memory_format=torch.channels_last)).float()
+            out = tower(pixels.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
             if features is None:
-                features = torch.empty(len(images), out.shape[1])
+                features = torch.zeros(len(images), out.shape[1])
             for j, error in enumerate(errors):
                 if error:
                     failed[images.keys[int(indices[j])]] = error
-                    out[j] = float("nan")
+                    out[j] = 0.0
             features[indices] = out
-            bar.update(len(indices))
+            bar.update(len(indices) * world)
     tower.train(was_training)
+    if distributed.is_distributed():
+        features, failed = _combine_ranks(features, failed, tower, preprocess)
     if failed:
-        print(f"locktune: {len(failed)} of {len(images)} images could not be read and were skipped "
-              f"(first: {next(iter(failed.items()))})")
+        key_to_row = {key: row for row, key in enumerate(images.keys)}
+        features[[key_to_row[key] for key in failed]] = float("nan")
+        if distributed.is_main():
+            print(f"locktune: {len(failed)} of {len(images)} images could not be read and were skipped "
+                  f"(first: {next(iter(failed.items()))})")
     return features, failed
+
+
+def _combine_ranks(features: torch.Tensor | None, failed: dict[str, str], tower, preprocess: Preprocess):
+    """Sum the ranks' disjoint rows (each rank's other rows are zero) and merge their failure lists."""
+    import torch.distributed as dist
+
+    if features is None:  # this rank had no batches; learn the width from a dummy forward
+        size = preprocess.image_size
+        with torch.inference_mode():
+            width = tower(torch.zeros(1, 3, size, size, device=next(tower.parameters()).device)).shape[1]
+        features = torch.zeros(0, width)
+    sizes = [None] * distributed.world_size()
+    dist.all_gather_object(sizes, tuple(features.shape))
+    full = max(sizes)
+    if tuple(features.shape) != full:
+        features = torch.zeros(full)
+    dist.all_reduce(features)
+    merged: list[dict[str, str]] = [{} for _ in range(distributed.world_size())]
+    dist.all_gather_object(merged, failed)
+    return features, {k: v for part in merged for k, v in part.items()}
 
 
 def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size: int = 64, workers: int = 1,
@@ -101,6 +136,9 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
             return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, False, manifest["failed"])
     start = time.time()
     features, failed = compute_features(tower, preprocess, images, batch_size, workers, desc)
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 writes the entry
+        return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, True, failed)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = array_path.with_suffix(f".tmp{os.getpid()}.npy")
     np.save(tmp, features.numpy())
@@ -111,4 +149,5 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")
     tmp_manifest.write_text(json.dumps(manifest, indent=1))
     tmp_manifest.replace(manifest_path)
+    distributed.barrier()
     return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, True, failed)

@@ -16,14 +16,16 @@ import torch
 
 from locktune.cache.embedding_cache import cached_features
 from locktune.config import RunConfig
+from locktune.errors import LocktuneError
 from locktune.data.pairs import PairSet, load_pairs
-from locktune.loss import contrastive_loss
 from locktune.model import TwoTower, build_model
 from locktune.progress import progress
 from locktune.towers.setting import unwrap
 from locktune.train.batches import BatchPlan
 from locktune.train.checkpoint import atomic_save, latest_checkpoint, restore_rng, rng_state, save_model
+from locktune.train import distributed
 from locktune.train.schedule import build_scheduler
+from locktune.train.step import Batch, gradient_cached_step, whole_step
 
 
 @dataclass
@@ -35,6 +37,16 @@ class TrainResult:
     image_forward_passes: int = 0  # images run through the image tower during this call
     skipped_images: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LocktuneError("train.device is 'cuda' but no CUDA device is visible; use train.device=cpu")
+    if name == "cuda" and distributed.is_distributed():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(name)
 
 
 def tokenize_all(model: TwoTower, captions: list[str], chunk: int = 4096) -> dict[str, torch.Tensor]:
@@ -51,8 +63,9 @@ def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
             decays = p.ndim >= 2 and "log_logit_scale" not in name
             groups.setdefault((is_head, decays), []).append(p)
     lr, mult, wd = config.train.lr, config.train.head_lr_multiplier, config.train.weight_decay
+    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     return torch.optim.AdamW([{"params": params, "lr": lr * (mult if head else 1.0), "weight_decay": wd if decays else 0.0}
-                              for (head, decays), params in sorted(groups.items())], lr=lr)
+                              for (head, decays), params in sorted(groups.items())], lr=lr, **fused)
 
 
 def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
@@ -96,11 +109,16 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         first_caption.setdefault(owner, position)
     plan = BatchPlan([len(pairs.captions[i]) for i in usable], config.train.batch_size, config.train.seed)
 
+    device = resolve_device(config.train.device)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+    model.to(device)
+    if config.train.compile:
+        unwrap(model.text_tower).compile()  # in place: parameter names (and checkpoints) unchanged
     optimizer = _optimizer(model, config)
     scheduler = build_scheduler(optimizer, config.train.warmup_steps, config.train.steps)
     step, losses = 0, []
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         step, losses = checkpoint["step"], list(checkpoint["losses"])
@@ -112,48 +130,62 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
                      "config": config.to_dict(), "tokenizer_json": unwrap(model.text_tower).tokenizer_json()},
                     run_dir / "checkpoints" / "latest.pt")
 
-    autocast = (torch.autocast(device_type="cpu", dtype=torch.bfloat16) if config.train.precision == "bf16"
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.train.precision == "bf16"
                 else nullcontext())
+    world, rank = distributed.world_size(), distributed.rank()
+    if config.train.batch_size % world:
+        raise LocktuneError(f"train.batch_size ({config.train.batch_size}) must divide evenly over {world} processes")
+    local = config.train.batch_size // world
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    global_loss = config.train.loss == "global"
     end = min(config.train.steps, stop_after) if stop_after is not None else config.train.steps
     model.train()
-    log = open(run_dir / "train_log.jsonl", "a" if checkpoint is not None else "w")  # a fresh run starts a fresh log
-    bar = progress(total=end - step, desc=f"training {config.model.setting}", unit="step")
+    main = distributed.is_main()
+    log = open(run_dir / "train_log.jsonl", "a" if checkpoint is not None else "w") if main else None
+    bar = progress(total=end - step, desc=f"training {config.model.setting}", unit="step", enabled=main)
     pairs_seen, tick = 0, time.time()
     while step < end:
         pair_rows, caption_choice = plan.batch(step)
-        pair_ids = [usable[int(r)] for r in pair_rows]
-        caption_rows = torch.tensor([first_caption[p] + int(c) for p, c in zip(pair_ids, caption_choice)])
-        with autocast:
-            if features is not None:
-                image_emb = model.embed_image_features(features[pair_ids])
-            else:
-                pixels = torch.stack([model.preprocess(pairs.images.load(p)) for p in pair_ids])
-                forward_passes += len(pair_ids)
-                image_emb = model.encode_image(pixels.contiguous(memory_format=torch.channels_last))
-            text_emb = model.encode_text(tokens["ids"][caption_rows], tokens["mask"][caption_rows])
-            loss = contrastive_loss(image_emb, text_emb, model.logit_scale)
+        # Every process draws the same global batch and takes its own slice of it.
+        mine = slice(rank * local, (rank + 1) * local)
+        pair_ids = [usable[int(r)] for r in pair_rows[mine]]
+        caption_rows = torch.tensor([first_caption[p] + int(c) for p, c in zip(pair_ids, caption_choice[mine])])
+        batch = Batch(tokens["ids"][caption_rows].to(device), tokens["mask"][caption_rows].to(device))
+        if features is not None:
+            batch.features = features[pair_ids].to(device)
+        else:
+            pixels = torch.stack([model.preprocess(pairs.images.load(p)) for p in pair_ids])
+            forward_passes += len(pair_ids)
+            batch.pixels = pixels.to(device).contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], config.train.grad_clip)
+        if config.train.chunk_size and config.train.chunk_size < local:
+            loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, global_loss)
+        else:
+            loss = whole_step(model, batch, autocast, global_loss)
+        distributed.average_gradients(trainable)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.train.grad_clip)
         optimizer.step()
         scheduler.step()
         step += 1
-        losses.append(loss.item())
-        pairs_seen += len(pair_ids)
+        losses.append(distributed.mean_over_ranks(loss))
+        pairs_seen += config.train.batch_size
         rate = pairs_seen / max(1e-9, time.time() - tick)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / model.logit_scale.item():.3f}")
         bar.update(1)
-        if step % config.train.log_every == 0 or step == end:
+        if main and (step % config.train.log_every == 0 or step == end):
             log.write(json.dumps({"step": step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
                                   "grad_norm": float(grad_norm), "logit_scale": model.logit_scale.item(),
                                   "pairs_per_s": round(rate, 1)}) + "\n")
             log.flush()
         if step % config.train.checkpoint_every == 0 or step == end:
-            save_checkpoint()
+            if main:
+                save_checkpoint()
+            distributed.barrier()
     bar.close()
-    log.close()
-    if step == config.train.steps:
+    if log is not None:
+        log.close()
+    if step == config.train.steps and main:
         save_model(model, run_dir / "model.pt")
+    distributed.barrier()
     model.eval()
     return TrainResult(model, losses, run_dir, step, forward_passes, skipped, time.time() - started)

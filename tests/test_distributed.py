@@ -1,0 +1,176 @@
+"""Two real processes (gloo): the global loss, training steps and the precompute equal one process."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from locktune.loss.contrastive import contrastive_loss, contrastive_loss_grads
+
+WORLD = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(fn, tmp_path, *args):
+    """Run fn(rank, tmp_path, *args) in WORLD processes joined in a gloo group, like torchrun would."""
+    port = free_port()
+    mp.start_processes(_entry, args=(fn, port, str(tmp_path), args), nprocs=WORLD, join=True, start_method="spawn")
+
+
+def _entry(rank, fn, port, tmp_path, args):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank), LOCKTUNE_QUIET="1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        fn(rank, tmp_path, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def global_batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(8, 6, generator=g), torch.randn(8, 5, generator=g), torch.randn(6, 4, generator=g), \
+        torch.randn(5, 4, generator=g)
+
+
+def loss_and_grads(x_img, x_txt, w_img, w_txt, scale, chunked: bool):
+    """A tiny two-tower model (one linear map per side) so gradients reach real parameters."""
+    w_img, w_txt = w_img.clone().requires_grad_(), w_txt.clone().requires_grad_()
+    log_scale = torch.tensor(scale).log().requires_grad_()
+    img, txt = F.normalize(x_img @ w_img, dim=-1), F.normalize(x_txt @ w_txt, dim=-1)
+    if chunked:
+        loss, g_img, g_txt = contrastive_loss_grads(img, txt, log_scale.exp(), chunk_rows=3)
+        torch.autograd.backward([img, txt], [g_img, g_txt])
+    else:
+        loss = contrastive_loss(img, txt, log_scale.exp())
+        loss.backward()
+    return loss.detach(), [w_img.grad, w_txt.grad, log_scale.grad]
+
+
+def _rank_loss(rank, tmp_path, chunked):
+    x_img, x_txt, w_img, w_txt = global_batch()
+    rows = slice(rank * 4, rank * 4 + 4)
+    loss, grads = loss_and_grads(x_img[rows], x_txt[rows], w_img, w_txt, 10.0, chunked)
+    for g in grads:  # what the trainer does after backward: average over ranks
+        dist.all_reduce(g)
+        g /= WORLD
+    dist.all_reduce(loss)
+    torch.save({"loss": loss / WORLD, "grads": grads}, os.path.join(tmp_path, f"rank{rank}.pt"))
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+def test_global_loss_and_gradients_equal_single_process(tmp_path, chunked):
+    x_img, x_txt, w_img, w_txt = global_batch()
+    ref_loss, ref_grads = loss_and_grads(x_img, x_txt, w_img, w_txt, 10.0, chunked=False)
+    launch(_rank_loss, tmp_path, chunked)
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert abs(float(got["loss"]) - float(ref_loss)) < 1e-5
+        for a, b in zip(got["grads"], ref_grads):
+            assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_chunked_loss_gradients_equal_whole_in_one_process():
+    x_img, x_txt, w_img, w_txt = global_batch()
+    whole_loss, whole = loss_and_grads(x_img, x_txt, w_img, w_txt, 14.0, chunked=False)
+    chunk_loss, chunked = loss_and_grads(x_img, x_txt, w_img, w_txt, 14.0, chunked=True)
+    assert abs(float(whole_loss) - float(chunk_loss)) < 1e-6
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, chunked))
+
+
+def train_config(run_dir, chunk_size=0):
+    from locktune.config import RunConfig
+
+    config = RunConfig()
+    config.model.setting, config.model.text_tower, config.model.image_tower = "Lu", "clip", "mobilenet_v2"
+    config.model.image_size = 64
+    config.model.clip_width, config.model.clip_layers, config.model.clip_heads = 32, 2, 2
+    config.model.clip_vocab_size = 400
+    config.train.steps, config.train.batch_size, config.train.warmup_steps = 3, 16, 1
+    config.train.chunk_size = chunk_size
+    config.data.image_workers = 0
+    config.run_dir = str(run_dir)
+    return config
+
+
+def _pairs():
+    from locktune.data.pairs import load_pairs
+
+    return load_pairs(["emoji"], max_pairs_per_source=48)
+
+
+def _rank_train(rank, tmp_path):
+    from locktune.train.trainer import train
+
+    result = train(train_config(os.path.join(tmp_path, "two")), pairs=_pairs())
+    if rank == 0:
+        torch.save({"losses": result.losses, "state": result.model.state_dict()}, os.path.join(tmp_path, "two.pt"))
+
+
+def test_two_process_training_equals_one_process(tmp_path):
+    """The CLIP-style text tower has no dropout, so one and two processes see identical arithmetic."""
+    from locktune.train.trainer import train
+
+    one = train(train_config(tmp_path / "one"), pairs=_pairs())
+    launch(_rank_train, tmp_path)
+    two = torch.load(tmp_path / "two.pt")
+    assert max(abs(a - b) for a, b in zip(one.losses, two["losses"])) < 1e-5
+    for name, value in one.model.state_dict().items():
+        assert torch.allclose(value, two["state"][name], atol=1e-5), name
+    # A checkpoint written by two processes resumes in one: the global batch does not depend on the count.
+    config = train_config(tmp_path / "two")
+    config.train.steps = 4
+    resumed = train(config, pairs=_pairs(), resume=True)
+    assert resumed.steps_done == 4 and resumed.losses[:3] == two["losses"]
+
+
+def test_gradient_cached_training_equals_whole_batch(tmp_path):
+    from locktune.train.trainer import train
+
+    whole = train(train_config(tmp_path / "whole"), pairs=_pairs())
+    chunked = train(train_config(tmp_path / "chunked", chunk_size=4), pairs=_pairs())
+    assert max(abs(a - b) for a, b in zip(whole.losses, chunked.losses)) < 1e-5
+    for name, value in whole.model.state_dict().items():
+        assert torch.allclose(value, chunked.model.state_dict()[name], atol=1e-5), name
+
+
+def _rank_embed(rank, tmp_path):
+    from locktune.cache.embedding_cache import cached_features
+    from locktune.towers.image import build_image_tower
+    from locktune.towers.image.preprocess import preprocess_for
+
+    os.environ["LOCKTUNE_CACHE"] = os.path.join(tmp_path, "cache-two")
+    tower = build_image_tower("mobilenet_v2", pretrained=True)
+    result = cached_features(tower, preprocess_for(tower, 64), _pairs().images, batch_size=10, workers=0)
+    assert result.computed
+
+
+def test_precompute_split_over_two_ranks_equals_one(tmp_path, monkeypatch):
+    import numpy as np
+
+    from locktune.cache.embedding_cache import cached_features
+    from locktune.towers.image import build_image_tower
+    from locktune.towers.image.preprocess import preprocess_for
+
+    monkeypatch.setenv("LOCKTUNE_CACHE", str(tmp_path / "cache-one"))
+    tower = build_image_tower("mobilenet_v2", pretrained=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each rank: CPU kernels sum in a thread-count-dependent order
+    try:
+        one = cached_features(tower, preprocess_for(tower, 64), _pairs().images, batch_size=10, workers=0)
+    finally:
+        torch.set_num_threads(threads)
+    launch(_rank_embed, tmp_path)
+    files = list((tmp_path / "cache-two" / "embeddings").glob("*.npy"))
+    assert [f.name for f in files] == [one.path.name]
+    assert np.array_equal(np.load(files[0]), np.load(one.path)), "bit-identical"
