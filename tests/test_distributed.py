@@ -174,3 +174,21 @@ def test_precompute_split_over_two_ranks_equals_one(tmp_path, monkeypatch):
     files = list((tmp_path / "cache-two" / "embeddings").glob("*.npy"))
     assert [f.name for f in files] == [one.path.name]
     assert np.array_equal(np.load(files[0]), np.load(one.path)), "bit-identical"
+
+
+def test_torchrun_launches_training_from_the_cli(tmp_path):
+    """The real launcher: `torchrun --nproc_per_node 2 -m locktune train ...` (gloo on CPU)."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "locktune", "train", "data.sources=[emoji]", "data.max_pairs_per_source=48", "data.image_workers=0",
+           "model.setting=Lu", "model.text_tower=clip", "model.image_tower=mobilenet_v2", "model.image_size=64",
+           "model.clip_width=32", "model.clip_layers=1", "model.clip_heads=2", "model.clip_vocab_size=400",
+           "train.steps=2", "train.batch_size=16", "train.warmup_steps=1", f"run_dir={run}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LOCKTUNE_QUIET": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("trained 2/2 steps") == 1, "only rank 0 reports"
+    assert (run / "model.pt").is_file()

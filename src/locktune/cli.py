@@ -27,33 +27,45 @@ def _load(args):
 
 
 def cmd_embed(args) -> int:
+    from locktune.train.distributed import distributed_session, is_main
+
+    config = _load(args)
+    with distributed_session():
+        return _embed(config, args.no_benchmarks, is_main())
+
+
+def _embed(config, no_benchmarks: bool, main: bool) -> int:
     from locktune.cache.embedding_cache import cached_features
     from locktune.data.pairs import load_pairs
     from locktune.eval.benchmarks import get_benchmark
     from locktune.towers.image import build_image_tower
     from locktune.towers.image.preprocess import preprocess_for
 
-    config = _load(args)
     tower = build_image_tower(config.model.image_tower, pretrained=True)
     preprocess = preprocess_for(tower, config.model.image_size)
     sets = [load_pairs(config.data.sources, config.data.max_pairs_per_source)]
-    if not args.no_benchmarks:
+    if not no_benchmarks:
         sets += [get_benchmark(n, config.eval.max_images_per_benchmark) for n in config.eval.benchmarks]
     for s in sets:
         result = cached_features(tower, preprocess, s.images, workers=config.data.image_workers,
                                  desc=f"embedding {s.name}")
         state = "computed" if result.computed else "reused"
-        print(f"{s.name}: {len(s.images)} images, {int(result.valid.sum())} usable, {state}: {result.path}")
+        if main:
+            print(f"{s.name}: {len(s.images)} images, {int(result.valid.sum())} usable, {state}: {result.path}")
     return 0
 
 
 def cmd_train(args) -> int:
+    from locktune.train.distributed import distributed_session, is_main
     from locktune.train.trainer import train
 
     config = _load(args)
-    result = train(config, resume=args.resume, stop_after=args.stop_after)
-    print(f"trained {result.steps_done}/{config.train.steps} steps in {result.seconds:.0f}s; "
-          f"final loss {result.losses[-1]:.3f}; run folder {result.run_dir}")
+    with distributed_session():
+        result = train(config, resume=args.resume, stop_after=args.stop_after)
+        main = is_main()
+    if main:
+        print(f"trained {result.steps_done}/{config.train.steps} steps in {result.seconds:.0f}s; "
+              f"final loss {result.losses[-1]:.3f}; run folder {result.run_dir}")
     return 0
 
 
