@@ -1,0 +1,185 @@
+"""GPU benchmark: locktune's LiT text-tower step vs open_clip 3.3.0's `--lock-image` and text-only steps.
+
+All arms train the same text tower shape (open_clip's ViT-B-16 text config: width 512, 12 layers, 8
+heads, 77 tokens, vocab 49,408, embed 512) with bf16 autocast on random data, and report pairs/s in
+one run.  locktune's arm reads cached image embeddings (no image tower at all); open_clip's
+`--lock-image` arm runs the frozen ViT-B/16 forward each step, its text-only arm is given precomputed
+image embeddings.  Then locktune's largest batch: gradient caching in chunks up to --max-batch.
+
+    python benchmarks/gpu_text_tower.py                    # on the GPU machine
+    python benchmarks/gpu_text_tower.py --tiny --device cpu   # smoke test here (tests run it)
+
+Achieved TFLOP/s counts 6 x non-embedding parameters x tokens plus attention's 12 x layers x tokens^2
+x width per pair (forward + backward), against --peak-tflops (H200 bf16 dense: ~790).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+os.environ.setdefault("LOCKTUNE_QUIET", "1")
+
+from locktune.config import ModelConfig  # noqa: E402
+from locktune.model import build_model  # noqa: E402
+from locktune.train.step import Batch, gradient_cached_step, whole_step  # noqa: E402
+
+VIT_B16_TEXT = {"width": 512, "layers": 12, "heads": 8, "tokens": 77, "vocab": 49408, "embed": 512, "image_dim": 768}
+TINY_TEXT = {"width": 64, "layers": 2, "heads": 2, "tokens": 16, "vocab": 1000, "embed": 64, "image_dim": 96}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(step, device: torch.device, warmup: int, iters: int) -> float:
+    """Seconds per step, after warm-up (compilation, allocator, cuDNN autotuning)."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def flops_per_pair(shape: dict, params_no_embedding: int) -> float:
+    t, w, layers = shape["tokens"], shape["width"], shape["layers"]
+    return 6 * params_no_embedding * t + 12 * layers * t * t * w
+
+
+def locktune_model(shape: dict, device: torch.device, compile_tower: bool):
+    config = ModelConfig(setting="Lu", text_tower="clip", image_tower="mobilenet_v2", embed_dim=shape["embed"],
+                         max_text_len=shape["tokens"], clip_width=shape["width"], clip_layers=shape["layers"],
+                         clip_heads=shape["heads"])
+    model = build_model(config, corpus=lambda: ["a photo of a cat", "a dog"] * 10)
+    tower = model.text_tower
+    tower.token_embedding = nn.Embedding(shape["vocab"], shape["width"])  # CLIP's vocabulary size
+    model.image_projection = nn.Linear(shape["image_dim"], shape["embed"], bias=False)  # ViT-B/16 width
+    del model.image_tower  # never used: image embeddings come from the cache
+    model.to(device)
+    if compile_tower:
+        tower.compile()
+    params = sum(p.numel() for n, p in tower.named_parameters() if "embedding" not in n)
+    return model, params
+
+
+def locktune_arm(shape, device, batch_size, chunk, autocast, compile_tower, warmup, iters):
+    model, params = locktune_model(shape, device, compile_tower)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda")
+    ids = torch.randint(3, shape["vocab"], (batch_size, shape["tokens"]), device=device)
+    batch = Batch(ids, torch.ones_like(ids), features=torch.randn(batch_size, shape["image_dim"], device=device))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        if chunk and chunk < batch_size:
+            gradient_cached_step(model, batch, autocast, chunk)
+        else:
+            whole_step(model, batch, autocast)
+        optimizer.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = timed(step, device, warmup, iters)
+    memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    return seconds, params, memory
+
+
+def open_clip_arms(shape, device, batch_size, autocast, warmup, iters) -> dict:
+    """open_clip's own model and loss: `--lock-image` (frozen image tower runs) and text-only steps."""
+    import open_clip
+    from open_clip.loss import ClipLoss
+
+    model = open_clip.create_model("ViT-B-16", pretrained=None).to(device)
+    model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+    loss_fn = ClipLoss()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    images = torch.randn(batch_size, 3, 224, 224, device=device)
+    texts = torch.randint(0, shape["vocab"], (batch_size, shape["tokens"]), device=device)
+    with torch.no_grad(), autocast:
+        image_features = F.normalize(model.encode_image(images), dim=-1).float()
+
+    def lock_image_step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            out = model(images, texts)
+            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        loss.backward()
+        optimizer.step()
+
+    def text_only_step():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            text_features = F.normalize(model.encode_text(texts), dim=-1)
+            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+        loss.backward()
+        optimizer.step()
+
+    return {"open_clip_lock_image": timed(lock_image_step, device, warmup, iters),
+            "open_clip_text_only": timed(text_only_step, device, warmup, iters)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tiny", action="store_true", help="a tiny tower shape, for a CPU smoke test")
+    parser.add_argument("--batches", default="1024,4096")
+    parser.add_argument("--max-batch", type=int, default=32768, help="largest batch, through the gradient cache")
+    parser.add_argument("--chunk", type=int, default=4096)
+    parser.add_argument("--compile", action="store_true", help="torch.compile locktune's text tower")
+    parser.add_argument("--no-open-clip", action="store_true")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--peak-tflops", type=float, default=790.0)
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    shape = TINY_TEXT if args.tiny else VIT_B16_TEXT
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "shape": shape,
+              "torch": torch.__version__, "compile": args.compile, "rows": []}
+    for batch_size in [int(b) for b in args.batches.split(",")]:
+        seconds, params, memory = locktune_arm(shape, device, batch_size, 0, autocast, args.compile, args.warmup,
+                                               args.iters)
+        flops = flops_per_pair(shape, params) * batch_size / seconds
+        row = {"batch": batch_size, "locktune_pairs_s": round(batch_size / seconds),
+               "locktune_tflops": round(flops / 1e12, 2), "fraction_of_peak": round(flops / 1e12 / args.peak_tflops, 3),
+               "locktune_peak_gib": memory}
+        if not args.no_open_clip:
+            try:
+                peers = open_clip_arms(shape, device, batch_size, autocast, args.warmup, args.iters)
+                for name, s in peers.items():
+                    row[f"{name}_pairs_s"] = round(batch_size / s)
+                row["speedup_vs_text_only"] = round(row["locktune_pairs_s"] / row["open_clip_text_only_pairs_s"], 2)
+            except ImportError as error:
+                row["open_clip"] = f"not installed ({error}); pip install open_clip_torch==3.3.0"
+            except torch.cuda.OutOfMemoryError:
+                row["open_clip"] = "out of memory"
+                torch.cuda.empty_cache()
+        report["rows"].append(row)
+        print(json.dumps(row), flush=True)
+    seconds, params, memory = locktune_arm(shape, device, args.max_batch, args.chunk, autocast, args.compile, 1,
+                                           max(1, args.iters // 5))
+    report["max_batch"] = {"batch": args.max_batch, "chunk": args.chunk, "pairs_s": round(args.max_batch / seconds),
+                           "peak_gib": memory}
+    print(json.dumps(report["max_batch"]), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
