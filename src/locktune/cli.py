@@ -70,22 +70,41 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import time
+
     from locktune.config import EvalConfig
-    from locktune.eval.benchmarks import BENCHMARKS
-    from locktune.eval.run import evaluate
-    from locktune.report import results_table, write_results
+    from locktune.eval.benchmarks import check_benchmark_name
+    from locktune.eval.suites import SUITES, default_task, run_tasks
+    from locktune.report import file_fingerprint, markdown_table, results_table, write_results
     from locktune.train.checkpoint import load_model
 
-    names = args.benchmark or EvalConfig().benchmarks
+    started = time.time()
+    suite = SUITES.get(args.suite) if args.suite else []  # an unknown name fails before any work
+    names = args.benchmark or ([] if args.suite else EvalConfig().benchmarks)
     for name in names:
-        BENCHMARKS.get(name)  # an unknown name fails before any work
-    model = load_model(args.model)
-    results = evaluate(model, names, args.max_images)
+        check_benchmark_name(name)
     model_path = Path(args.model)
+    model = load_model(model_path)
+    model_file = model_path / "model.pt" if model_path.is_dir() else model_path
+    tasks = list(suite) + [default_task(name, args.max_images) for name in names]
+    evaluations = run_tasks(model, tasks, workers=args.workers, train_sources=tuple(args.train_sources.split(",")))
+    fingerprint = file_fingerprint(model_file)
+    results = {}
+    for key, evaluation in evaluations.items():
+        results[key] = {**evaluation.metrics, "model_fingerprint": fingerprint}
     out = Path(args.out) if args.out else (model_path if model_path.is_dir() else model_path.parent) / "results.json"
     write_results(results, out)
+    table = out.with_suffix(".md")
+    table.write_text(f"Model `{model_file}` (sha256 {fingerprint}), setting {model.config.setting}, "
+                     f"{model.config.image_tower} at {model.config.image_size}px + {model.config.text_tower}.\n\n"
+                     + markdown_table(results))
     print(results_table(results))
-    print(f"results: {out}")
+    if not args.no_plots:
+        from locktune.eval.plots import plot_all
+
+        plots = plot_all(evaluations, out.parent / f"{out.stem}_plots")
+        print(f"plots: {len(plots)} in {out.parent / (out.stem + '_plots')}")
+    print(f"results: {out}\ntable: {table}\nevaluated in {time.time() - started:.0f}s")
     return 0
 
 
@@ -116,9 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a trained model on benchmarks")
     ev.add_argument("model", help="run folder holding model.pt, or a model .pt file")
-    ev.add_argument("--benchmark", action="append", help="benchmark name (repeatable); default: the offline set")
-    ev.add_argument("--max-images", type=int, default=1000, help="images per benchmark, 0 = all")
-    ev.add_argument("--out", help="results JSON path (default: beside the model)")
+    ev.add_argument("--suite", help="a benchmark suite, e.g. 'offline' (zero-shot, retrieval, multilingual, "
+                    "few-shot, out-of-distribution loss)")
+    ev.add_argument("--benchmark", action="append", help="benchmark name, or KIND:PATH for a local copy "
+                    "(folder:, table:, imagenet:, caltech101: ...) (repeatable); default: the demo set")
+    ev.add_argument("--max-images", type=int, default=1000, help="images per --benchmark, 0 = all")
+    ev.add_argument("--out", help="results JSON path (default: beside the model); the markdown table and "
+                    "plots go beside it")
+    ev.add_argument("--no-plots", action="store_true", help="skip the plots")
+    ev.add_argument("--workers", type=int, default=1, help="image decoding processes")
+    ev.add_argument("--train-sources", default="openclipart,emoji",
+                    help="the pair sources the model was trained on, for the ood_loss evaluator")
     ev.set_defaults(run=cmd_eval)
     return parser
 

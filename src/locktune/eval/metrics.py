@@ -46,3 +46,18 @@ def retrieval_recalls(similarity: torch.Tensor, caption_owner: torch.Tensor,
         out[f"image_to_text_R@{k}"] = float((image_ranks < k).double().mean())
         out[f"text_to_image_R@{k}"] = float((text_ranks < k).double().mean())
     return out
+
+
+def per_class_recall(logits: torch.Tensor, labels: torch.Tensor, n_classes: int) -> list[float | None]:
+    """Top-1 recall of each class (None for a class with no images here)."""
+    predictions = logits.argmax(dim=1)
+    return [float((predictions[labels == c] == c).double().mean()) if bool((labels == c).any()) else None
+            for c in range(n_classes)]
+
+
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """[true class, predicted class] counts."""
+    counts = torch.zeros(n_classes, n_classes, dtype=torch.long)
+    counts.index_put_((labels.long(), logits.argmax(dim=1)), torch.ones(len(labels), dtype=torch.long),
+                      accumulate=True)
+    return counts

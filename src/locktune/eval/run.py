@@ -1,22 +1,34 @@
 """Evaluate a model on named benchmarks -> {benchmark: {metric: value}}.
 
 With a locked image tower the image side comes from the embedding cache (shared with training and
-with other runs), so evaluating a new text tower costs only text forward passes.
+with other runs), so evaluating a new text tower costs only text forward passes.  Each evaluator
+returns its metrics and the details a plot needs (logits, similarity matrices).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from locktune.cache.embedding_cache import cached_features, compute_features
-from locktune.eval.benchmarks import ClassificationSet, RetrievalSet, get_benchmark
-from locktune.eval.metrics import retrieval_recalls
-from locktune.eval.zero_shot import class_embeddings, encode_texts, zero_shot_metrics
+from locktune.eval.benchmarks import ClassificationSet, MultilingualRetrievalSet, RetrievalSet, get_benchmark
+from locktune.eval.fewshot import fewshot_metrics
+from locktune.eval.multilingual import multilingual_metrics
+from locktune.eval.reference import supervised_head, supervised_top1
+from locktune.eval.retrieval import retrieval_metrics
+from locktune.eval.zero_shot import class_embeddings, zero_shot_metrics
 from locktune.towers.setting import unwrap
 
 
-def image_embeddings(model, images, workers: int = 1, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalised embeddings [N, dim], valid mask [N])."""
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    details: dict = field(default_factory=dict)
+
+
+def image_features(model, images, workers: int = 1, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """The image tower's pooled features [N, D] (zeros where unreadable) and the valid mask [N]."""
     tower = unwrap(model.image_tower)
     if model.setting.image_locked:
         result = cached_features(tower, model.preprocess, images, workers=workers, desc=desc)
@@ -24,29 +36,65 @@ def image_embeddings(model, images, workers: int = 1, desc: str = "") -> tuple[t
     else:
         features, _ = compute_features(tower, model.preprocess, images, workers=workers, desc=desc)
         valid = ~torch.isnan(features).any(1)
+    return torch.nan_to_num(features), valid
+
+
+def image_embeddings(model, images, workers: int = 1, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised embeddings [N, dim], valid mask [N])."""
+    features, valid = image_features(model, images, workers, desc)
     with torch.no_grad():
-        return model.embed_image_features(torch.nan_to_num(features)), valid
+        return model.embed_image_features(features), valid
 
 
 @torch.no_grad()
-def evaluate_benchmark(model, benchmark, workers: int = 1) -> dict[str, float]:
-    model.eval()
-    image_emb, valid = image_embeddings(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
-    if isinstance(benchmark, ClassificationSet):
-        classes = class_embeddings(model, benchmark.class_names, benchmark.templates)
-        labels = torch.tensor(benchmark.labels)
-        metrics = zero_shot_metrics(image_emb[valid], labels[valid], classes)
-    elif isinstance(benchmark, RetrievalSet):
-        keep = [i for i in range(len(benchmark.captions)) if bool(valid[i])]
-        captions = [c for i in keep for c in benchmark.captions[i]]
-        owner = torch.tensor([row for row, i in enumerate(keep) for _ in benchmark.captions[i]])
-        similarity = image_emb[keep] @ encode_texts(model, captions).T
-        metrics = retrieval_recalls(similarity, owner)
-        metrics["chance_R@1"] = 1.0 / len(keep)
-    else:
-        raise TypeError(f"unknown benchmark kind {type(benchmark).__name__}")
+def zero_shot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) -> Evaluation:
+    features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
+    image_emb = model.embed_image_features(features)[valid]
+    labels = torch.tensor(benchmark.labels)[valid]
+    classes = class_embeddings(model, benchmark.class_names, benchmark.templates)
+    metrics = zero_shot_metrics(image_emb, labels, classes)
+    head = supervised_head(model) if benchmark.imagenet_indices else None
+    if head is not None:
+        metrics["supervised_top1"] = supervised_top1(head, features[valid], labels, benchmark.imagenet_indices)
     metrics["images"] = int(valid.sum())
-    return metrics
+    return Evaluation(metrics, {"kind": "classification", "logits": image_emb @ classes.T, "labels": labels,
+                                "class_names": benchmark.class_names})
+
+
+@torch.no_grad()
+def retrieval_evaluation(model, benchmark: RetrievalSet, workers: int = 1) -> Evaluation:
+    image_emb, valid = image_embeddings(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
+    metrics, details = retrieval_metrics(model, image_emb, valid, benchmark.captions)
+    return Evaluation(metrics, {"kind": "retrieval", "images": benchmark.images, **details})
+
+
+@torch.no_grad()
+def multilingual_evaluation(model, benchmark: MultilingualRetrievalSet, workers: int = 1) -> Evaluation:
+    image_emb, valid = image_embeddings(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
+    metrics = multilingual_metrics(model, image_emb, valid, benchmark.captions)
+    metrics["images"] = int(valid.sum())
+    return Evaluation(metrics, {"kind": "multilingual"})
+
+
+def fewshot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) -> Evaluation:
+    """Few-shot probes on the image tower's pooled features (the representation LiT keeps or degrades)."""
+    features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
+    labels = torch.tensor(benchmark.labels)[valid]
+    metrics = fewshot_metrics(features[valid].numpy(), labels.numpy())
+    metrics["images"] = int(valid.sum())
+    return Evaluation(metrics, {"kind": "fewshot"})
+
+
+def evaluate_benchmark(model, benchmark, workers: int = 1) -> dict[str, float]:
+    """The default evaluation for the benchmark's kind: zero-shot, retrieval or multilingual retrieval."""
+    model.eval()
+    if isinstance(benchmark, ClassificationSet):
+        return zero_shot_evaluation(model, benchmark, workers).metrics
+    if isinstance(benchmark, RetrievalSet):
+        return retrieval_evaluation(model, benchmark, workers).metrics
+    if isinstance(benchmark, MultilingualRetrievalSet):
+        return multilingual_evaluation(model, benchmark, workers).metrics
+    raise TypeError(f"unknown benchmark kind {type(benchmark).__name__}")
 
 
 def evaluate(model, names: list[str], max_images: int = 0, workers: int = 1) -> dict[str, dict[str, float]]:

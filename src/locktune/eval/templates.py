@@ -17,3 +17,12 @@ GREYSCALE = GENERAL + [
     "a silhouette of a {}.",
     "a pixelated photo of a {}.",
 ]
+
+# Digits: CLIP's MNIST template plus a few for drawn and printed digits; the class names are "0".."9".
+DIGITS = [
+    'a photo of the number: "{}".',
+    "a handwritten digit {}.",
+    "the number {}.",
+    "a drawing of the number {}.",
+    "a black and white picture of the digit {}.",
+]

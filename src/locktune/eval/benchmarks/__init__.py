@@ -1,6 +1,9 @@
 """Evaluation benchmarks by name.  None of them is ever a training source."""
 
-from locktune.eval.benchmarks.base import BENCHMARKS, ClassificationSet, RetrievalSet, get_benchmark
-from locktune.eval.benchmarks import mnist_like, tuxpaint  # noqa: F401  (registers)
+from locktune.eval.benchmarks.base import (BENCHMARKS, LOCAL_BENCHMARKS, ClassificationSet, MultilingualRetrievalSet,
+                                           RetrievalSet, check_benchmark_name, get_benchmark)
+from locktune.eval.benchmarks import (  # noqa: F401  (registers)
+    digits, foolbox_samples, imagenet_local, mnist_like, tuxpaint, user_data, vtab_local)
 
-__all__ = ["BENCHMARKS", "ClassificationSet", "RetrievalSet", "get_benchmark"]
+__all__ = ["BENCHMARKS", "LOCAL_BENCHMARKS", "ClassificationSet", "MultilingualRetrievalSet", "RetrievalSet",
+           "check_benchmark_name", "get_benchmark"]

@@ -1,0 +1,102 @@
+"""Benchmark suites: named lists of (evaluator, benchmark) tasks, run into one results dict.
+
+`offline` is everything that installs from the package registries and runs here; users add suites of
+their local copies (e.g. ImageNet and its variants) the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from locktune.data.pairs import load_pairs
+from locktune.eval.benchmarks import ClassificationSet, MultilingualRetrievalSet, get_benchmark
+from locktune.eval.ood_loss import ood_loss_metrics, pairs_loss
+from locktune.eval.run import (Evaluation, fewshot_evaluation, image_embeddings, multilingual_evaluation,
+                               retrieval_evaluation, zero_shot_evaluation)
+from locktune.registry import Registry
+
+DEFAULT_TRAIN_SOURCES = ("openclipart", "emoji")
+
+
+@dataclass(frozen=True)
+class Task:
+    key: str  # the name in the results
+    evaluator: str  # a key of EVALUATORS
+    benchmark: str  # a benchmark name (for ood_loss: the held-out pairs)
+    max_images: int = 1000
+
+
+def _ood_loss(model, benchmark_name: str, max_images: int, workers: int, train_sources=DEFAULT_TRAIN_SOURCES,
+              batch_size: int = 64) -> Evaluation:
+    with torch.no_grad():
+        train = load_pairs(list(train_sources), 0)  # the whole set, so its cache entry is training's own
+        train_emb, train_valid = image_embeddings(model, train.images, workers, desc=f"embedding {train.name}")
+        held = get_benchmark(benchmark_name, 0)
+        held_emb, held_valid = image_embeddings(model, held.images, workers, desc=f"embedding {held.name}")
+        train_loss = pairs_loss(model, train_emb, train_valid, train.captions, max_images, batch_size)
+        held_loss = pairs_loss(model, held_emb, held_valid, held.captions, max_images, batch_size)
+    metrics = ood_loss_metrics(train_loss, held_loss, batch_size)
+    metrics["train_pairs"] = "+".join(train_sources)
+    metrics["heldout_pairs"] = benchmark_name
+    metrics["dataset_fingerprint"] = f"{train.images.fingerprint()}+{held.fingerprint()}"
+    return Evaluation(metrics, {"kind": "ood_loss"})
+
+
+def _on_benchmark(run: Callable) -> Callable:
+    def evaluate(model, name: str, max_images: int, workers: int, **_) -> Evaluation:
+        benchmark = get_benchmark(name, max_images)
+        result = run(model, benchmark, workers)
+        result.metrics["dataset_fingerprint"] = benchmark.fingerprint()
+        return result
+    return evaluate
+
+
+EVALUATORS: dict[str, Callable[..., Evaluation]] = {
+    "zero_shot": _on_benchmark(zero_shot_evaluation),
+    "retrieval": _on_benchmark(retrieval_evaluation),
+    "multilingual": _on_benchmark(multilingual_evaluation),
+    "fewshot": _on_benchmark(fewshot_evaluation),
+    "ood_loss": _ood_loss,
+}
+
+SUITES: Registry[list[Task]] = Registry("suite")
+SUITES.register("offline")([
+    *(Task(n, "zero_shot", n) for n in ("fashion_mnist", "mnist", "animal_mnist", "sklearn_digits",
+                                         "tuxpaint_categories", "foolbox_imagenet", "foolbox_cifar10",
+                                         "foolbox_cifar100")),
+    Task("tuxpaint_retrieval", "retrieval", "tuxpaint_retrieval"),
+    # 100 stamps per language: 67 languages x 950 captions would be ~64k text forwards on a CPU.
+    Task("tuxpaint_multilingual", "multilingual", "tuxpaint_multilingual", 100),
+    *(Task(f"fewshot/{n}", "fewshot", n) for n in ("fashion_mnist", "mnist", "animal_mnist", "sklearn_digits",
+                                                    "tuxpaint_categories")),
+    Task("ood_loss", "ood_loss", "tuxpaint_retrieval", 1024),
+])
+
+
+def default_task(name: str, max_images: int) -> Task:
+    """What `--benchmark NAME` runs: the evaluator that fits the benchmark's kind."""
+    benchmark = get_benchmark(name, max_images)
+    if isinstance(benchmark, ClassificationSet):
+        return Task(name, "zero_shot", name, max_images)
+    if isinstance(benchmark, MultilingualRetrievalSet):
+        return Task(name, "multilingual", name, max_images)
+    return Task(name, "retrieval", name, max_images)
+
+
+def run_tasks(model, tasks: list[Task], workers: int = 1, train_sources=DEFAULT_TRAIN_SOURCES,
+              log: Callable[[str], None] = print) -> dict[str, Evaluation]:
+    """Run each task in order; each result's metrics gain `seconds`."""
+    model.eval()
+    out: dict[str, Evaluation] = {}
+    for task in tasks:
+        start = time.time()
+        extra = {"train_sources": train_sources} if task.evaluator == "ood_loss" else {}
+        result = EVALUATORS[task.evaluator](model, task.benchmark, task.max_images, workers, **extra)
+        result.metrics["seconds"] = round(time.time() - start, 1)
+        out[task.key] = result
+        log(f"  {task.key}: {result.metrics['seconds']}s")
+    return out

@@ -1,0 +1,83 @@
+"""`locktune eval` end to end on a tiny untrained model: JSON with fingerprints, markdown, plots, and the
+supervised-classifier reference checked against the full MobileNetV2 run independently."""
+
+import json
+
+import pytest
+import torch
+
+from locktune.cli import main
+from locktune.config import ModelConfig
+from locktune.eval.benchmarks import check_benchmark_name, get_benchmark
+from locktune.eval.suites import SUITES, Task, run_tasks
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from locktune.model import build_model
+    from locktune.train.checkpoint import save_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(setting="LU", image_tower="mobilenet_v2", image_size=64, text_tower="minilm"))
+    folder = tmp_path_factory.mktemp("tiny-model")
+    save_model(model, folder / "model.pt")
+    return folder
+
+
+def test_offline_suite_names_only_registered_benchmarks():
+    for task in SUITES.get("offline"):
+        check_benchmark_name(task.benchmark)
+
+
+def test_eval_writes_results_markdown_and_plots(tiny_model_dir, tmp_path, capsys):
+    from PIL import Image
+
+    for cls, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+        for i in range(3):
+            (tmp_path / "mine" / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16), colour).save(tmp_path / "mine" / cls / f"{i}.png")
+    out = tmp_path / "res" / "results.json"
+    code = main(["eval", str(tiny_model_dir), "--benchmark", "foolbox_cifar10", "--benchmark",
+                 "tuxpaint_retrieval", "--benchmark", f"folder:{tmp_path / 'mine'}", "--max-images", "30",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads(out.read_text())
+    assert set(results) == {"foolbox_cifar10", "tuxpaint_retrieval", f"folder:{tmp_path / 'mine'}"}
+    cifar = results["foolbox_cifar10"]
+    assert cifar["images"] == 20 and cifar["chance_top1"] == 0.1
+    assert len(cifar["model_fingerprint"]) == 16 and len(cifar["dataset_fingerprint"]) == 16
+    assert results["tuxpaint_retrieval"]["images"] == 30
+
+    # The reference, recomputed with the complete torchvision-keyed MobileNetV2 (classifier included).
+    from locktune.eval.benchmarks.foolbox_samples import CIFAR10_TO_IMAGENET
+    from locktune.towers.image.mobilenet_v2 import MobileNetV2Net, weights_path
+    from locktune.towers.image.preprocess import Preprocess
+
+    net = MobileNetV2Net()
+    net.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
+    net.eval()
+    bench = get_benchmark("foolbox_cifar10")
+    prep = Preprocess(64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    with torch.no_grad():
+        logits = net(torch.stack([prep(bench.images.load(i)) for i in range(len(bench.images))]))
+    predicted = torch.stack([logits[:, idx].max(1).values for idx in CIFAR10_TO_IMAGENET], 1).argmax(1)
+    expected = float((predicted == torch.tensor(bench.labels)).double().mean())
+    assert cifar["supervised_top1"] == pytest.approx(expected)
+
+    markdown = out.with_suffix(".md").read_text()
+    assert "| foolbox_cifar10 | 20 | 10 |" in markdown and "tower's supervised classifier" in markdown
+    plots = sorted(p.name for p in (out.parent / "results_plots").iterdir())
+    assert "foolbox_cifar10_confusion.png" in plots and "tuxpaint_retrieval_retrieval_examples.png" in plots
+
+
+def test_fewshot_and_multilingual_tasks(tiny_model_dir):
+    from locktune.train.checkpoint import load_model
+
+    model = load_model(tiny_model_dir)
+    results = run_tasks(model, [Task("fs", "fewshot", "sklearn_digits", 100),
+                                Task("ml", "multilingual", "tuxpaint_multilingual", 6)], log=lambda _: None)
+    fs = results["fs"].metrics
+    assert fs["images"] == 100 and "5shot_top1" in fs and "10shot_top1" not in fs  # 10 a class: 10 + 2 > 10
+    assert fs["5shot_top1"] > 0.3  # pretrained features separate digits well above chance (10%)
+    ml = results["ml"].metrics
+    assert ml["languages"] > 50 and "de:image_to_text_R@1" in ml and ml["de:images"] == 6
