@@ -62,6 +62,7 @@ class TrainConfig:
     # batch_size is the global batch: under torchrun each of N processes takes batch_size / N rows.
     loss: str = "global"  # global: negatives gathered from every process | local: own rows only
     chunk_size: int = 0  # >0: gradient caching in chunks of this many rows (huge batches); 0: whole batch
+    parallel: str = "replicate"  # replicate (DDP-style) | fsdp (shard the text tower over processes)
     compile: bool = False  # torch.compile the text tower
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
 
@@ -90,6 +91,7 @@ class RunConfig:
 PRECISIONS = ("fp32", "bf16")
 LOSSES = ("global", "local")
 DEVICES = ("auto", "cpu", "cuda")
+PARALLEL = ("replicate", "fsdp")
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -160,6 +162,8 @@ def validate(config: RunConfig) -> RunConfig:
         raise LocktuneError(f"train.loss '{config.train.loss}' is not one of {', '.join(LOSSES)}")
     if config.train.device not in DEVICES:
         raise LocktuneError(f"train.device '{config.train.device}' is not one of {', '.join(DEVICES)}")
+    if config.train.parallel not in PARALLEL:
+        raise LocktuneError(f"train.parallel '{config.train.parallel}' is not one of {', '.join(PARALLEL)}")
     if config.train.chunk_size < 0:
         raise LocktuneError("train.chunk_size must be 0 (off) or a positive number of rows")
     for key, value in [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),

@@ -45,13 +45,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def save_model(model, path: Path) -> None:
-    """The trained model with what a fresh process needs to rebuild it (no training config)."""
+def save_model(model, path: Path, state: dict | None = None) -> None:
+    """The trained model with what a fresh process needs to rebuild it (no training config).
+    `state`: the whole state dict when the model is sharded; only the first process writes."""
     from locktune.towers.setting import unwrap
+    from locktune.train.distributed import is_main
 
-    atomic_save({"format": MODEL_FORMAT, "config": {"model": vars(model.config).copy()},
-                 "tokenizer_json": unwrap(model.text_tower).tokenizer_json(),
-                 "state_dict": model.state_dict()}, Path(path))
+    if is_main():
+        atomic_save({"format": MODEL_FORMAT, "config": {"model": vars(model.config).copy()},
+                     "tokenizer_json": unwrap(model.text_tower).tokenizer_json(),
+                     "state_dict": state if state is not None else model.state_dict()}, Path(path))
 
 
 def load_model(path: str | Path):

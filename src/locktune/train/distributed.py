@@ -79,3 +79,67 @@ def mean_over_ranks(value: torch.Tensor) -> float:
     value = value.detach().double().reshape(1).clone()
     dist.all_reduce(value)
     return float(value) / world_size()
+
+
+def _is_dtensor(t) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def shard_text_tower(tower: torch.nn.Module) -> None:
+    """FSDP (fully_shard): each transformer block, then the rest of the tower, sharded over the ranks.
+
+    Parameters become sharded DTensors whose gradients FSDP reduce-scatters (averaged) in backward;
+    `average_gradients` leaves those alone.  For text towers too big to replicate on every rank.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (world_size(),))
+    for module in tower.modules():
+        if isinstance(module, torch.nn.ModuleList):  # the stack of blocks, in every tower we ship
+            for block in module:
+                fully_shard(block, mesh=mesh)
+    fully_shard(tower, mesh=mesh)
+
+
+def replicated(parameters) -> list:
+    """The parameters every rank holds whole (not FSDP shards): these need `average_gradients`."""
+    return [p for p in parameters if not _is_dtensor(p)]
+
+
+def clip_gradients(parameters: list, max_norm: float) -> torch.Tensor:
+    """Global-norm clipping over replicated and sharded (FSDP) gradients alike."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    plain = [g for g in grads if not _is_dtensor(g)]
+    sharded = [g for g in grads if _is_dtensor(g)]
+    total = sum((g.detach().double().pow(2).sum() for g in plain), torch.zeros((), dtype=torch.float64))
+    if sharded:
+        local = sum((g.to_local().detach().double().pow(2).sum() for g in sharded), torch.zeros((), dtype=torch.float64))
+        dist.all_reduce(local)
+        total = total + local
+    norm = total.sqrt().float()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.to(g.device))
+    return norm
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Whole (unsharded) model and optimizer state, keyed by parameter name, on every rank.
+
+    A collective under FSDP: every rank must call it.  Name-keyed optimizer state is what lets a
+    checkpoint written by N processes (sharded or not) resume in M.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=is_distributed())
+    return get_state_dict(model, optimizer, options=options)
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
+                             options=StateDictOptions(full_state_dict=True))

