@@ -1,3 +1,13 @@
 """locktune: LiT (Locked-image Tuning) for any image tower and any text tower."""
 
 __version__ = "0.1.0"
+
+
+def load(path):  # -> locktune.api.LitModel
+    """Load a trained model (saved-model folder, run folder or model.pt) for inference: see `locktune.api`.
+
+    Imported lazily so that `import locktune` stays fast.
+    """
+    from locktune.api import load as _load
+
+    return _load(path)

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--train-sources", default="openclipart,emoji",
                     help="the pair sources the model was trained on, for the ood_loss evaluator")
     ev.set_defaults(run=cmd_eval)
+
+    from locktune.cli_use import add_commands
+
+    add_commands(sub)  # export, index, serve
     return parser
 
 

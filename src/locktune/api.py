@@ -1,0 +1,121 @@
+"""The public API: load a trained model and use it in three lines.
+
+    import locktune
+    model = locktune.load("runs/demo")                 # saved-model folder, run folder or model.pt
+    model.classify("cat.png", ["cat", "dog", "car"])   # -> [("cat", 0.91), ("dog", 0.07), ("car", 0.02)]
+
+Everything returns float32 numpy arrays (embeddings are L2-normalised), so results go straight into
+numpy, scikit-learn or a search index without touching torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+ImageLike = Union[str, Path, Image.Image]
+DEFAULT_TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "an icon of a {}.", "{}")
+
+
+def _as_pil(image: ImageLike) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    from locktune.data.images import load_image_file
+
+    return load_image_file(image)
+
+
+class ZeroShotClassifier:
+    """Class names turned into one text embedding each (prompt ensemble); scores images against them."""
+
+    def __init__(self, model: "LitModel", class_names: Sequence[str], weights: np.ndarray):
+        self.model = model
+        self.class_names = list(class_names)
+        self.weights = weights  # [classes, dim], L2-normalised
+
+    def probabilities(self, image_embeddings: np.ndarray) -> np.ndarray:
+        """Softmax over classes of logit_scale * cosine similarity. [images, classes]"""
+        logits = self.model.logit_scale * (image_embeddings @ self.weights.T)
+        logits -= logits.max(axis=1, keepdims=True)  # stable softmax
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
+        """Probabilities [images, classes] (or [classes] for a single image)."""
+        single = not isinstance(images, (list, tuple))
+        probs = self.probabilities(self.model.encode_image([images] if single else images))
+        return probs[0] if single else probs
+
+
+class LitModel:
+    """A trained LiT two-tower model for inference (eval mode, no gradients)."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net.eval()
+        self.preprocess = net.preprocess
+        self.embed_dim = int(net.config.embed_dim)
+
+    @property
+    def logit_scale(self) -> float:
+        """1 / temperature, as learned in training: scales cosine similarities into softmax logits."""
+        return float(self.net.logit_scale.detach())
+
+    @torch.inference_mode()
+    def encode_image(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 32) -> np.ndarray:
+        """Paths or PIL images -> L2-normalised embeddings [n, embed_dim] (one row for a single image)."""
+        items = [images] if not isinstance(images, (list, tuple)) else list(images)
+        out = []
+        for start in range(0, len(items), batch_size):
+            pixels = torch.stack([self.preprocess(_as_pil(x)) for x in items[start:start + batch_size]])
+            out.append(self.net.encode_image(pixels.contiguous(memory_format=torch.channels_last)))
+        return torch.cat(out).float().numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def encode_image_features(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Pooled image-tower outputs (e.g. from the embedding cache) -> L2-normalised embeddings."""
+        with torch.inference_mode():
+            return self.net.embed_image_features(torch.as_tensor(features)).float().numpy()
+
+    @torch.inference_mode()
+    def encode_text(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Texts -> L2-normalised embeddings [n, embed_dim] (one row for a single string)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        out = []
+        for start in range(0, len(items), batch_size):
+            tokens = self.net.tokenize(items[start:start + batch_size])
+            out.append(self.net.encode_text(tokens["ids"], tokens["mask"]))
+        return torch.cat(out).float().numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+
+    def zero_shot_classifier(self, class_names: Sequence[str],
+                             templates: Sequence[str] = DEFAULT_TEMPLATES) -> ZeroShotClassifier:
+        """Each class's prompts ("a photo of a {}.") embedded, averaged and renormalised (prompt ensemble)."""
+        if not class_names:
+            raise ValueError("zero_shot_classifier needs at least one class name")
+        templates = list(templates) or ["{}"]
+        texts = [t.format(name) for name in class_names for t in templates]
+        emb = self.encode_text(texts).reshape(len(class_names), len(templates), -1).mean(axis=1)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        return ZeroShotClassifier(self, class_names, emb.astype(np.float32))
+
+    def classify(self, image: ImageLike, class_names: Sequence[str],
+                 templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[tuple[str, float]]:
+        """One image against your labels -> [(label, probability)], most likely first; sums to 1."""
+        probs = self.zero_shot_classifier(class_names, templates)(image)
+        order = np.argsort(-probs, kind="stable")
+        return [(class_names[i], float(probs[i])) for i in order]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write a saved-model folder that `locktune.load` reads in any process."""
+        from locktune.saved_model import save_pretrained
+
+        return save_pretrained(self.net, folder)
+
+
+def load(path: str | Path) -> LitModel:
+    """Load a trained model: a saved-model folder, a run folder holding model.pt, or a model.pt file."""
+    from locktune.saved_model import load_any
+
+    return LitModel(load_any(path))

@@ -1,0 +1,78 @@
+"""The commands that use a trained model: `export`, `index`, `serve` (added to the main CLI's parser)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def cmd_export(args) -> int:
+    import locktune
+    from locktune.saved_model import load_pretrained, state_equal
+
+    model = locktune.load(args.model)
+    folder = model.save(args.out)
+    # Reload from disk in this process: a folder that does not round-trip is never reported as saved.
+    if not state_equal(model.net, load_pretrained(folder)):
+        print(f"locktune: error: the saved model in {folder} does not reload to the same weights")
+        return 1
+    print(f"saved model: {folder} (load it with locktune.load('{folder}'))")
+    if args.onnx:
+        from locktune.export.onnx import export_onnx
+
+        for name, path in export_onnx(model.net, folder).items():
+            print(f"onnx {name} tower: {path}")
+    return 0
+
+
+def cmd_index(args) -> int:
+    import locktune
+    from locktune.index.build import build_index
+
+    started = time.time()
+    model = locktune.load(args.model)
+    labels = None
+    if args.labels:
+        labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
+    out = args.out or Path(args.folder).resolve().name + ".index"
+    meta = build_index(model, args.folder, out, labels)
+    print(f"index: {out}: {meta['count']} images ({len(meta['skipped'])} skipped), "
+          f"{len(labels or [])} labels given, in {time.time() - started:.0f}s")
+    print(f"serve it: locktune serve --model {args.model} --index {out}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import locktune
+    from locktune.index.store import ImageIndex
+    from locktune.serve.app import serve
+
+    model = locktune.load(args.model)
+    index = ImageIndex.load(args.index) if args.index else None
+    print(f"locktune: serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C stops")
+    serve(model, index, args.host, args.port)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register export, index and serve on the main parser's subcommands."""
+    ex = sub.add_parser("export", help="write a saved-model folder anyone can load (and ONNX towers)")
+    ex.add_argument("model", help="run folder, model.pt, or saved-model folder")
+    ex.add_argument("--out", required=True, help="the saved-model folder to write")
+    ex.add_argument("--onnx", action="store_true", help="also write image.onnx and text.onnx into it")
+    ex.set_defaults(run=cmd_export)
+
+    ix = sub.add_parser("index", help="embed a folder of images into a searchable index with thumbnails")
+    ix.add_argument("folder", help="folder of images (searched recursively)")
+    ix.add_argument("--model", required=True, help="run folder, model.pt, or saved-model folder")
+    ix.add_argument("--out", help="index folder to write (default: FOLDERNAME.index)")
+    ix.add_argument("--labels", help="text file, one label per line, for image -> label (default: file names)")
+    ix.set_defaults(run=cmd_index)
+
+    sv = sub.add_parser("serve", help="the zero-shot search page and JSON API")
+    sv.add_argument("--model", required=True, help="run folder, model.pt, or saved-model folder")
+    sv.add_argument("--index", help="an index folder from `locktune index`")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(run=cmd_serve)

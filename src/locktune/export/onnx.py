@@ -1,0 +1,61 @@
+"""ONNX export of both towers, each ending in its projection and L2 normalisation.
+
+    image.onnx   pixels float32 [batch, 3, size, size] (preprocessed as in locktune_model.json) -> image_embedding [batch, dim]
+    text.onnx    ids int64 [batch, max_len], mask int64 [batch, max_len] (from the saved tokenizer) -> text_embedding [batch, dim]
+
+The image tower goes through the TorchScript-based exporter (dynamo=False, fast); the text tower through
+the torch.export-based one (dynamo=True, needs onnxscript), which handles Hugging Face encoders.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPSET = 17  # for the TorchScript exporter; the torch.export one picks its own
+
+
+class _ImageEncoder(nn.Module):
+    # Holds only the image side: the TorchScript exporter alters the modules it is given (a Hugging Face
+    # text tower inside gave different embeddings afterwards), so the text tower must not be among them.
+    def __init__(self, net):
+        super().__init__()
+        self.tower, self.projection = net.image_tower, net.image_projection
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.tower(pixels).float()), dim=-1)
+
+
+class _TextEncoder(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net.encode_text(ids, mask)
+
+
+def export_onnx(net, folder: str | Path) -> dict[str, Path]:
+    """Write image.onnx and text.onnx for a TwoTower into `folder`; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    net = net.eval()
+    size = net.config.image_size
+    pixels = torch.zeros(2, 3, size, size)
+    tokens = net.tokenize(["a photo of a cat.", "a dog"])
+    paths = {"image": folder / "image.onnx", "text": folder / "text.onnx"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's warnings are about Python control flow we do not use
+        torch.onnx.export(_ImageEncoder(net), (pixels,), str(paths["image"]), dynamo=False, opset_version=OPSET,
+                          input_names=["pixels"], output_names=["image_embedding"],
+                          dynamic_axes={"pixels": {0: "batch"}, "image_embedding": {0: "batch"}})
+        batch = torch.export.Dim("batch")
+        torch.onnx.export(_TextEncoder(net), (tokens["ids"], tokens["mask"]), str(paths["text"]), dynamo=True,
+                          input_names=["ids", "mask"], output_names=["text_embedding"],
+                          dynamic_shapes={"ids": {0: batch}, "mask": {0: batch}}, verbose=False,
+                          external_data=False)
+    return paths

@@ -1,0 +1,157 @@
+"""A saved-model folder that anyone can load: no training config, no data packages for the text tower, no network.
+
+Layout (format version 1):
+
+    locktune_model.json   format version, model config, tower setting, preprocessing description
+    model.safetensors     every weight of both towers, both projections and the temperature
+    tokenizer/            the text tower's tokenizer: `tokenizer.json` for the from-scratch CLIP tower,
+                          or a Hugging Face folder (config + tokenizer files) for a pretrained encoder
+
+Loading builds each tower's architecture *without* its pretrained weights and then fills every weight from
+`model.safetensors`, so the result is the trained model exactly, whatever the weight packages hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from locktune.config import ModelConfig, config_from_dict
+from locktune.errors import LocktuneError
+
+FORMAT_VERSION = 1
+MANIFEST = "locktune_model.json"
+WEIGHTS = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+
+
+def is_saved_model(path: str | Path) -> bool:
+    """True when `path` is a saved-model folder (holds the manifest)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def save_pretrained(model, folder: str | Path) -> Path:
+    """Write `model` (a TwoTower) as a saved-model folder; returns the folder."""
+    from locktune.towers.setting import unwrap
+
+    folder = Path(folder)
+    (folder / TOKENIZER_DIR).mkdir(parents=True, exist_ok=True)
+    text = unwrap(model.text_tower)
+    if text.tokenizer_json() is not None:
+        (folder / TOKENIZER_DIR / "tokenizer.json").write_text(text.tokenizer_json())
+        text_format = "bpe_json"
+    elif hasattr(text, "hf_tokenizer"):
+        # The HF config describes the architecture; the tokenizer files are the vocabulary.  Weights
+        # are not saved here: they live in model.safetensors with everything else.
+        text.hf_tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+        text.encoder.config.save_pretrained(folder / TOKENIZER_DIR)
+        text_format = "hf_folder"
+    else:
+        raise LocktuneError(f"text tower '{text.name}' has no tokenizer this format knows how to save")
+    # safetensors wants contiguous tensors; channels_last convolution weights are not.
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = folder / f".{WEIGHTS}.tmp{os.getpid()}"
+    save_file(state, str(tmp), metadata={"format": "pt", "locktune_format_version": str(FORMAT_VERSION)})
+    os.chmod(tmp, 0o644)  # safetensors writes the file private; a saved model is meant to be shared
+    tmp.replace(folder / WEIGHTS)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "library": "locktune",
+        "model": asdict(model.config),
+        "text_tokenizer": text_format,
+        "preprocess": model.preprocess.describe(),
+        "embed_dim": model.config.embed_dim,
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return folder
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The folder's manifest, checked for a format version this locktune reads."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise LocktuneError(f"'{folder}' is not a locktune saved model (no {MANIFEST}); "
+                            "make one with `locktune export RUN_DIR --out FOLDER`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise LocktuneError(f"'{path}' is not valid JSON ({error})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise LocktuneError(f"'{folder}' has saved-model format version {version!r}; this locktune "
+                            f"({_library_version()}) reads version {FORMAT_VERSION}. Upgrade locktune, or "
+                            "re-export the model with the locktune that trained it")
+    return manifest
+
+
+def load_pretrained(folder: str | Path):
+    """Rebuild the TwoTower saved by `save_pretrained`, in eval mode."""
+    from locktune.model.two_tower import TwoTower
+    from locktune.towers.image import build_image_tower
+    from locktune.towers.setting import apply_letter, is_pretrained, parse_setting
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    config: ModelConfig = config_from_dict({"model": manifest["model"]}).model
+    setting = parse_setting(config.setting)
+    image = build_image_tower(config.image_tower, pretrained=False)
+    # The embedding cache keys a tower by its starting weights: a pretrained tower (L/U) must keep its
+    # package fingerprint so a locked tower reuses the cache entries it already has.
+    image.pretrained = is_pretrained(setting.image)
+    state = load_file(str(folder / WEIGHTS))
+    text = _build_text_tower(folder, manifest, config, state)
+    model = TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise LocktuneError(f"'{folder / WEIGHTS}' does not match its config: missing {missing[:3]}, "
+                            f"unexpected {unexpected[:3]}")
+    return model.eval()
+
+
+def _build_text_tower(folder: Path, manifest: dict, config: ModelConfig, state: dict):
+    from locktune.towers.text import build_text_tower
+    from locktune.towers.text.base import TextTowerArgs
+    from locktune.towers.text.minilm import HFEncoderTower
+
+    args = TextTowerArgs(pretrained=False, max_len=config.max_text_len, width=config.clip_width,
+                         layers=config.clip_layers, heads=config.clip_heads, vocab_size=config.clip_vocab_size)
+    kind = manifest.get("text_tokenizer")
+    if kind == "bpe_json":
+        args.tokenizer_json = (folder / TOKENIZER_DIR / "tokenizer.json").read_text()
+        return build_text_tower(config.text_tower, args)
+    if kind == "hf_folder":
+        # Architecture and vocabulary from the saved folder, not the package: loads with neither installed.
+        tower = HFEncoderTower(folder / TOKENIZER_DIR, args, name=config.text_tower)
+        # Models saved before the text tower dropped its unused BERT pooler hold its weights, later ones
+        # do not: build whichever the weights describe.
+        if getattr(tower.encoder, "pooler", None) is not None and not any(".encoder.pooler." in k for k in state):
+            tower.encoder.pooler = None
+        return tower
+    raise LocktuneError(f"'{folder}' has an unknown text tokenizer kind {kind!r}")
+
+
+def _library_version() -> str:
+    from locktune import __version__
+
+    return f"locktune {__version__}"
+
+
+def load_any(path: str | Path):
+    """A saved-model folder, a run folder holding model.pt, or a model.pt file -> TwoTower (eval mode)."""
+    path = Path(path)
+    if is_saved_model(path):
+        return load_pretrained(path)
+    from locktune.train.checkpoint import load_model
+
+    return load_model(path)
+
+
+def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """True when two models hold the same weights bit for bit (used by tests and `export --check`)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

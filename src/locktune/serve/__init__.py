@@ -1,0 +1,1 @@
+"""The web page and JSON API over a model and an image index (`locktune serve`)."""

@@ -1,0 +1,219 @@
+"""`locktune serve`: the search page and its JSON API (OpenAPI at /openapi.json, docs at /docs).
+
+    POST /api/classify    an uploaded or indexed image against typed labels -> probabilities
+    POST /api/search      text -> top-k indexed images
+    POST /api/neighbors   an uploaded or indexed image -> nearest labels, and nearest images
+    GET  /api/images      a page of indexed images to choose from
+    GET  /thumbs/{name}   a thumbnail (only files inside the index's thumbnail folder)
+
+Every error is JSON {"error": message} with a 4xx code; nothing a client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from locktune.serve.uploads import MAX_LABELS, MAX_UPLOAD_BYTES, BadInput, parse_labels, read_image
+
+STATIC = Path(__file__).parent / "static"
+TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "an icon of a {}.", "{}"]
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=500, description="what to look for, e.g. 'a red car'")
+    k: int = Field(12, ge=1, le=200, description="how many images")
+
+
+class ImageHit(BaseModel):
+    id: int
+    path: str
+    thumb: str
+    score: float
+
+
+class SearchResponse(BaseModel):
+    query: str
+    results: list[ImageHit]
+    ms: float
+
+
+class LabelScore(BaseModel):
+    label: str
+    probability: float
+
+
+class ClassifyResponse(BaseModel):
+    labels: list[LabelScore]
+    ms: float
+
+
+class NeighborLabel(BaseModel):
+    label: str
+    score: float
+
+
+class NeighborsResponse(BaseModel):
+    labels: list[NeighborLabel]
+    images: list[ImageHit]
+    ms: float
+
+
+def create_app(model, index=None) -> FastAPI:
+    """The app for a `locktune.api.LitModel` and an optional `locktune.index.ImageIndex`."""
+    app = FastAPI(title="locktune", version="1", description=__doc__)
+    _install_error_handlers(app)
+
+    @app.middleware("http")
+    async def cap_body(request: Request, call_next):
+        # Refuse an oversized upload from its header, before any of it is read or spooled to disk.
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 1024 * 1024:
+            return _error(413, f"request is {int(length) / 1e6:.1f} MB; images are limited to "
+                               f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+        return await call_next(request)
+
+    def image_from(upload: Optional[UploadFile], image_id: Optional[int]):
+        """The request's image: an upload, or an indexed image chosen by id -> embedding [dim]."""
+        if upload is not None and upload.filename:
+            data = upload.file.read(MAX_UPLOAD_BYTES + 1)
+            return model.encode_image(read_image(data))[0]
+        if image_id is not None:
+            if index is None or not 0 <= image_id < len(index):
+                raise BadInput(404, f"no indexed image with id {image_id}")
+            return index.embeddings[image_id]
+        raise BadInput(422, "send an image: upload a file as 'image', or give 'image_id' of an indexed image")
+
+    def hits(rows, scores) -> list[dict]:
+        return [{**index.image(int(r)), "score": round(float(s), 4)} for r, s in zip(rows, scores)]
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/info")
+    def info() -> dict:
+        """The model and index being served, and the request limits."""
+        return {"embed_dim": model.embed_dim, "setting": model.net.config.setting,
+                "image_tower": model.net.config.image_tower, "text_tower": model.net.config.text_tower,
+                "images": len(index) if index is not None else 0, "labels": len(index.labels) if index else 0,
+                "limits": {"upload_bytes": MAX_UPLOAD_BYTES, "labels": MAX_LABELS}}
+
+    @app.post("/api/classify", response_model=ClassifyResponse)
+    def classify(labels: str = Form(..., description="labels, one per line or comma-separated"),
+                 image: Optional[UploadFile] = File(None), image_id: Optional[int] = Form(None)):
+        """Zero-shot classification: probability of each label (softmax of logit_scale * cosine)."""
+        start = time.perf_counter()
+        names = parse_labels(labels)
+        embedding = image_from(image, image_id)
+        classifier = model.zero_shot_classifier(names, TEMPLATES)
+        probs = classifier.probabilities(embedding[None, :])[0]
+        order = np.argsort(-probs, kind="stable")
+        return {"labels": [{"label": names[i], "probability": float(probs[i])} for i in order],
+                "ms": _ms(start)}
+
+    @app.post("/api/search", response_model=SearchResponse)
+    def search(body: SearchRequest):
+        """Text -> the k indexed images nearest to it."""
+        start = time.perf_counter()
+        _need_index(index)
+        rows, scores = index.search(model.encode_text([body.query])[0], body.k)
+        return {"query": body.query, "results": hits(rows, scores), "ms": _ms(start)}
+
+    @app.post("/api/neighbors", response_model=NeighborsResponse)
+    def neighbors(image: Optional[UploadFile] = File(None), image_id: Optional[int] = Form(None),
+                  labels: Optional[str] = Form(None, description="your own candidate labels (default: the index's)"),
+                  k: int = Form(8, ge=1, le=100)):
+        """Image -> the nearest labels (yours, or the index's vocabulary) and the nearest indexed images."""
+        start = time.perf_counter()
+        embedding = image_from(image, image_id)
+        if labels:
+            names = parse_labels(labels)
+            label_rows, label_scores = _rank(model.encode_text(names), embedding, k)
+            label_hits = [{"label": names[i], "score": round(float(s), 4)} for i, s in zip(label_rows, label_scores)]
+        elif index is not None and index.labels:
+            names, scores = index.nearest_labels(embedding, k)
+            label_hits = [{"label": n, "score": round(float(s), 4)} for n, s in zip(names, scores)]
+        else:
+            raise BadInput(422, "this index has no label vocabulary; send 'labels' to rank")
+        images = hits(*index.search(embedding, k)) if index is not None else []
+        return {"labels": label_hits, "images": images, "ms": _ms(start)}
+
+    @app.get("/api/images", response_model=list[ImageHit])
+    def images(offset: int = 0, limit: int = 24):
+        """A page of indexed images (score 0), to choose one without uploading."""
+        _need_index(index)
+        if offset < 0 or not 1 <= limit <= 200:
+            raise BadInput(422, "offset must be >= 0 and limit between 1 and 200")
+        return [{**index.image(i), "score": 0.0} for i in range(offset, min(len(index), offset + limit))]
+
+    @app.get("/thumbs/{name:path}", include_in_schema=False)
+    def thumb(name: str):
+        path = index.thumb_file(name) if index is not None else None
+        if path is None:
+            raise BadInput(404, "no such thumbnail")
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _rank(matrix: np.ndarray, query: np.ndarray, k: int):
+    from locktune.index.store import top_k
+
+    return top_k(matrix, query, k)
+
+
+def _need_index(index) -> None:
+    if index is None:
+        raise BadInput(409, "no image index is loaded; start the server with --index")
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+def _error(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, error: BadInput):
+        return _error(error.status, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError):
+        problems = []
+        for e in error.errors():
+            if e.get("type") == "json_invalid":
+                return _error(400, "the request body is not valid JSON; send e.g. {\"query\": \"a red car\", \"k\": 12}")
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {e.get('msg')}" if where else e.get("msg"))
+        return _error(422, "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        return _error(error.status_code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception):
+        # A bug must cost one request, not the server; the client gets a plain message.
+        return _error(500, f"internal error: {type(error).__name__}")
+
+
+def serve(model, index, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(model, index), host=host, port=port, log_level="warning")
+
