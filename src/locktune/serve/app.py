@@ -203,6 +203,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
+        if error.status_code == 404:
+            return _error(404, f"no such page or file: {request.url.path} (the API is described at /docs)")
         return _error(error.status_code, str(error.detail))
 
     @app.exception_handler(Exception)

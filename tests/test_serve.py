@@ -1,0 +1,178 @@
+"""The server over real HTTP (uvicorn on a free port): answers checked by hand, and bad input gets a clear 4xx."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_api import shapes_images, tiny_net
+
+
+@contextlib.contextmanager
+def running_server(app):
+    """Serve `app` with uvicorn in a thread on a free local port; yields the base URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def make_index(tmp_path, model):
+    """A small image folder (coloured shapes in sub-folders) indexed with `model`."""
+    from locktune.index.build import build_index
+    from locktune.index.store import ImageIndex
+
+    photos = tmp_path / "photos"
+    for name, image in shapes_images().items():
+        (photos / name).mkdir(parents=True, exist_ok=True)
+        image.save(photos / name / f"{name}_square.png")
+    (photos / "notes.txt").write_text("not an image")
+    (photos / "broken.png").write_bytes(b"not a png")
+    build_index(model, photos, tmp_path / "index")
+    return ImageIndex.load(tmp_path / "index")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from locktune.api import LitModel
+    from locktune.serve.app import create_app
+
+    model = LitModel(tiny_net())
+    index = make_index(tmp_path_factory.mktemp("serve"), model)
+    with running_server(create_app(model, index)) as url:
+        yield url, model, index
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_index_holds_every_readable_image_with_a_thumbnail(served):
+    _, model, index = served
+    assert len(index) == 4 and index.meta["skipped"] == {"broken.png": index.meta["skipped"]["broken.png"]}
+    assert "red square" in index.labels and "green" in index.labels  # file and folder names
+    np.testing.assert_allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-5)
+    # Row i is image i: compare with embedding that file directly (not through the cache).
+    row = [i for i in range(len(index)) if index.meta["images"][i]["path"] == "blue/blue_square.png"][0]
+    np.testing.assert_allclose(index.embeddings[row], model.encode_image(index.original_file(row))[0], atol=1e-5)
+
+
+def test_classify_upload_matches_the_api(served):
+    import httpx
+
+    url, model, _ = served
+    image = shapes_images()["red"]
+    r = httpx.post(f"{url}/api/classify", data={"labels": "square, circle\ntree\n\nsquare"},
+                   files={"image": ("red.png", png_bytes(image), "image/png")})
+    assert r.status_code == 200, r.text
+    rows = r.json()["labels"]
+    assert [row["label"] for row in rows] == [label for label, _ in model.classify(image, ["square", "circle", "tree"],
+                                                                                  _templates())]
+    assert sum(row["probability"] for row in rows) == pytest.approx(1.0, abs=1e-6)
+    expected = dict(model.classify(image, ["square", "circle", "tree"], _templates()))
+    for row in rows:
+        assert row["probability"] == pytest.approx(expected[row["label"]], abs=1e-5)
+
+
+def _templates():
+    from locktune.serve.app import TEMPLATES
+
+    return TEMPLATES
+
+
+def test_search_is_the_brute_force_ranking(served):
+    import httpx
+
+    url, model, index = served
+    r = httpx.post(f"{url}/api/search", json={"query": "a blue square", "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    scores = index.embeddings @ model.encode_text(["a blue square"])[0]
+    expected = np.argsort(-scores)[:3]
+    assert [hit["id"] for hit in body["results"]] == expected.tolist()
+    assert body["results"][0]["score"] == pytest.approx(float(scores[expected[0]]), abs=1e-4)
+    thumb = httpx.get(url + body["results"][0]["thumb"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    Image.open(io.BytesIO(thumb.content)).verify()
+
+
+def test_neighbors_and_image_listing(served):
+    import httpx
+
+    url, _, index = served
+    r = httpx.post(f"{url}/api/neighbors", data={"image_id": "0", "k": "3"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["labels"]) == 3 and body["images"][0]["id"] == 0  # an image is its own nearest neighbour
+    assert body["images"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    own = httpx.post(f"{url}/api/neighbors", data={"image_id": "1", "labels": "x\ny"}).json()
+    assert sorted(row["label"] for row in own["labels"]) == ["x", "y"]
+    listing = httpx.get(f"{url}/api/images?limit=2").json()
+    assert [item["id"] for item in listing] == [0, 1]
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert {"/api/classify", "/api/search", "/api/neighbors", "/api/images"} <= set(spec["paths"])
+    assert httpx.get(url + "/").status_code == 200
+
+
+BAD_REQUESTS = [
+    # (description, request kwargs, expected status, words the message must contain)
+    ("not an image", dict(method="POST", path="/api/classify", data={"labels": "a"},
+                          files={"image": ("x.png", b"%PDF-1.4 definitely not a picture", "image/png")}), 415, "not an image"),
+    ("oversized upload", dict(method="POST", path="/api/classify", data={"labels": "a"},
+                              files={"image": ("big.png", b"\0" * (11 * 1024 * 1024), "image/png")}), 413, "limit"),
+    ("empty labels", dict(method="POST", path="/api/classify", data={"labels": " ,\n ", "image_id": "0"}), 422,
+     "at least one label"),
+    ("10,000 labels", dict(method="POST", path="/api/classify",
+                           data={"labels": "\n".join(f"label {i}" for i in range(10_000)), "image_id": "0"}), 422,
+     "limit is 1000"),
+    ("no image", dict(method="POST", path="/api/classify", data={"labels": "a"}), 422, "send an image"),
+    ("unknown image id", dict(method="POST", path="/api/classify", data={"labels": "a", "image_id": "999"}), 404,
+     "no indexed image"),
+    ("malformed JSON", dict(method="POST", path="/api/search", content=b'{"query": "cat", ',
+                            headers={"content-type": "application/json"}), 400, "not valid JSON"),
+    ("JSON of the wrong shape", dict(method="POST", path="/api/search", json={"query": "", "k": 10_000}), 422, "k"),
+    ("traversal ../", dict(method="GET", path="/thumbs/../index.json"), 404, "no such"),
+    ("traversal encoded", dict(method="GET", path="/thumbs/..%2F..%2F..%2Fetc%2Fpasswd"), 404, "no such thumbnail"),
+    ("traversal absolute", dict(method="GET", path="/thumbs/%2Fetc%2Fpasswd"), 404, "no such thumbnail"),
+    ("traversal double-encoded", dict(method="GET", path="/thumbs/%252e%252e%252findex.json"), 404, "no such thumbnail"),
+    ("traversal static", dict(method="GET", path="/static/..%2F..%2Fapi.py"), 404, "no such"),
+]
+
+
+@pytest.mark.parametrize("name,request_args,status,words", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_a_clear_4xx_and_the_server_stays_up(served, name, request_args, status, words):
+    import httpx
+
+    url = served[0]
+    args = dict(request_args)
+    method, path = args.pop("method"), args.pop("path")
+    # A raw URL so httpx does not normalise the '..' segments away before they reach the server.
+    r = httpx.request(method, httpx.URL(url + path) if "%" in path else url + path, **args, timeout=30)
+    assert r.status_code == status, (name, r.status_code, r.text[:300])
+    assert "passwd" not in r.text and "root:" not in r.text
+    if words:
+        assert words in r.json()["error"], r.json()
+    assert httpx.get(f"{url}/api/info").status_code == 200  # still serving
