@@ -42,6 +42,7 @@ class DataConfig:
     sources: list[str] = field(default_factory=lambda: ["openclipart", "emoji"])
     max_pairs_per_source: int = 0  # 0 = all
     image_workers: int = 1  # decode processes feeding the image tower
+    recompute_corrupt_cache: bool = False  # a damaged embedding-cache entry: error (default) or recompute
 
 
 @dataclass
@@ -58,6 +59,8 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     seed: int = 0
     checkpoint_every: int = 100
+    keep_checkpoints: int = 3  # the newest N training checkpoints are kept
+    max_bad_steps: int = 5  # NaN/Inf loss or gradient: updates are skipped; this many in a row stops the run
     log_every: int = 10
     # batch_size is the global batch: under torchrun each of N processes takes batch_size / N rows.
     loss: str = "global"  # global: negatives gathered from every process | local: own rows only
@@ -168,7 +171,10 @@ def validate(config: RunConfig) -> RunConfig:
         raise LocktuneError("train.chunk_size must be 0 (off) or a positive number of rows")
     for key, value in [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
                        ("model.embed_dim", config.model.embed_dim), ("model.max_text_len", config.model.max_text_len),
-                       ("model.image_size", config.model.image_size)]:
+                       ("model.image_size", config.model.image_size),
+                       ("train.keep_checkpoints", config.train.keep_checkpoints),
+                       ("train.max_bad_steps", config.train.max_bad_steps),
+                       ("train.checkpoint_every", config.train.checkpoint_every)]:
         if value < 1:
             raise LocktuneError(f"config key '{key}' must be at least 1, got {value}")
     if config.train.warmup_steps < 0 or config.train.warmup_steps > config.train.steps:

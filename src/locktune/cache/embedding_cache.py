@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from locktune.cache.location import cache_root
 from locktune.data.images import ImageSet
+from locktune.errors import LocktuneError
 from locktune.progress import progress
 from locktune.train import distributed
 from locktune.towers.image.preprocess import Preprocess
@@ -122,18 +124,59 @@ def _combine_ranks(features: torch.Tensor | None, failed: dict[str, str], tower,
     return features, {k: v for part in merged for k, v in part.items()}
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_entry(array_path: Path, manifest_path: Path, key: str, count: int) -> tuple[torch.Tensor, dict]:
+    """The stored features after checking them against the manifest; ValueError says what is wrong."""
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"unreadable manifest {manifest_path.name}: {error}")
+    if manifest.get("key") != key or manifest.get("count") != count:
+        raise ValueError("its manifest describes other images, tower or preprocessing")
+    checksum = _sha256(array_path)
+    if "sha256" in manifest and manifest["sha256"] != checksum:
+        raise ValueError("checksum mismatch (truncated or modified file)")
+    try:
+        array = np.load(array_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"unreadable array: {error}")
+    if array.shape != (count, manifest["dim"]):
+        raise ValueError(f"shape {array.shape}, expected {(count, manifest['dim'])}")
+    if "sha256" not in manifest:  # written before checksums were recorded: record it now
+        manifest["sha256"] = checksum
+        tmp = manifest_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        tmp.replace(manifest_path)
+    return torch.from_numpy(array), manifest
+
+
 def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size: int = 64, workers: int = 1,
-                    desc: str = "embedding images") -> CachedFeatures:
-    """Reuse the cache entry for these images if there is one, else compute and store it."""
+                    desc: str = "embedding images", recompute_corrupt: bool = False) -> CachedFeatures:
+    """Reuse the cache entry for these images if there is one, else compute and store it.
+
+    An entry that fails its checks (checksum, shape, manifest) is never used: it is an error naming the
+    file, or with `recompute_corrupt` it is computed again.  The manifest is written last, so an entry
+    without one is an unfinished write and is simply recomputed.
+    """
     key = cache_key(tower.name, tower.weights_fingerprint(), preprocess, images)
     folder = cache_root() / "embeddings"
     array_path, manifest_path = folder / f"{tower.name}-{key}.npy", folder / f"{tower.name}-{key}.json"
     if array_path.is_file() and manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        array = np.load(array_path)
-        if array.shape[0] == len(images) and manifest.get("key") == key:
-            features = torch.from_numpy(array)
+        try:
+            features, manifest = _read_entry(array_path, manifest_path, key, len(images))
             return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, False, manifest["failed"])
+        except ValueError as problem:
+            if not recompute_corrupt:
+                raise LocktuneError(f"embedding cache entry '{array_path}' is damaged ({problem}) and was not used; "
+                                    "delete it, or rerun with data.recompute_corrupt_cache=true to compute it again")
+            print(f"locktune: recomputing damaged cache entry {array_path.name} ({problem})", file=sys.stderr)
     start = time.time()
     features, failed = compute_features(tower, preprocess, images, batch_size, workers, desc)
     if not distributed.is_main():
@@ -145,7 +188,8 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     tmp.replace(array_path)
     manifest = {"key": key, "format": CACHE_FORMAT, "tower": tower.name, "weights": tower.weights_fingerprint(),
                 "preprocess": preprocess.describe(), "images": images.fingerprint(), "count": len(images),
-                "dim": int(features.shape[1]), "failed": failed, "seconds": round(time.time() - start, 1)}
+                "dim": int(features.shape[1]), "sha256": _sha256(array_path), "failed": failed,
+                "failed_count": len(failed), "seconds": round(time.time() - start, 1)}
     tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")
     tmp_manifest.write_text(json.dumps(manifest, indent=1))
     tmp_manifest.replace(manifest_path)

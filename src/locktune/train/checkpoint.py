@@ -1,11 +1,14 @@
 """Checkpoints: written to a temporary file, fsynced and renamed, so a kill never leaves a broken one.
 
-A training checkpoint holds the model, optimizer, schedule, step (which is the data position, see
-`batches.py`), loss history and every RNG state; `model.pt` holds what evaluation needs.
+A training checkpoint (`checkpoints/step_00000100.pt`) holds the model, optimizer, schedule, step (which
+is the data position, see `batches.py`), loss history and every RNG state; the newest N are kept.
+`model.pt` holds what evaluation needs.  A write that fails (a full disk) removes its temporary file
+and stops the run with a clear error; the previous checkpoint is untouched.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from pathlib import Path
@@ -21,13 +24,25 @@ MODEL_FORMAT = 1
 
 
 def atomic_save(obj: Any, path: Path) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        directory = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        why = "the disk is full" if error.errno == errno.ENOSPC else str(error)
+        raise LocktuneError(f"could not write '{path}': {why}. Nothing was overwritten; free space and "
+                            "rerun with --resume to continue from the last checkpoint") from error
 
 
 def rng_state() -> dict[str, Any]:
@@ -40,9 +55,27 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (temporary files of an interrupted write are not listed)."""
+    return sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    path = Path(run_dir) / "checkpoints" / "latest.pt"
-    return path if path.is_file() else None
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(state: dict, run_dir: Path, step: int, keep: int) -> Path:
+    """Write step's checkpoint, then drop all but the newest `keep`."""
+    path = checkpoint_path(run_dir, step)
+    atomic_save(state, path)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
 
 
 def save_model(model, path: Path, state: dict | None = None) -> None:

@@ -7,6 +7,8 @@ row of the embedding cache.  Otherwise the batch's images are decoded and run th
 from __future__ import annotations
 
 import json
+import math
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -22,7 +24,8 @@ from locktune.model import TwoTower, build_model
 from locktune.progress import progress
 from locktune.towers.setting import unwrap
 from locktune.train.batches import BatchPlan
-from locktune.train.checkpoint import atomic_save, latest_checkpoint, restore_rng, rng_state, save_model
+from locktune.train.checkpoint import latest_checkpoint, restore_rng, rng_state, save_model
+from locktune.train.checkpoint import save_checkpoint as save_checkpoint_file
 from locktune.train import distributed
 from locktune.train.schedule import build_scheduler
 from locktune.train.step import Batch, gradient_cached_step, whole_step
@@ -36,6 +39,7 @@ class TrainResult:
     steps_done: int
     image_forward_passes: int = 0  # images run through the image tower during this call
     skipped_images: dict[str, str] = field(default_factory=dict)
+    bad_steps: list[int] = field(default_factory=list)  # steps whose update was skipped (NaN/Inf)
     seconds: float = 0.0
 
 
@@ -92,7 +96,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     usable = list(range(len(pairs)))
     if model.setting.image_locked:
         cache = cached_features(image_tower, model.preprocess, pairs.images, workers=config.data.image_workers,
-                                desc=f"embedding {pairs.name}")
+                                desc=f"embedding {pairs.name}", recompute_corrupt=config.data.recompute_corrupt_cache)
         forward_passes += len(pairs) if cache.computed else 0
         skipped.update(cache.failed)
         usable = [i for i in usable if bool(cache.valid[i])]
@@ -121,21 +125,23 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         unwrap(model.text_tower).compile()  # in place: parameter names (and checkpoints) unchanged
     optimizer = _optimizer(model, config)
     scheduler = build_scheduler(optimizer, config.train.warmup_steps, config.train.steps)
-    step, losses = 0, []
+    step, losses, bad_steps = 0, [], []
     if checkpoint is not None:
         distributed.load_optimizer_state(model, optimizer, checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         step, losses = checkpoint["step"], list(checkpoint["losses"])
+        bad_steps = list(checkpoint.get("bad_steps", []))
         restore_rng(checkpoint["rng"])
 
     def save_checkpoint() -> None:
         model_state, optimizer_state = distributed.full_state(model, optimizer)  # collective under FSDP
         if not distributed.is_main():
             return
-        atomic_save({"model": model_state, "optimizer": optimizer_state,
-                     "scheduler": scheduler.state_dict(), "step": step, "losses": losses, "rng": rng_state(),
-                     "config": config.to_dict(), "tokenizer_json": unwrap(model.text_tower).tokenizer_json()},
-                    run_dir / "checkpoints" / "latest.pt")
+        save_checkpoint_file({"model": model_state, "optimizer": optimizer_state,
+                              "scheduler": scheduler.state_dict(), "step": step, "losses": losses,
+                              "rng": rng_state(), "bad_steps": bad_steps, "config": config.to_dict(),
+                              "tokenizer_json": unwrap(model.text_tower).tokenizer_json()},
+                             run_dir, step, config.train.keep_checkpoints)
 
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.train.precision == "bf16"
                 else nullcontext())
@@ -150,7 +156,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     main = distributed.is_main()
     log = open(run_dir / "train_log.jsonl", "a" if checkpoint is not None else "w") if main else None
     bar = progress(total=end - step, desc=f"training {config.model.setting}", unit="step", enabled=main)
-    pairs_seen, tick = 0, time.time()
+    pairs_seen, tick, bad_in_a_row = 0, time.time(), 0
     while step < end:
         pair_rows, caption_choice = plan.batch(step)
         # Every process draws the same global batch and takes its own slice of it.
@@ -169,12 +175,28 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
             loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, global_loss)
         else:
             loss = whole_step(model, batch, autocast, global_loss)
+        loss_value = distributed.mean_over_ranks(loss)  # identical on every rank, so all skip together
         distributed.average_gradients(distributed.replicated(trainable))
         grad_norm = distributed.clip_gradients(trainable, config.train.grad_clip)
-        optimizer.step()
+        if math.isfinite(loss_value) and math.isfinite(float(grad_norm)):
+            optimizer.step()
+            bad_in_a_row = 0
+        else:
+            # Skip the update, keep the data position and the schedule moving, count it.
+            bad_steps.append(step)
+            bad_in_a_row += 1
+            if main:
+                print(f"locktune: step {step}: loss {loss_value} / gradient norm {float(grad_norm)} is not finite; "
+                      f"update skipped ({bad_in_a_row} in a row, {len(bad_steps)} in all)", file=sys.stderr)
+            if bad_in_a_row >= config.train.max_bad_steps:
+                last = latest_checkpoint(run_dir)
+                raise LocktuneError(
+                    f"the loss or gradient was NaN/Inf for {bad_in_a_row} steps in a row (steps "
+                    f"{bad_steps[-bad_in_a_row]}-{step}); stopped. Last good checkpoint: {last or 'none yet'}. "
+                    "Lower train.lr, try train.precision=fp32, or check the data, then --resume")
         scheduler.step()
         step += 1
-        losses.append(distributed.mean_over_ranks(loss))
+        losses.append(loss_value)
         pairs_seen += config.train.batch_size
         rate = pairs_seen / max(1e-9, time.time() - tick)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / model.logit_scale.item():.3f}")
@@ -194,4 +216,4 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         save_model(model, run_dir / "model.pt", state=distributed.full_state(model, optimizer)[0])
     distributed.barrier()
     model.eval()
-    return TrainResult(model, losses, run_dir, step, forward_passes, skipped, time.time() - started)
+    return TrainResult(model, losses, run_dir, step, forward_passes, skipped, bad_steps, time.time() - started)
