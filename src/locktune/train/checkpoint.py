@@ -104,6 +104,8 @@ def load_model(path: str | Path):
         raise LocktuneError(f"'{path}' has model format {saved.get('format')!r}; this locktune reads {MODEL_FORMAT}")
     config = config_from_dict({"model": saved["config"]["model"]})
     model = build_model(config.model, tokenizer_json=saved.get("tokenizer_json"))
-    model.load_state_dict(saved["state_dict"])
+    # Models saved before MiniLM's unused pooler was dropped carry its (never trained) weights.
+    state = {k: v for k, v in saved["state_dict"].items() if ".encoder.pooler." not in k}
+    model.load_state_dict(state)
     model.eval()
     return model

@@ -40,8 +40,13 @@ def barrier() -> None:
 
 
 @contextlib.contextmanager
-def distributed_session(timeout_s: int = DEFAULT_TIMEOUT_S):
-    """Join the process group that `torchrun` describes in the environment (WORLD_SIZE > 1), else nothing."""
+def distributed_session(timeout_s: int | None = None):
+    """Join the process group that `torchrun` describes in the environment (WORLD_SIZE > 1), else nothing.
+
+    A collective that waits longer than the timeout ($LOCKTUNE_DIST_TIMEOUT_S, default 300 s) raises,
+    so a rank that dies makes the others exit with an error instead of hanging.
+    """
+    timeout_s = timeout_s or int(os.environ.get("LOCKTUNE_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"

@@ -1,0 +1,239 @@
+"""Faults: a full disk, NaN losses, a damaged cache, kills at random points, a rank that dies."""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from locktune.config import RunConfig
+from locktune.errors import LocktuneError
+
+
+def tiny(run_dir, steps=6, **train) -> RunConfig:
+    config = RunConfig()
+    config.model.setting, config.model.text_tower, config.model.image_tower = "Lu", "clip", "mobilenet_v2"
+    config.model.image_size = 64
+    config.model.clip_width, config.model.clip_layers, config.model.clip_heads = 32, 1, 2
+    config.model.clip_vocab_size = 400
+    config.train.steps, config.train.batch_size, config.train.warmup_steps = steps, 16, 1
+    config.data.image_workers = 0
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    config.run_dir = str(run_dir)
+    return config
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path, emoji_pairs):
+    from locktune.train.checkpoint import list_checkpoints
+    from locktune.train.trainer import train
+
+    train(tiny(tmp_path, steps=6, checkpoint_every=1, keep_checkpoints=2), pairs=emoji_pairs)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005.pt", "step_00000006.pt"]
+
+
+def test_full_disk_keeps_previous_checkpoint_and_stops_clearly(tmp_path, emoji_pairs, monkeypatch):
+    from locktune.train import checkpoint as ckpt
+    from locktune.train.trainer import train
+
+    real_save, calls = torch.save, []
+
+    def filling_disk(obj, f):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint: half written, then the disk is full
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f)
+
+    monkeypatch.setattr(ckpt.torch, "save", filling_disk)
+    with pytest.raises(LocktuneError, match="the disk is full. Nothing was overwritten"):
+        train(tiny(tmp_path, steps=6, checkpoint_every=2), pairs=emoji_pairs)
+    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == ["step_00000002.pt"], "no temporary file left behind"
+    assert torch.load(tmp_path / "checkpoints" / files[0], weights_only=False)["step"] == 2
+    resumed = train(tiny(tmp_path, steps=6, checkpoint_every=2), pairs=emoji_pairs, resume=True)
+    assert resumed.steps_done == 6
+
+
+def poison_steps(monkeypatch, bad: set[int]):
+    """Make the loss (and so every gradient) NaN at the given steps."""
+    from locktune.train import trainer
+
+    real, counter = trainer.whole_step, {"step": 0}
+
+    def step(model, batch, autocast, global_loss=True):
+        loss = real(model, batch, autocast, global_loss)
+        current = counter["step"]
+        counter["step"] += 1
+        if current in bad:
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.fill_(float("nan"))
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(trainer, "whole_step", step)
+
+
+def test_nan_steps_are_skipped_and_counted(tmp_path, emoji_pairs, monkeypatch):
+    from locktune.train.trainer import train
+
+    poison_steps(monkeypatch, {2, 3})
+    result = train(tiny(tmp_path, steps=6), pairs=emoji_pairs)
+    assert result.bad_steps == [2, 3] and result.steps_done == 6
+    assert all(torch.isfinite(p).all() for p in result.model.parameters()), "no NaN reached the weights"
+
+
+def test_too_many_nan_steps_in_a_row_stop_the_run(tmp_path, emoji_pairs, monkeypatch):
+    from locktune.train.checkpoint import latest_checkpoint
+    from locktune.train.trainer import train
+
+    poison_steps(monkeypatch, {3, 4, 5, 6, 7})
+    # Step 4 is checkpointed mid-streak: its weights are those of step 3 (updates were skipped), still good.
+    with pytest.raises(LocktuneError, match=r"NaN/Inf for 3 steps in a row \(steps 3-5\).*step_00000004.pt"):
+        train(tiny(tmp_path, steps=10, checkpoint_every=2, max_bad_steps=3), pairs=emoji_pairs)
+    saved = torch.load(latest_checkpoint(tmp_path), weights_only=False)
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_damaged_cache_entry_is_an_error_or_recomputed(tmp_path):
+    from locktune.cache.embedding_cache import cached_features
+    from locktune.data.images import ArrayImages
+    from locktune.towers.image import build_image_tower
+    from locktune.towers.image.preprocess import preprocess_for
+
+    images = ArrayImages(np.random.default_rng(3).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8), "damage-test")
+    tower = build_image_tower("mobilenet_v2", pretrained=True)
+    prep = preprocess_for(tower, 32)
+    first = cached_features(tower, prep, images, workers=0)
+    data = first.path.read_bytes()
+    first.path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(LocktuneError, match=rf"'{first.path}' is damaged \(checksum mismatch"):
+        cached_features(tower, prep, images, workers=0)
+    first.path.write_bytes(data[:-4] + b"\x00\x00\x80\x7f")  # same size, one value changed
+    with pytest.raises(LocktuneError, match="checksum mismatch"):
+        cached_features(tower, prep, images, workers=0)
+    again = cached_features(tower, prep, images, workers=0, recompute_corrupt=True)
+    assert again.computed and torch.equal(again.features, first.features)
+
+
+TRAIN_ARGS = ["data.sources=[emoji]", "data.max_pairs_per_source=64", "data.image_workers=0", "model.setting=Lu",
+              "model.text_tower=clip", "model.image_tower=mobilenet_v2", "model.image_size=64", "model.clip_width=32",
+              "model.clip_layers=1", "model.clip_heads=2", "model.clip_vocab_size=400", "train.steps=14",
+              "train.batch_size=16", "train.warmup_steps=2", "train.checkpoint_every=1", "train.log_every=1"]
+
+
+def cli(*args, cache):
+    env = {**os.environ, "LOCKTUNE_QUIET": "1", "LOCKTUNE_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "locktune", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_training_killed_at_random_points_resumes_to_the_same_model(tmp_path):
+    """SIGKILL three times at random moments (mid-step, mid-checkpoint, whatever comes), resume each time;
+    the final weights equal an uninterrupted run's bit for bit (same seed, same thread count)."""
+    cache = tmp_path / "cache"
+    whole = cli("train", *TRAIN_ARGS, f"run_dir={tmp_path / 'whole'}", cache=cache)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    rng = random.Random(7)
+    run, kills = tmp_path / "killed", 0
+    for attempt in range(12):
+        proc = cli("train", *TRAIN_ARGS, f"run_dir={run}", *(["--resume"] if attempt else []), cache=cache)
+        if kills < 3:
+            time.sleep(rng.uniform(2.5, 5.0))  # start-up is ~2 s; steps and checkpoint writes follow
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait(timeout=60)
+            continue
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+        break
+    assert kills == 3
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=False)["state_dict"]
+    b = torch.load(run / "model.pt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert losses[-1] == 14
+
+
+def test_precompute_killed_midway_gives_the_same_cache(tmp_path):
+    args = ["embed", "--no-benchmarks", "data.sources=[emoji]", "data.max_pairs_per_source=400",
+            "data.image_workers=0", "model.image_tower=mobilenet_v2", "model.image_size=64"]
+    whole = cli(*args, cache=tmp_path / "whole")
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    proc = cli(*args, cache=tmp_path / "killed")
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    again = cli(*args, cache=tmp_path / "killed")
+    assert again.wait(timeout=300) == 0, again.stderr.read()
+    (a,) = (tmp_path / "whole" / "embeddings").glob("*.npy")
+    (b,) = (tmp_path / "killed" / "embeddings").glob("*.npy")
+    assert a.name == b.name and a.read_bytes() == b.read_bytes()
+
+
+def _rank_that_dies(rank, port, run_dir, result_file):
+    import torch.distributed as dist
+
+    from locktune.train import trainer
+    from locktune.train.distributed import distributed_session
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank), LOCKTUNE_QUIET="1", LOCKTUNE_DIST_TIMEOUT_S="20")
+    torch.set_num_threads(1)
+    real = trainer.whole_step
+    calls = []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if rank == 1 and len(calls) == 3:
+            os._exit(17)  # killed without a word
+        return real(*args, **kwargs)
+
+    trainer.whole_step = step
+    from locktune.data.pairs import load_pairs
+
+    started = time.time()
+    try:
+        with distributed_session():
+            trainer.train(tiny(run_dir, steps=20), pairs=load_pairs(["emoji"], 48))
+        outcome = "finished"
+    except Exception as error:  # noqa: BLE001 - any error is the point: not a hang
+        outcome = f"error: {type(error).__name__}"
+    with open(result_file, "w") as f:
+        json.dump({"outcome": outcome, "seconds": time.time() - started}, f)
+    os._exit(3 if outcome != "finished" else 0)
+
+
+def test_a_dead_rank_makes_the_others_exit_with_an_error(tmp_path):
+    """Rank 1 vanishes mid-training; rank 0 must raise (not hang) well within the collective timeout."""
+    import multiprocessing
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_rank_that_dies, args=(r, port, str(tmp_path / "run"), str(tmp_path / f"r{r}.json")))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    procs[0].join(timeout=180)
+    alive = procs[0].is_alive()
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not alive, "rank 0 hung after rank 1 died"
+    assert procs[1].exitcode == 17
+    assert procs[0].exitcode == 3
+    outcome = json.loads((tmp_path / "r0.json").read_text())
+    assert outcome["outcome"].startswith("error") and outcome["seconds"] < 120
