@@ -55,6 +55,17 @@ def _embed(config, no_benchmarks: bool, main: bool) -> int:
     return 0
 
 
+def cmd_data_export(args) -> int:
+    from locktune.data.export import export_webdataset, shard_pattern
+    from locktune.data.pairs import load_pairs
+
+    pairs = load_pairs([args.source], args.max_pairs)
+    shards, _ = export_webdataset(pairs, args.out_dir, args.shard_size)
+    print(f"{pairs.name}: {sum(1 for _ in pairs.captions)} pairs -> {len(shards)} shards: "
+          f"{shard_pattern(shards) if shards else args.out_dir}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from locktune.train.distributed import distributed_session, is_main
     from locktune.train.trainer import train
@@ -126,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(embed)
     embed.add_argument("--no-benchmarks", action="store_true", help="only the training sources")
     embed.set_defaults(run=cmd_embed)
+
+    data = sub.add_parser("data", help="work with pair sources (export to WebDataset shards)")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    export = data_sub.add_parser("export", help="write a pair source to WebDataset tar shards (img2dataset layout)")
+    export.add_argument("source", help="a source name (emoji) or path: shards 'd/{00000..00009}.tar', "
+                        "'manifest:f.csv?image=COL&caption=COL', 'folder:DIR'")
+    export.add_argument("out_dir", help="folder for 00000.tar, 00001.tar, ...")
+    export.add_argument("--shard-size", type=int, default=1000, help="records per shard (default: %(default)s)")
+    export.add_argument("--max-pairs", type=int, default=0, help="at most this many pairs, spread evenly; 0 = all")
+    export.set_defaults(run=cmd_data_export)
 
     train = sub.add_parser("train", help="train a two-tower model")
     _config_args(train)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from locktune.data.images import ConcatImages, ImageSet
@@ -16,6 +16,7 @@ class PairSet:
     name: str
     images: ImageSet
     captions: list[list[str]]  # captions[i] belong to images[i]; at least one each
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> records the source left out
 
     def __post_init__(self):
         if len(self.captions) != len(self.images):
@@ -29,6 +30,8 @@ class PairSet:
 
 
 PAIR_SOURCES: Registry[Callable[[int], PairSet]] = Registry("pair source")
+# Sources named by a path: "KIND:PATH", or a bare path whose shape picks the kind (see data/sources/paths.py).
+PATH_SOURCES: Registry[Callable[[str, int], PairSet]] = Registry("path pair source")
 
 
 def clean_caption(text: str) -> str:
@@ -40,13 +43,24 @@ def load_pairs(names: list[str], max_pairs_per_source: int = 0) -> PairSet:
     """The named sources, concatenated in order."""
     import locktune.data.sources  # noqa: F401  (registers the built-in sources)
 
-    sets = [PAIR_SOURCES.get(name)(max_pairs_per_source) for name in names]
+    from locktune.data.sources.paths import path_source
+
+    sets = []
+    for name in names:
+        by_path = path_source(name) if name not in PAIR_SOURCES else None
+        sets.append(by_path[0](by_path[1], max_pairs_per_source) if by_path
+                    else PAIR_SOURCES.get(name)(max_pairs_per_source))
     for s in sets:
         if len(s) == 0:
             raise LocktuneError(f"pair source '{s.name}' yielded no pairs")
     if len(sets) == 1:
         return sets[0]
-    return PairSet("+".join(names), ConcatImages([s.images for s in sets]), [c for s in sets for c in s.captions])
+    skipped: dict[str, int] = {}
+    for s in sets:
+        for reason, count in s.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + count
+    return PairSet("+".join(names), ConcatImages([s.images for s in sets]), [c for s in sets for c in s.captions],
+                   skipped)
 
 
 def take_evenly(count: int, limit: int) -> list[int]:

@@ -1,0 +1,112 @@
+"""CSV / TSV / JSONL manifests: one row per (image path, caption); rows naming the same image are grouped.
+
+Column names are found among common ones or given in the source name:
+`manifest:pairs.csv?image=filepath&caption=title`.  Relative image paths are relative to the manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from locktune.data.images import FileImages
+from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
+from locktune.data.validate import SkipCounter, check_captions, print_report
+from locktune.errors import LocktuneError
+
+IMAGE_COLUMNS = ("image", "image_path", "filepath", "file", "path", "filename")
+CAPTION_COLUMNS = ("caption", "captions", "text", "title")
+
+
+def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, path: Path) -> str:
+    if wanted:
+        if wanted not in columns:
+            raise LocktuneError(f"manifest '{path}' has no {what} column '{wanted}'; its columns: {', '.join(columns)}")
+        return wanted
+    found = next((c for c in candidates if c in columns), None)
+    if found is None:
+        raise LocktuneError(f"manifest '{path}' has no {what} column (looked for {', '.join(candidates)}); its "
+                            f"columns: {', '.join(columns)}; name it with '?{what}=COLUMN' after the path")
+    return found
+
+
+def _rows(path: Path, counter: SkipCounter) -> list[dict]:
+    """The manifest's rows as dicts; undecodable bytes kept as surrogates so the caption check counts them."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        if path.suffix.lower() == ".jsonl":
+            rows = []
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    counter.skip("unreadable row")
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+                else:
+                    counter.skip("unreadable row")
+            return rows
+        return list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+
+
+def read_manifest(path: Path, base: Path, image_column: str | None = None, caption_column: str | None = None,
+                  max_pairs: int = 0, name: str | None = None, quiet: bool = False) -> PairSet:
+    """Pairs from a manifest file; a missing image file or unusable caption skips the row, counted."""
+    if not path.is_file():
+        raise LocktuneError(f"manifest '{path}' does not exist; give a .csv, .tsv or .jsonl file")
+    counter = SkipCounter()
+    rows = _rows(path, counter)
+    columns = list(rows[0].keys()) if rows else []
+    if not rows:
+        raise LocktuneError(f"manifest '{path}' has no rows")
+    image_col = _pick(columns, image_column, IMAGE_COLUMNS, "image", path)
+    caption_col = _pick(columns, caption_column, CAPTION_COLUMNS, "caption", path)
+    grouped: dict[str, list[str]] = {}
+    exists: dict[str, bool] = {}
+    kept_rows = 0  # the failure share is over rows, since a row (not an image) is a record here
+    for row in rows:
+        value = row.get(image_col)
+        if not isinstance(value, str) or not value.strip():
+            counter.skip("missing image path")
+            continue
+        image = str(base / value.strip())
+        if image not in exists:
+            exists[image] = Path(image).is_file()
+        if not exists[image]:
+            counter.skip("missing image file")
+            continue
+        raw = row.get(caption_col)
+        raws = raw if isinstance(raw, list) else [raw if isinstance(raw, str) else ""]
+        kept, reason = check_captions(raws)
+        if not kept:
+            counter.skip(reason)
+            continue
+        kept_rows += 1
+        caps = grouped.setdefault(image, [])
+        caps += [c for c in kept if c not in caps]
+    label = name or f"manifest:{path}"
+    if not quiet:
+        print_report(counter, label, kept_rows)
+    counter.check_enough(label, kept_rows, f"check the column names ({image_col}, {caption_col}) and paths")
+    paths = list(grouped)
+    keep = take_evenly(len(paths), max_pairs)
+    return PairSet(label, FileImages([paths[i] for i in keep]), [grouped[paths[i]] for i in keep], dict(counter))
+
+
+def load_manifest(spec: str, max_pairs: int = 0) -> PairSet:
+    """`file.csv`, optionally followed by `?image=COLUMN&caption=COLUMN`."""
+    location, _, query = spec.partition("?")
+    options = dict(parse_qsl(query))
+    unknown = set(options) - {"image", "caption"}
+    if unknown:
+        raise LocktuneError(f"manifest '{location}': unknown option(s) {', '.join(sorted(unknown))}; "
+                            "valid: image=COLUMN, caption=COLUMN")
+    path = Path(location)
+    return read_manifest(path, path.parent, options.get("image"), options.get("caption"), max_pairs)
+
+
+PATH_SOURCES.register("manifest")(load_manifest)

@@ -1,0 +1,179 @@
+"""WebDataset tar shards in img2dataset's layout: KEY.jpg|png|webp + KEY.txt (+ optional KEY.json).
+
+Shards are indexed once (member offsets, captions) and images are read later by (shard, offset), so a
+worker process decodes any record without scanning the tar.  A shard truncated mid-file keeps the
+records before the damage; the cut record is counted as "truncated shard".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+from locktune.data.images import ImageSet
+from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
+from locktune.data.validate import SkipCounter, check_captions, print_report
+from locktune.errors import LocktuneError
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """`data/{00000..00002}.tar` -> three names (zero padding kept); `{a,b}` lists too; nested allowed."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    body, head, tail = match.group(1), pattern[:match.start()], pattern[match.end():]
+    span = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if span:
+        first, last = span.groups()
+        width = len(first) if first.startswith("0") else 0
+        step = 1 if int(last) >= int(first) else -1
+        items = [str(i).zfill(width) for i in range(int(first), int(last) + step, step)]
+    else:
+        items = body.split(",")
+    return [name for item in items for name in expand_braces(head + item + tail)]
+
+
+class TarImages(ImageSet):
+    """Images stored as tar members, each read by (shard path, data offset, size)."""
+
+    def __init__(self, keys: list[str], locations: list[tuple[str, int, int]]):
+        self.keys, self.locations = keys, locations
+
+    def read_bytes(self, index: int) -> bytes:
+        path, offset, size = self.locations[index]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+        if len(data) != size:
+            raise OSError(f"{path}: member at offset {offset} is cut short ({len(data)} of {size} bytes)")
+        return data
+
+    def load(self, index: int) -> Image.Image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(self.read_bytes(index)))
+            image.load()
+        return image
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for key, (path, offset, size) in zip(self.keys, self.locations):
+            digest.update(f"{key}\0{path}\0{offset}\0{size}\0".encode())
+        return digest.hexdigest()[:16]
+
+
+def _index_shard(path: str, counter: SkipCounter) -> list[tuple[str, dict[str, tuple[int, int, bytes | None]]]]:
+    """(key, {extension: (offset, size, bytes for text members)}) per record, in the shard's order."""
+    records: dict[str, dict[str, tuple[int, int, bytes | None]]] = {}
+    total = os.path.getsize(path)
+    truncated = False
+    with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
+        while True:
+            try:
+                member = tar.next()
+            except (tarfile.ReadError, EOFError, OSError):
+                truncated = True  # a header cut or garbled: nothing after it can be trusted
+                break
+            if member is None:
+                break
+            if not member.isfile():
+                continue
+            directory, _, base = member.name.rpartition("/")
+            stem, dot, extension = base.partition(".")
+            if not dot:
+                continue
+            key = f"{directory}/{stem}" if directory else stem
+            if member.offset_data + member.size > total:
+                truncated = True
+                records.setdefault(key, {})["__cut__"] = (0, 0, None)
+                break
+            text = None
+            if extension.lower() in ("txt", "json"):
+                raw.seek(member.offset_data)
+                text = raw.read(member.size)
+            records.setdefault(key, {})[extension.lower()] = (member.offset_data, member.size, text)
+    out = []
+    for key, parts in records.items():
+        if "__cut__" in parts:
+            counter.skip("truncated shard")
+        else:
+            out.append((key, parts))
+    if truncated and not any("__cut__" in p for p in records.values()):
+        counter.skip("truncated shard")
+    return out
+
+
+def _json_captions(data: bytes | None) -> list[bytes | str]:
+    """Captions from an img2dataset .json ("caption", or a "captions" list); none when absent or unreadable."""
+    try:
+        meta = json.loads(data) if data else {}
+    except (ValueError, UnicodeDecodeError):
+        return []
+    if isinstance(meta, dict) and isinstance(meta.get("captions"), list):
+        return [c for c in meta["captions"] if isinstance(c, str)]
+    if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
+        return [meta["caption"]]
+    return []
+
+
+def load_shards(pattern: str, max_pairs: int = 0, quiet: bool = False) -> PairSet:
+    """Every usable record of the shards `pattern` names (brace-expanded); bad records skipped and counted.
+
+    A .txt holds one caption per line, so several captions stay with their image.
+    """
+    paths = expand_braces(pattern)
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise LocktuneError(f"webdataset shard '{missing[0]}' does not exist ({len(missing)} of {len(paths)} "
+                            f"named by '{pattern}' are missing); check the path and the brace range")
+    counter = SkipCounter()
+    keys: list[str] = []
+    locations: list[tuple[str, int, int]] = []
+    captions: list[list[str]] = []
+    seen: set[str] = set()
+    for path in paths:
+        for key, parts in _index_shard(path, counter):
+            image_ext = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
+            if image_ext is None:
+                counter.skip("missing image")
+                continue
+            raws: list[bytes | str] = []
+            if "txt" in parts:
+                raws = parts["txt"][2].split(b"\n") if parts["txt"][2].strip(b"\n") else [b""]
+            elif "json" in parts:
+                raws = _json_captions(parts["json"][2])
+            if not raws:
+                counter.skip("missing caption")
+                continue
+            kept, reason = check_captions([r for r in raws if r.strip()] or raws)
+            if not kept:
+                counter.skip(reason)
+                continue
+            if key in seen:
+                counter.skip("duplicate key")
+                continue
+            seen.add(key)
+            offset, size, _ = parts[image_ext]
+            keys.append(key)
+            locations.append((str(path), offset, size))
+            captions.append(kept)
+    name = f"wds:{pattern}"
+    if not quiet:
+        print_report(counter, name, len(keys))
+    counter.check_enough(name, len(keys), "check that these are img2dataset-style shards (KEY.jpg + KEY.txt)")
+    keep = take_evenly(len(keys), max_pairs)
+    images = TarImages([keys[i] for i in keep], [locations[i] for i in keep])
+    return PairSet(name, images, [captions[i] for i in keep], dict(counter))
+
+
+PATH_SOURCES.register("wds")(load_shards)

@@ -1,0 +1,72 @@
+"""Record checks shared by every pair source: a bad record is skipped and counted by reason, never fatal."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+from locktune.data.pairs import clean_caption
+from locktune.errors import LocktuneError
+
+# Longer captions are almost always scraped page text, not a description; text towers truncate at
+# ~77 tokens anyway, so such a record would train on an arbitrary prefix.
+MAX_CAPTION_CHARS = 2000
+# Above this share of failed records the input is probably the wrong format or column names, and
+# training on the remainder would hide that.
+MAX_FAILED_SHARE = 0.5
+
+
+class SkipCounter(Counter):
+    """reason -> number of records skipped for it; `report` prints the counts in one line."""
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        self[reason] += count
+
+    def report(self, what: str, kept: int) -> str:
+        if not self:
+            return f"{what}: {kept} records kept, none skipped"
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.items()))
+        return f"{what}: {kept} records kept, {sum(self.values())} skipped ({reasons})"
+
+    def check_enough(self, what: str, kept: int, hint: str) -> None:
+        """A clear error when most records failed, instead of training on what little is left."""
+        failed = sum(self.values())
+        if kept == 0 or failed > MAX_FAILED_SHARE * (failed + kept):
+            raise LocktuneError(f"{what}: {failed} of {failed + kept} records failed "
+                                f"({', '.join(f'{r}: {n}' for r, n in sorted(self.items())) or 'no records'}); {hint}")
+
+
+def print_report(counter: SkipCounter, what: str, kept: int) -> None:
+    print(f"locktune: {counter.report(what, kept)}", file=sys.stderr)
+
+
+def check_caption(raw: bytes | str) -> tuple[str | None, str]:
+    """(cleaned caption, "") for a usable caption, else (None, reason)."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "non-utf8 caption"
+    try:
+        raw.encode("utf-8")  # text files are read with surrogateescape: undecodable bytes show up here
+    except UnicodeEncodeError:
+        return None, "non-utf8 caption"
+    text = clean_caption(raw)
+    if not text:
+        return None, "empty caption"
+    if len(text) > MAX_CAPTION_CHARS:
+        return None, "caption too long"
+    return text, ""
+
+
+def check_captions(raws: list[bytes | str]) -> tuple[list[str], str]:
+    """The usable captions in order, deduplicated; when none is usable, the reason of the first bad one."""
+    kept: list[str] = []
+    reason = "empty caption" if not raws else ""
+    for raw in raws:
+        text, why = check_caption(raw)
+        if text is None:
+            reason = reason or why
+        elif text not in kept:
+            kept.append(text)
+    return kept, ("" if kept else reason)
