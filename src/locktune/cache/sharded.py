@@ -1,0 +1,243 @@
+"""A sharded embedding cache for datasets too large for one array: fixed-size float16 shards + a manifest.
+
+Layout of a cache folder:
+    shards/00000.npy   [rows, dim] float16 (NaN rows: images that could not be read)
+    shards/00000.json  that shard's sha256, keys, captions and failures; written after the .npy, so a
+                       shard with a matching sidecar is finished and a rerun skips it (resumable)
+    manifest.json      written last: tower fingerprint, preprocessing, source, counts, per-shard checksums
+
+Training reads it with `ShardedCache.open(folder)`; rows are fetched with positioned reads (or a memory
+map), so the process's memory does not grow with the dataset.  Captions are stored beside the vectors so
+training needs neither the images nor the source.
+
+    cache = ShardedCache.open("cache/cc12m")
+    len(cache), cache.dim            # pairs, embedding width
+    cache.rows([5, 17, 3])           # torch.float32 [3, dim]
+    cache.valid                      # torch.bool [N]; False where the image was skipped
+    cache.keys[i], cache.captions[i] # the record's key and its captions
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from locktune.cache.embedding_cache import _Preprocessed, _sha256
+from locktune.data.pairs import PairSet
+from locktune.data.validate import SkipCounter
+from locktune.errors import LocktuneError
+from locktune.progress import progress
+from locktune.train import distributed
+
+SHARDED_FORMAT = 1
+
+
+def image_failure_reason(error: str) -> str:
+    """A short reason for the counts, from the decode error text `_Preprocessed` reports."""
+    if "DecompressionBomb" in error:
+        return "image too large"
+    if "UnidentifiedImageError" in error:
+        return "not an image"
+    if "truncated" in error or "cut short" in error:
+        return "truncated image"
+    return "unreadable image"
+
+
+class ShardWriter:
+    """Writes shards of one planned cache; `plan` (tower, preprocessing, source, sizes) names what the
+    folder holds, so a rerun on other data or another tower is refused instead of mixing shards."""
+
+    def __init__(self, folder: str | Path, plan: dict):
+        self.folder = Path(folder)
+        self.plan = {"format": SHARDED_FORMAT, **plan}
+        self.plan_id = hashlib.sha256(json.dumps(self.plan, sort_keys=True).encode()).hexdigest()[:24]
+        (self.folder / "shards").mkdir(parents=True, exist_ok=True)
+        plan_path = self.folder / "plan.json"
+        if plan_path.is_file():
+            if json.loads(plan_path.read_text()).get("plan_id") != self.plan_id:
+                raise LocktuneError(f"cache folder '{self.folder}' holds a cache of other images, tower or settings; "
+                                    "give another folder or delete this one")
+        elif distributed.is_main():
+            _write_json(plan_path, {"plan_id": self.plan_id, **self.plan})
+
+    def shard_count(self) -> int:
+        return -(-self.plan["count"] // self.plan["shard_size"])
+
+    def shard_range(self, shard: int) -> range:
+        size = self.plan["shard_size"]
+        return range(shard * size, min(self.plan["count"], (shard + 1) * size))
+
+    def sidecar(self, shard: int) -> dict | None:
+        """The finished shard's sidecar, or None when the shard is missing, partial or damaged."""
+        array, side = self.folder / "shards" / f"{shard:05d}.npy", self.folder / "shards" / f"{shard:05d}.json"
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, ValueError):
+            return None
+        if meta.get("plan_id") != self.plan_id or not array.is_file() or _sha256(array) != meta.get("sha256"):
+            return None
+        return meta
+
+    def write(self, shard: int, vectors: np.ndarray, keys: list[str], captions: list[list[str]],
+              failed: dict[str, str]) -> None:
+        array = self.folder / "shards" / f"{shard:05d}.npy"
+        tmp = array.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, vectors.astype(self.plan["dtype"]))
+        tmp.replace(array)
+        _write_json(array.with_suffix(".json"), {"plan_id": self.plan_id, "rows": len(keys), "sha256": _sha256(array),
+                                                 "keys": keys, "captions": captions, "failed": failed})
+
+    def finish(self, extra: dict) -> dict:
+        """The manifest, once every shard is finished; an error naming the first unfinished one otherwise."""
+        shards, reasons, failed_total = [], Counter(), 0
+        for shard in range(self.shard_count()):
+            meta = self.sidecar(shard)
+            if meta is None:
+                raise LocktuneError(f"cache shard {shard:05d} in '{self.folder}' is missing or damaged; rerun "
+                                    "`locktune embed` to compute it")
+            shards.append({"file": f"shards/{shard:05d}.npy", "rows": meta["rows"], "sha256": meta["sha256"]})
+            reasons.update(image_failure_reason(e) for e in meta["failed"].values())
+            failed_total += len(meta["failed"])
+        manifest = {**self.plan, "plan_id": self.plan_id, "shards": shards, "valid": self.plan["count"] - failed_total,
+                    "image_failures": dict(reasons), **extra}
+        _write_json(self.folder / "manifest.json", manifest)
+        return manifest
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, ensure_ascii=False))
+    tmp.replace(path)
+
+
+def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, shard_size: int = 8192,
+                        dtype: str = "float16", batch_size: int = 64, workers: int = 1) -> "ShardedCache":
+    """Embed every image of `pairs` into `folder`, skipping shards a previous (killed) run finished.
+
+    Under torchrun each rank computes the shards `rank::world` and rank 0 writes the manifest.  Images that
+    cannot be read become NaN rows, counted by reason with the source's own skips; when most records
+    failed this is an error instead of a cache to train on.
+    """
+    start = time.time()
+    writer = ShardWriter(folder, {"tower": tower.name, "weights": tower.weights_fingerprint(),
+                                  "preprocess": preprocess.describe(), "source": pairs.name,
+                                  "images": pairs.images.fingerprint(), "count": len(pairs),
+                                  "shard_size": shard_size, "dtype": dtype})
+    world, rank = distributed.world_size(), distributed.rank()
+    todo = [s for s in range(writer.shard_count())[rank::world] if writer.sidecar(s) is None]
+    # Batches never straddle shards, so each shard is complete the moment its last batch arrives, while the
+    # workers already decode the next shard's images.
+    batches = [list(r[i:i + batch_size]) for s in todo for r in [writer.shard_range(s)] for i in range(0, len(r), batch_size)]
+    loader = DataLoader(_Preprocessed(pairs.images, preprocess), batch_sampler=batches, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))
+    was_training = tower.training
+    tower.eval()
+    device = next(tower.parameters()).device
+    current, buffer, failed = None, None, {}
+    with torch.no_grad(), progress(total=sum(len(b) for b in batches), desc=f"embedding {pairs.name}", unit="img",
+                                   enabled=distributed.is_main()) as bar:
+        for indices, pixels, errors in loader:
+            shard = int(indices[0]) // shard_size
+            rows = writer.shard_range(shard)
+            out = tower(pixels.to(device).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+            if current != shard:
+                current, buffer, failed = shard, np.zeros((len(rows), out.shape[1]), np.float32), {}
+            for j, error in enumerate(errors):
+                if error:
+                    failed[pairs.images.keys[int(indices[j])]] = error
+                    out[j] = np.nan
+            buffer[np.asarray(indices) - rows.start] = out
+            bar.update(len(indices))
+            if int(indices[-1]) == rows.stop - 1:
+                writer.write(shard, buffer, [pairs.images.keys[i] for i in rows], [pairs.captions[i] for i in rows],
+                             failed)
+    tower.train(was_training)
+    distributed.barrier()
+    if distributed.is_main():
+        manifest = writer.finish({"source_skipped": pairs.skipped, "seconds": round(time.time() - start, 1)})
+        counts = SkipCounter({**pairs.skipped, **manifest["image_failures"]})
+        print(f"locktune: {counts.report(pairs.name, manifest['valid'])}", file=sys.stderr)
+        counts.check_enough(pairs.name, manifest["valid"], "check the source's format and images")
+    distributed.barrier()
+    return ShardedCache.open(folder)
+
+
+class ShardedCache:
+    """Read side of a sharded cache; see the module docstring for the interface."""
+
+    def __init__(self, folder: Path, manifest: dict, access: str):
+        self.folder, self.manifest, self.access = folder, manifest, access
+        self.shard_size, self.count = manifest["shard_size"], manifest["count"]
+        self.keys: list[str] = []
+        self.captions: list[list[str]] = []
+        failed: set[str] = set()
+        self._arrays: list[np.ndarray] = []
+        for shard in manifest["shards"]:
+            side = json.loads((folder / shard["file"]).with_suffix(".json").read_text())
+            self.keys += side["keys"]
+            self.captions += side["captions"]
+            failed.update(side["failed"])
+            # mmap_mode='r' maps the file without reading it; only rows a batch asks for are ever read.
+            self._arrays.append(np.load(folder / shard["file"], mmap_mode="r"))
+        self.dim = int(self._arrays[0].shape[1]) if self._arrays else 0
+        self.valid = torch.tensor([key not in failed for key in self.keys], dtype=torch.bool)
+        self._files: dict[int, int] = {}
+
+    @classmethod
+    def open(cls, folder: str | Path, verify: bool = False, access: str = "pread") -> "ShardedCache":
+        """The finished cache in `folder`; `verify` checks every shard's sha256 (reads all of it).
+
+        access="pread" reads rows with positioned reads, so the process's resident memory stays flat;
+        "mmap" indexes the memory maps (faster for contiguous rows, but touched pages count as resident).
+        """
+        folder = Path(folder)
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError) as error:
+            raise LocktuneError(f"'{folder}' is not a finished sharded cache ({error}); run `locktune embed` "
+                                "to build or finish it")
+        for shard in manifest["shards"]:
+            path = folder / shard["file"]
+            if not path.is_file() or (verify and _sha256(path) != shard["sha256"]):
+                raise LocktuneError(f"cache shard '{path}' is missing or does not match its checksum; delete it "
+                                    "and rerun `locktune embed` to compute it again")
+        return cls(folder, manifest, access)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def rows(self, indices) -> torch.Tensor:
+        """Rows `indices` (any order, repeats allowed) as a float32 tensor [len(indices), dim]."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), self.dim), np.float32)
+        shards = indices // self.shard_size
+        for shard in np.unique(shards):
+            where = np.nonzero(shards == shard)[0]
+            local = indices[where] - shard * self.shard_size
+            out[where] = self._read(int(shard), local)
+        return torch.from_numpy(out)
+
+    def _read(self, shard: int, local: np.ndarray) -> np.ndarray:
+        array = self._arrays[shard]
+        if self.access == "mmap":
+            return array[local]
+        # The .npy data starts at the map's offset; rows are read one by one, each a single syscall.
+        if shard not in self._files:
+            self._files[shard] = os.open(array.filename, os.O_RDONLY)
+        fd, width = self._files[shard], array.shape[1] * array.itemsize
+        data = b"".join(os.pread(fd, width, array.offset + int(row) * width) for row in local)
+        return np.frombuffer(data, dtype=array.dtype).reshape(len(local), array.shape[1])
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()

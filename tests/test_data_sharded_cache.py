@@ -1,0 +1,132 @@
+"""The sharded embedding cache: broken images counted by reason, resumable after a kill, rows read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from locktune.cache.sharded import ShardedCache, build_sharded_cache
+from locktune.data.pairs import load_pairs
+from locktune.errors import LocktuneError
+from test_data_sources import png, write_tar
+
+FUZZ = Path(__file__).parent / "fuzz" / "images"
+
+
+@pytest.fixture(scope="module")
+def tower():
+    from locktune.towers.image import build_image_tower
+    from locktune.towers.image.preprocess import preprocess_for
+
+    torch.manual_seed(0)
+    tower = build_image_tower("mobilenet_v2", pretrained=False)
+    return tower, preprocess_for(tower, 64)
+
+
+def fuzz_shards(folder: Path) -> str:
+    """The checked-in broken-image corpus (raster files only: shards hold jpg/png/webp) plus one bad caption."""
+    members = []
+    for i, path in enumerate(sorted(p for p in FUZZ.iterdir() if p.suffix in (".png", ".jpg"))):
+        members += [(f"{i:03d}{path.suffix}", path.read_bytes()), (f"{i:03d}.txt", path.stem.encode())]
+    members += [("zzz.png", png()), ("zzz.txt", b"   ")]
+    write_tar(folder / "00000.tar", members)
+    return str(folder / "00000.tar")
+
+
+def test_every_broken_image_is_counted_by_reason(tmp_path, tower, capsys):
+    pairs = load_pairs([fuzz_shards(tmp_path)])
+    names = [c[0] for c in pairs.captions]
+    assert len(names) == 14 and pairs.skipped == {"empty caption": 1}
+    cache = build_sharded_cache(*tower, pairs, tmp_path / "cache", shard_size=5, batch_size=4, workers=0)
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    # By hand from the files: bad_empty, bad_random_bytes, bad_text_named and bad_jpeg_header_only (44 bytes:
+    # a JPEG start marker, then zeros) are no image Pillow can identify; bad_truncated is a PNG that ends
+    # early; bad_bomb claims 200000x200000 pixels.
+    assert manifest["image_failures"] == {"not an image": 4, "truncated image": 1, "image too large": 1}
+    assert manifest["valid"] == 8 and manifest["source_skipped"] == {"empty caption": 1}
+    assert [n.startswith("ok ") for n in names] == cache.valid.tolist()  # ok_* all load, CMYK/16-bit/palette too
+    assert [len(s["sha256"]) for s in manifest["shards"]] == [64, 64, 64]
+    assert "7 skipped" in capsys.readouterr().err
+    rows = cache.rows(range(14))
+    assert torch.isfinite(rows[cache.valid]).all() and torch.isnan(rows[~cache.valid]).all()
+
+
+def many_pairs(folder: Path, count: int) -> str:
+    members = []
+    for i in range(count):
+        members += [(f"{i:04d}.png", png((i * 7 % 256, i * 13 % 256, 90))), (f"{i:04d}.txt", f"pair {i}".encode())]
+    write_tar(folder / "00000.tar", members)
+    return str(folder / "00000.tar")
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_precompute_resumes_to_the_same_cache(tmp_path, tower):
+    image_tower, preprocess = tower
+    pairs = load_pairs([many_pairs(tmp_path, 22)])
+    whole = build_sharded_cache(image_tower, preprocess, pairs, tmp_path / "whole", shard_size=6, batch_size=3,
+                                workers=0)
+
+    calls = []
+    real_forward = image_tower.forward
+
+    def dies_on_the_fifth_batch(pixels):
+        calls.append(len(pixels))
+        if len(calls) == 5:
+            raise Killed()
+        return real_forward(pixels)
+
+    image_tower.forward = dies_on_the_fifth_batch
+    try:
+        with pytest.raises(Killed):
+            build_sharded_cache(image_tower, preprocess, pairs, tmp_path / "resumed", shard_size=6, batch_size=3,
+                                workers=0)
+        assert sorted(p.name for p in (tmp_path / "resumed" / "shards").glob("*.npy")) == ["00000.npy", "00001.npy"]
+        assert not (tmp_path / "resumed" / "manifest.json").exists()
+        with pytest.raises(LocktuneError, match="not a finished sharded cache"):
+            ShardedCache.open(tmp_path / "resumed")
+        calls.clear()
+        resumed = build_sharded_cache(image_tower, preprocess, pairs, tmp_path / "resumed", shard_size=6,
+                                      batch_size=3, workers=0)
+    finally:
+        del image_tower.forward
+    assert sum(calls) == 22 - 12  # only the two unfinished shards were computed again
+    for name in ("00000", "00001", "00002", "00003"):
+        assert (tmp_path / "whole/shards" / f"{name}.npy").read_bytes() == \
+               (tmp_path / "resumed/shards" / f"{name}.npy").read_bytes()
+    assert resumed.captions == whole.captions == [[f"pair {i}"] for i in range(22)]
+    assert resumed.keys == whole.keys
+
+
+def test_rows_gather_matches_the_arrays_and_checksums_are_checked(tmp_path, tower):
+    pairs = load_pairs([many_pairs(tmp_path, 13)])
+    build_sharded_cache(*tower, pairs, tmp_path / "c", shard_size=5, batch_size=4, workers=0)
+    full = np.concatenate([np.load(tmp_path / "c/shards" / f"{s:05d}.npy") for s in range(3)]).astype(np.float32)
+    assert full.shape == (13, 1280) and np.load(tmp_path / "c/shards/00000.npy").dtype == np.float16
+    order = [12, 0, 7, 7, 4, 5]
+    for access in ("pread", "mmap"):
+        cache = ShardedCache.open(tmp_path / "c", verify=True, access=access)
+        got = cache.rows(order)
+        assert got.dtype == torch.float32 and np.array_equal(got.numpy(), full[order])
+    with open(tmp_path / "c/shards/00001.npy", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01")
+    with pytest.raises(LocktuneError, match=r"00001.npy' is missing or does not match its checksum"):
+        ShardedCache.open(tmp_path / "c", verify=True)
+    with pytest.raises(LocktuneError, match="holds a cache of other images"):
+        build_sharded_cache(*tower, load_pairs([many_pairs(tmp_path / "c", 3)]), tmp_path / "c", shard_size=5)
+
+
+def test_mostly_broken_images_stop_with_a_clear_error(tmp_path, tower):
+    members = [("a.png", png()), ("a.txt", b"fine")]
+    members += [m for i in range(3) for m in ((f"b{i}.png", b"garbage"), (f"b{i}.txt", b"broken"))]
+    write_tar(tmp_path / "x.tar", members)
+    pairs = load_pairs([str(tmp_path / "x.tar")])
+    with pytest.raises(LocktuneError, match=r"3 of 4 records failed \(not an image: 3\)"):
+        build_sharded_cache(*tower, pairs, tmp_path / "c", shard_size=8, workers=0)
