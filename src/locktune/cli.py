@@ -31,7 +31,27 @@ def cmd_embed(args) -> int:
 
     config = _load(args)
     with distributed_session():
+        if args.sharded:
+            return _embed_sharded(config, args.sharded, args.shard_size, is_main())
         return _embed(config, args.no_benchmarks, is_main())
+
+
+def _embed_sharded(config, folder: str, shard_size: int, main: bool) -> int:
+    """The training sources into a sharded cache folder (resumable: finished shards are kept)."""
+    from locktune.cache.sharded import build_sharded_cache
+    from locktune.data.pairs import load_pairs
+    from locktune.towers.image import build_image_tower
+    from locktune.towers.image.preprocess import preprocess_for
+
+    tower = build_image_tower(config.model.image_tower, pretrained=True)
+    preprocess = preprocess_for(tower, config.model.image_size)
+    pairs = load_pairs(config.data.sources, config.data.max_pairs_per_source)
+    cache = build_sharded_cache(tower, preprocess, pairs, folder, shard_size=shard_size,
+                                workers=config.data.image_workers)
+    if main:
+        print(f"{pairs.name}: {len(cache)} pairs, {int(cache.valid.sum())} usable, "
+              f"{len(cache.manifest['shards'])} shards: {folder}")
+    return 0
 
 
 def _embed(config, no_benchmarks: bool, main: bool) -> int:
@@ -136,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed = sub.add_parser("embed", help="precompute the locked image tower's embeddings (training + benchmarks)")
     _config_args(embed)
     embed.add_argument("--no-benchmarks", action="store_true", help="only the training sources")
+    embed.add_argument("--sharded", metavar="FOLDER", help="write the training sources to a sharded cache in "
+                       "FOLDER (float16 shards + manifest; rerun to resume after a kill); benchmarks are not embedded")
+    embed.add_argument("--shard-size", type=int, default=8192, help="rows per shard with --sharded (default: %(default)s)")
     embed.set_defaults(run=cmd_embed)
 
     data = sub.add_parser("data", help="work with pair sources (export to WebDataset shards)")
