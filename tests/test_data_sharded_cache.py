@@ -87,7 +87,7 @@ def test_killed_precompute_resumes_to_the_same_cache(tmp_path, tower):
         with pytest.raises(Killed):
             build_sharded_cache(image_tower, preprocess, pairs, tmp_path / "resumed", shard_size=6, batch_size=3,
                                 workers=0)
-        assert sorted(p.name for p in (tmp_path / "resumed" / "shards").glob("*.npy")) == ["00000.npy", "00001.npy"]
+        assert sorted(p.name for p in (tmp_path / "resumed" / "shards").glob("*.json")) == ["00000.json", "00001.json"]
         assert not (tmp_path / "resumed" / "manifest.json").exists()
         with pytest.raises(LocktuneError, match="not a finished sharded cache"):
             ShardedCache.open(tmp_path / "resumed")
@@ -97,11 +97,12 @@ def test_killed_precompute_resumes_to_the_same_cache(tmp_path, tower):
     finally:
         del image_tower.forward
     assert sum(calls) == 22 - 12  # only the two unfinished shards were computed again
-    for name in ("00000", "00001", "00002", "00003"):
-        assert (tmp_path / "whole/shards" / f"{name}.npy").read_bytes() == \
-               (tmp_path / "resumed/shards" / f"{name}.npy").read_bytes()
-    assert resumed.captions == whole.captions == [[f"pair {i}"] for i in range(22)]
-    assert resumed.keys == whole.keys
+    files = sorted(p.name for p in (tmp_path / "whole/shards").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "resumed/shards").iterdir()) and len(files) == 4 * 4
+    for name in files:  # vectors, texts and sidecars all the same bytes
+        assert (tmp_path / "whole/shards" / name).read_bytes() == (tmp_path / "resumed/shards" / name).read_bytes()
+    assert list(resumed.captions) == list(whole.captions) == [[f"pair {i}"] for i in range(22)]
+    assert list(resumed.keys) == list(whole.keys) == [f"{i:04d}" for i in range(22)]
 
 
 def test_rows_gather_matches_the_arrays_and_checksums_are_checked(tmp_path, tower):

@@ -2,8 +2,10 @@
 
 Layout of a cache folder:
     shards/00000.npy   [rows, dim] float16 (NaN rows: images that could not be read)
-    shards/00000.json  that shard's sha256, keys, captions and failures; written after the .npy, so a
-                       shard with a matching sidecar is finished and a rerun skips it (resumable)
+    shards/00000.text.npy, 00000.offsets.npy  each record's key and captions as UTF-8 ("key\0cap\ncap")
+                       and where each starts: read per row, so captions cost no memory either
+    shards/00000.json  that shard's checksums and failures; written after the arrays, so a shard with
+                       a matching sidecar is finished and a rerun skips it (resumable)
     manifest.json      written last: tower fingerprint, preprocessing, source, counts, per-shard checksums
 
 Training reads it with `ShardedCache.open(folder)`; rows are fetched with positioned reads (or a memory
@@ -25,6 +27,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +88,9 @@ class ShardWriter:
             return None
         if meta.get("plan_id") != self.plan_id or not array.is_file() or _sha256(array) != meta.get("sha256"):
             return None
+        text = _text_paths(array)
+        if not all(p.is_file() for p in text) or _sha256(text[0]) != meta.get("text_sha256"):
+            return None
         return meta
 
     def write(self, shard: int, vectors: np.ndarray, keys: list[str], captions: list[list[str]],
@@ -93,8 +99,16 @@ class ShardWriter:
         tmp = array.with_suffix(f".tmp{os.getpid()}.npy")
         np.save(tmp, vectors.astype(self.plan["dtype"]))
         tmp.replace(array)
+        records = [f"{key}\0" + "\n".join(caps) for key, caps in zip(keys, captions)]
+        encoded = [r.encode("utf-8") for r in records]
+        offsets = np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64)
+        text_path, offsets_path = _text_paths(array)
+        for path, data in ((offsets_path, offsets), (text_path, np.frombuffer(b"".join(encoded), np.uint8))):
+            tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp, data)
+            tmp.replace(path)
         _write_json(array.with_suffix(".json"), {"plan_id": self.plan_id, "rows": len(keys), "sha256": _sha256(array),
-                                                 "keys": keys, "captions": captions, "failed": failed})
+                                                 "text_sha256": _sha256(text_path), "failed": failed})
 
     def finish(self, extra: dict) -> dict:
         """The manifest, once every shard is finished; an error naming the first unfinished one otherwise."""
@@ -111,6 +125,32 @@ class ShardWriter:
                     "image_failures": dict(reasons), **extra}
         _write_json(self.folder / "manifest.json", manifest)
         return manifest
+
+
+def _text_paths(array: Path) -> tuple[Path, Path]:
+    return array.with_suffix(".text.npy"), array.with_suffix(".offsets.npy")
+
+
+class _ShardText(Sequence):
+    """Per-row key or captions, decoded from the shards' text arrays on access (nothing held in memory)."""
+
+    def __init__(self, cache: "ShardedCache", part: int):
+        self.cache, self.part = cache, part
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        shard, row = divmod(index, self.cache.shard_size)
+        text, offsets = self.cache._texts[shard]
+        key, _, captions = bytes(text[offsets[row]:offsets[row + 1]]).decode("utf-8").partition("\0")
+        return key if self.part == 0 else captions.split("\n")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -177,19 +217,23 @@ class ShardedCache:
     def __init__(self, folder: Path, manifest: dict, access: str):
         self.folder, self.manifest, self.access = folder, manifest, access
         self.shard_size, self.count = manifest["shard_size"], manifest["count"]
-        self.keys: list[str] = []
-        self.captions: list[list[str]] = []
-        failed: set[str] = set()
+        self.keys: Sequence[str] = _ShardText(self, 0)
+        self.captions: Sequence[list[str]] = _ShardText(self, 1)
+        # One byte per pair: small beside the 2 * dim bytes of its vector, and training filters on it.
+        self.valid = torch.ones(self.count, dtype=torch.bool)
         self._arrays: list[np.ndarray] = []
-        for shard in manifest["shards"]:
-            side = json.loads((folder / shard["file"]).with_suffix(".json").read_text())
-            self.keys += side["keys"]
-            self.captions += side["captions"]
-            failed.update(side["failed"])
-            # mmap_mode='r' maps the file without reading it; only rows a batch asks for are ever read.
-            self._arrays.append(np.load(folder / shard["file"], mmap_mode="r"))
+        self._texts: list[tuple[np.ndarray, np.ndarray]] = []
+        for number, shard in enumerate(manifest["shards"]):
+            path = folder / shard["file"]
+            failed = json.loads(path.with_suffix(".json").read_text())["failed"]
+            # mmap_mode='r' maps a file without reading it; only the rows a batch asks for are ever read.
+            self._arrays.append(np.load(path, mmap_mode="r"))
+            self._texts.append(tuple(np.load(p, mmap_mode="r") for p in _text_paths(path)))
+            if failed:
+                rows = {key: row for row, key in enumerate(self.keys[number * self.shard_size + i]
+                                                          for i in range(shard["rows"]))}
+                self.valid[[number * self.shard_size + rows[key] for key in failed]] = False
         self.dim = int(self._arrays[0].shape[1]) if self._arrays else 0
-        self.valid = torch.tensor([key not in failed for key in self.keys], dtype=torch.bool)
         self._files: dict[int, int] = {}
 
     @classmethod
