@@ -31,6 +31,27 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Headless Chromium for the search page's end-to-end test (tests/test_browser.py, driven by Playwright).
+if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+    echo "locktune: installing Debian chromium (for the browser test)"
+    if $SUDO apt-get update -qq >/dev/null 2>&1 &&
+       DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
+      :
+    else
+      echo "locktune: could not install chromium; the browser test will fail until it is installed." >&2
+      echo "  Install it yourself: sudo apt-get install --no-install-recommends chromium" >&2
+      echo "  (or point LOCKTUNE_CHROMIUM at any Chromium binary)" >&2
+      status=1
+    fi
+  else
+    echo "locktune: not a Debian/Ubuntu machine; install Chromium and set LOCKTUNE_CHROMIUM=/path/to/chromium for the browser test." >&2
+    status=1
+  fi
+fi
+
 for spec in "${NPM_PKGS[@]}"; do
   name="${spec%@*}"
   if [ ! -f "$NPM_PREFIX/node_modules/$name/package.json" ]; then
