@@ -107,15 +107,16 @@ def open_clip_arms(shape, device, batch_size, autocast, warmup, iters) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     images = torch.randn(batch_size, 3, 224, 224, device=device)
-    texts = torch.randint(0, shape["vocab"], (batch_size, shape["tokens"]), device=device)
+    # open_clip's own text shape (77 tokens, 49,408 ids); with --tiny only the code path is exercised.
+    texts = torch.randint(0, model.vocab_size, (batch_size, model.context_length), device=device)
     with torch.no_grad(), autocast:
         image_features = F.normalize(model.encode_image(images), dim=-1).float()
 
     def lock_image_step():
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            out = model(images, texts)
-            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            image_out, text_out, scale = model(images, texts)[:3]  # normalised features, logit scale
+            loss = loss_fn(image_out, text_out, scale)
         loss.backward()
         optimizer.step()
 
