@@ -115,6 +115,8 @@ def test_rows_gather_matches_the_arrays_and_checksums_are_checked(tmp_path, towe
         cache = ShardedCache.open(tmp_path / "c", verify=True, access=access)
         got = cache.rows(order)
         assert got.dtype == torch.float32 and np.array_equal(got.numpy(), full[order])
+        assert list(cache.captions) == [[f"pair {i}"] for i in range(13)] and cache.keys[-1] == "0012"
+        assert cache.captions[2:4] == [["pair 2"], ["pair 3"]] and cache.valid.all()
     with open(tmp_path / "c/shards/00001.npy", "r+b") as f:
         f.seek(200)
         f.write(b"\x00\x01")

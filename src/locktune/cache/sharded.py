@@ -148,8 +148,7 @@ class _ShardText(Sequence):
         if not 0 <= index < len(self):
             raise IndexError(index)
         shard, row = divmod(index, self.cache.shard_size)
-        text, offsets = self.cache._texts[shard]
-        key, _, captions = bytes(text[offsets[row]:offsets[row + 1]]).decode("utf-8").partition("\0")
+        key, _, captions = self.cache._record_text(shard, row).partition("\0")
         return key if self.part == 0 else captions.split("\n")
 
 
@@ -217,6 +216,7 @@ class ShardedCache:
     def __init__(self, folder: Path, manifest: dict, access: str):
         self.folder, self.manifest, self.access = folder, manifest, access
         self.shard_size, self.count = manifest["shard_size"], manifest["count"]
+        self._files: dict[str, int] = {}  # path -> descriptor, for positioned reads
         self.keys: Sequence[str] = _ShardText(self, 0)
         self.captions: Sequence[list[str]] = _ShardText(self, 1)
         # One byte per pair: small beside the 2 * dim bytes of its vector, and training filters on it.
@@ -234,7 +234,6 @@ class ShardedCache:
                                                           for i in range(shard["rows"]))}
                 self.valid[[number * self.shard_size + rows[key] for key in failed]] = False
         self.dim = int(self._arrays[0].shape[1]) if self._arrays else 0
-        self._files: dict[int, int] = {}
 
     @classmethod
     def open(cls, folder: str | Path, verify: bool = False, access: str = "pread") -> "ShardedCache":
@@ -275,11 +274,21 @@ class ShardedCache:
         if self.access == "mmap":
             return array[local]
         # The .npy data starts at the map's offset; rows are read one by one, each a single syscall.
-        if shard not in self._files:
-            self._files[shard] = os.open(array.filename, os.O_RDONLY)
-        fd, width = self._files[shard], array.shape[1] * array.itemsize
+        fd, width = self._fd(array.filename), array.shape[1] * array.itemsize
         data = b"".join(os.pread(fd, width, array.offset + int(row) * width) for row in local)
         return np.frombuffer(data, dtype=array.dtype).reshape(len(local), array.shape[1])
+
+    def _record_text(self, shard: int, row: int) -> str:
+        text, offsets = self._texts[shard]
+        if self.access == "mmap":
+            return bytes(text[offsets[row]:offsets[row + 1]]).decode("utf-8")
+        start, stop = np.frombuffer(os.pread(self._fd(offsets.filename), 16, offsets.offset + 8 * row), np.int64)
+        return os.pread(self._fd(text.filename), int(stop - start), text.offset + int(start)).decode("utf-8")
+
+    def _fd(self, path: str) -> int:
+        if path not in self._files:
+            self._files[path] = os.open(path, os.O_RDONLY)
+        return self._files[path]
 
     def close(self) -> None:
         for fd in self._files.values():
