@@ -141,3 +141,24 @@ def test_folder_with_sidecar_captions(tmp_path):
     assert pairs.captions == [["an apple", "a fruit"], ["a banana"]]
     assert pairs.skipped == {"empty caption": 1, "missing caption": 1}
     assert load_pairs([str(tmp_path)]).captions == pairs.captions  # a directory picks the folder source
+
+
+def test_unreadable_and_header_cut_shards_are_counted(tmp_path):
+    good = [m for i in range(6) for m in ((f"{i}.png", png()), (f"{i}.txt", f"good {i}".encode()))]
+    write_tar(tmp_path / "00000.tar", good)
+    (tmp_path / "00001.tar").write_bytes(b"")  # empty
+    (tmp_path / "00002.tar").write_bytes(bytes(range(256)) * 8)  # not a tar
+    write_tar(tmp_path / "00003.tar", [("a.png", png()), ("a.txt", b"kept before the cut"), ("b.txt", b"lost")])
+    with tarfile.open(tmp_path / "00003.tar") as tar:
+        cut_at = tar.getmember("b.txt").offset + 100  # inside the last header
+    with open(tmp_path / "00003.tar", "r+b") as f:
+        f.truncate(cut_at)
+    write_tar(tmp_path / "00004.tar", [("c.png", png()), ("c.txt", b"complete members, end marker cut")])
+    with tarfile.open(tmp_path / "00004.tar") as tar:
+        end = tar.getmember("c.txt").offset_data + 512
+    with open(tmp_path / "00004.tar", "r+b") as f:
+        f.truncate(end)
+    pairs = load_pairs([str(tmp_path / "{00000..00004}.tar")])
+    assert pairs.skipped == {"unreadable shard": 2, "truncated shard": 2}
+    assert [c[0] for c in pairs.captions] == [f"good {i}" for i in range(6)] + ["kept before the cut",
+                                                                                 "complete members, end marker cut"]

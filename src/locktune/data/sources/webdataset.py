@@ -77,7 +77,13 @@ def _index_shard(path: str, counter: SkipCounter) -> list[tuple[str, dict[str, t
     records: dict[str, dict[str, tuple[int, int, bytes | None]]] = {}
     total = os.path.getsize(path)
     truncated = False
-    with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
+    try:
+        raw = open(path, "rb")
+        tar = tarfile.open(fileobj=raw, mode="r:")
+    except (tarfile.ReadError, OSError):  # empty, not a tar, or compressed: the whole shard is unusable
+        counter.skip("unreadable shard")
+        return []
+    with raw, tar:
         while True:
             try:
                 member = tar.next()
@@ -85,6 +91,11 @@ def _index_shard(path: str, counter: SkipCounter) -> list[tuple[str, dict[str, t
                 truncated = True  # a header cut or garbled: nothing after it can be trusted
                 break
             if member is None:
+                # tarfile also ends quietly at a header cut short or garbled, so look at what follows: a
+                # complete shard ends with a zero block.
+                raw.seek(tar.offset)
+                tail = raw.read(512)
+                truncated = len(tail) < 512 or tail.count(0) != 512
                 break
             if not member.isfile():
                 continue
