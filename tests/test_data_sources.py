@@ -56,6 +56,7 @@ def broken_shards(folder: Path) -> str:
         ("007.png", png()),  # missing caption
         ("008.png", png()), ("008.json", json.dumps({"caption": "from the json"}).encode()),
         ("009.webp", b"not really an image"), ("009.txt", b"decoded later, counted by the cache"),
+        ("010.png", png()), ("010.txt", b"a good caption\n\xff a bad one"),  # kept, one caption dropped
     ]
     second = [(f"g{i:02d}.png", png((i * 20, 0, 0))) for i in range(10)]
     second = [m for i in range(10) for m in (second[i], (f"g{i:02d}.txt", f"good {i}".encode()))]
@@ -73,8 +74,10 @@ def broken_shards(folder: Path) -> str:
 def test_webdataset_shards_skip_every_bad_record_by_reason(tmp_path, capsys):
     pairs = load_pairs([broken_shards(tmp_path)])
     assert pairs.skipped == {"empty caption": 2, "non-utf8 caption": 1, "caption too long": 1, "missing image": 1,
-                             "missing caption": 1, "duplicate key": 1, "truncated shard": 1}
-    assert pairs.images.keys == ["000", "001", "008", "009"] + [f"g{i:02d}" for i in range(10)]
+                             "missing caption": 1, "duplicate key": 1, "truncated shard": 1,
+                             "caption dropped: non-utf8 caption": 1}
+    assert pairs.images.keys == ["000", "001", "008", "009", "010"] + [f"g{i:02d}" for i in range(10)]
+    assert pairs.captions[4] == ["a good caption"]
     assert pairs.captions[:3] == [["a red square"], ["a cat", "a dog"], ["from the json"]]
     assert np.asarray(pairs.images.load(0).convert("RGB"))[0, 0].tolist() == [200, 10, 10]
     assert pairs.images.load(1).format == "JPEG"

@@ -14,6 +14,8 @@ MAX_CAPTION_CHARS = 2000
 # Above this share of failed records the input is probably the wrong format or column names, and
 # training on the remainder would hide that.
 MAX_FAILED_SHARE = 0.5
+# Counted under this prefix: a bad caption of a record that still has a good one (the record is kept).
+DROPPED = "caption dropped: "
 
 
 class SkipCounter(Counter):
@@ -26,11 +28,14 @@ class SkipCounter(Counter):
         if not self:
             return f"{what}: {kept} records kept, none skipped"
         reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.items()))
-        return f"{what}: {kept} records kept, {sum(self.values())} skipped ({reasons})"
+        return f"{what}: {kept} records kept, {self.records_failed()} skipped ({reasons})"
+
+    def records_failed(self) -> int:
+        return sum(n for reason, n in self.items() if not reason.startswith(DROPPED))
 
     def check_enough(self, what: str, kept: int, hint: str) -> None:
         """A clear error when most records failed, instead of training on what little is left."""
-        failed = sum(self.values())
+        failed = self.records_failed()
         if kept == 0 or failed > MAX_FAILED_SHARE * (failed + kept):
             raise LocktuneError(f"{what}: {failed} of {failed + kept} records failed "
                                 f"({', '.join(f'{r}: {n}' for r, n in sorted(self.items())) or 'no records'}); {hint}")
@@ -59,14 +64,20 @@ def check_caption(raw: bytes | str) -> tuple[str | None, str]:
     return text, ""
 
 
-def check_captions(raws: list[bytes | str]) -> tuple[list[str], str]:
-    """The usable captions in order, deduplicated; when none is usable, the reason of the first bad one."""
+def check_captions(raws: list[bytes | str], counter: SkipCounter | None = None) -> tuple[list[str], str]:
+    """The usable captions in order, deduplicated; when none is usable, the reason of the first bad one.
+
+    Bad captions of a record that keeps others are counted in `counter` as "caption dropped: REASON".
+    """
     kept: list[str] = []
-    reason = "empty caption" if not raws else ""
+    reasons: list[str] = []
     for raw in raws:
         text, why = check_caption(raw)
         if text is None:
-            reason = reason or why
+            reasons.append(why)
         elif text not in kept:
             kept.append(text)
-    return kept, ("" if kept else reason)
+    if kept and counter is not None:
+        for why in reasons:
+            counter.skip(DROPPED + why)
+    return kept, ("" if kept else (reasons[0] if reasons else "empty caption"))

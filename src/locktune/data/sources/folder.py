@@ -30,7 +30,7 @@ def load_folder(location: str, max_pairs: int = 0) -> PairSet:
             counter.skip("missing caption")
             continue
         lines = [line for line in text.read_bytes().split(b"\n") if line.strip()]
-        kept, reason = check_captions(lines or [b""])
+        kept, reason = check_captions(lines or [b""], counter)
         if not kept:
             counter.skip(reason)
             continue

@@ -81,7 +81,7 @@ def read_manifest(path: Path, base: Path, image_column: str | None = None, capti
             continue
         raw = row.get(caption_col)
         raws = raw if isinstance(raw, list) else [raw if isinstance(raw, str) else ""]
-        kept, reason = check_captions(raws)
+        kept, reason = check_captions(raws, counter)
         if not kept:
             counter.skip(reason)
             continue

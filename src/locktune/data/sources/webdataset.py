@@ -166,7 +166,7 @@ def load_shards(pattern: str, max_pairs: int = 0, quiet: bool = False) -> PairSe
             if not raws:
                 counter.skip("missing caption")
                 continue
-            kept, reason = check_captions([r for r in raws if r.strip()] or raws)
+            kept, reason = check_captions([r for r in raws if r.strip()] or raws, counter)
             if not kept:
                 counter.skip(reason)
                 continue
