@@ -49,3 +49,17 @@ def test_cli_embed_sharded_from_exported_shards(tmp_path, monkeypatch):
     assert main(args) == 0
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
     assert manifest["count"] == 10 and [s["rows"] for s in manifest["shards"]] == [4, 4, 2]
+
+
+def test_shards_reexport_copies_original_bytes(tmp_path):
+    from test_data_sources import broken_shards
+
+    from locktune.data.export import export_webdataset, shard_pattern
+
+    source = load_pairs([broken_shards(tmp_path)])
+    shards, skipped = export_webdataset(source, tmp_path / "again", shard_size=100)
+    back = load_pairs([shard_pattern(shards)])
+    assert back.captions == source.captions and not skipped and back.skipped == {}
+    assert [back.images.read_bytes(i) for i in range(len(back))] == [source.images.read_bytes(i)
+                                                                     for i in range(len(source))]
+    assert back.images.extensions[1] == "jpg" and back.images.extensions[3] == "webp"

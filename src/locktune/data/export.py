@@ -18,8 +18,15 @@ RAW_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 
 
 def _image_bytes(pairs: PairSet, index: int) -> tuple[bytes, str]:
-    """(encoded image, extension): the original file where it is a raster format, else PNG."""
+    """(encoded image, extension): the original bytes where they are a raster format, else PNG.
+
+    Original bytes are not decoded here, so a broken image is exported as it is and counted when embedded.
+    """
+    from locktune.data.sources.webdataset import TarImages
+
     images = pairs.images
+    if isinstance(images, TarImages):
+        return images.read_bytes(index), images.extensions[index]
     if isinstance(images, FileImages):
         suffix = Path(images.paths[index]).suffix.lower()
         if suffix in RAW_SUFFIXES:

@@ -46,8 +46,8 @@ def expand_braces(pattern: str) -> list[str]:
 class TarImages(ImageSet):
     """Images stored as tar members, each read by (shard path, data offset, size)."""
 
-    def __init__(self, keys: list[str], locations: list[tuple[str, int, int]]):
-        self.keys, self.locations = keys, locations
+    def __init__(self, keys: list[str], locations: list[tuple[str, int, int]], extensions: list[str]):
+        self.keys, self.locations, self.extensions = keys, locations, extensions
 
     def read_bytes(self, index: int) -> bytes:
         path, offset, size = self.locations[index]
@@ -150,6 +150,7 @@ def load_shards(pattern: str, max_pairs: int = 0, quiet: bool = False) -> PairSe
     counter = SkipCounter()
     keys: list[str] = []
     locations: list[tuple[str, int, int]] = []
+    extensions: list[str] = []
     captions: list[list[str]] = []
     seen: set[str] = set()
     for path in paths:
@@ -177,13 +178,14 @@ def load_shards(pattern: str, max_pairs: int = 0, quiet: bool = False) -> PairSe
             offset, size, _ = parts[image_ext]
             keys.append(key)
             locations.append((str(path), offset, size))
+            extensions.append(image_ext)
             captions.append(kept)
     name = f"wds:{pattern}"
     if not quiet:
         print_report(counter, name, len(keys))
     counter.check_enough(name, len(keys), "check that these are img2dataset-style shards (KEY.jpg + KEY.txt)")
     keep = take_evenly(len(keys), max_pairs)
-    images = TarImages([keys[i] for i in keep], [locations[i] for i in keep])
+    images = TarImages([keys[i] for i in keep], [locations[i] for i in keep], [extensions[i] for i in keep])
     return PairSet(name, images, [captions[i] for i in keep], dict(counter))
 
 
