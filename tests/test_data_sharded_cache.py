@@ -133,3 +133,4 @@ def test_mostly_broken_images_stop_with_a_clear_error(tmp_path, tower):
     pairs = load_pairs([str(tmp_path / "x.tar")])
     with pytest.raises(LocktuneError, match=r"3 of 4 records failed \(not an image: 3\)"):
         build_sharded_cache(*tower, pairs, tmp_path / "c", shard_size=8, workers=0)
+    assert not (tmp_path / "c" / "manifest.json").exists()  # nothing for training to pick up

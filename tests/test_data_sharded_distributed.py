@@ -46,3 +46,25 @@ def test_two_ranks_split_shards_and_match_one_process(tmp_path):
     one, two = ShardedCache.open(tmp_path / "one", verify=True), ShardedCache.open(tmp_path / "two", verify=True)
     assert np.array_equal(one.rows(range(22)).numpy(), two.rows(range(22)).numpy())
     assert list(one.captions) == list(two.captions) and list(one.keys) == list(two.keys)
+
+
+def _rank_refused(rank, tmp_path, pattern):
+    from locktune.errors import LocktuneError
+
+    try:
+        build(Path(tmp_path) / "bad", pattern)
+        message = "built"
+    except LocktuneError as error:
+        message = str(error)
+    (Path(tmp_path) / f"refused{rank}.txt").write_text(message)
+
+
+def test_mostly_broken_input_stops_every_rank_with_the_same_error(tmp_path):
+    from test_data_sources import png, write_tar
+
+    members = [("a.png", png()), ("a.txt", b"fine")]
+    members += [m for i in range(7) for m in ((f"b{i}.png", b"garbage"), (f"b{i}.txt", b"broken"))]
+    write_tar(tmp_path / "x.tar", members)
+    launch(_rank_refused, tmp_path, str(tmp_path / "x.tar"))  # returning at all means no rank was left waiting
+    messages = [(tmp_path / f"refused{r}.txt").read_text() for r in (0, 1)]
+    assert messages[0] == messages[1] and "7 of 8 records failed (not an image: 7)" in messages[0]

@@ -110,7 +110,7 @@ class ShardWriter:
         _write_json(array.with_suffix(".json"), {"plan_id": self.plan_id, "rows": len(keys), "sha256": _sha256(array),
                                                  "text_sha256": _sha256(text_path), "failed": failed})
 
-    def finish(self, extra: dict) -> dict:
+    def summarize(self, extra: dict) -> dict:
         """The manifest, once every shard is finished; an error naming the first unfinished one otherwise."""
         shards, reasons, failed_total = [], Counter(), 0
         for shard in range(self.shard_count()):
@@ -123,6 +123,11 @@ class ShardWriter:
             failed_total += len(meta["failed"])
         manifest = {**self.plan, "plan_id": self.plan_id, "shards": shards, "valid": self.plan["count"] - failed_total,
                     "image_failures": dict(reasons), **extra}
+        return manifest
+
+    def finish(self, extra: dict) -> dict:
+        """Summarize and write manifest.json, which marks the cache finished."""
+        manifest = self.summarize(extra)
         _write_json(self.folder / "manifest.json", manifest)
         return manifest
 
@@ -201,12 +206,22 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
                              failed)
     tower.train(was_training)
     distributed.barrier()
+    refused = writer.folder / "refused.json"
     if distributed.is_main():
-        manifest = writer.finish({"source_skipped": pairs.skipped, "seconds": round(time.time() - start, 1)})
+        # Only rank 0 decides, but every rank must leave the same way (an error raised on one rank alone
+        # would leave the others waiting at the barrier), so the verdict goes through a file.
+        manifest = writer.summarize({"source_skipped": pairs.skipped, "seconds": round(time.time() - start, 1)})
         counts = SkipCounter({**pairs.skipped, **manifest["image_failures"]})
         print(f"locktune: {counts.report(pairs.name, manifest['valid'])}", file=sys.stderr)
-        counts.check_enough(pairs.name, manifest["valid"], "check the source's format and images")
+        try:
+            counts.check_enough(pairs.name, manifest["valid"], "check the source's format and images")
+            refused.unlink(missing_ok=True)
+            _write_json(writer.folder / "manifest.json", manifest)
+        except LocktuneError as error:  # no manifest: training cannot pick up a cache of mostly nothing
+            _write_json(refused, {"error": str(error)})
     distributed.barrier()
+    if refused.is_file():
+        raise LocktuneError(json.loads(refused.read_text())["error"])
     return ShardedCache.open(folder)
 
 
