@@ -22,8 +22,9 @@ def tower():
     from locktune.towers.image import build_image_tower
     from locktune.towers.image.preprocess import preprocess_for
 
-    torch.manual_seed(0)
-    tower = build_image_tower("mobilenet_v2", pretrained=False)
+    # Pretrained (an offline pip package): a from-scratch mobilenet_v2 outputs ~1e-9, zero in float16, and
+    # every comparison below would pass on zeros.
+    tower = build_image_tower("mobilenet_v2", pretrained=True)
     return tower, preprocess_for(tower, 64)
 
 
@@ -103,6 +104,7 @@ def test_killed_precompute_resumes_to_the_same_cache(tmp_path, tower):
         assert (tmp_path / "whole/shards" / name).read_bytes() == (tmp_path / "resumed/shards" / name).read_bytes()
     assert list(resumed.captions) == list(whole.captions) == [[f"pair {i}"] for i in range(22)]
     assert list(resumed.keys) == list(whole.keys) == [f"{i:04d}" for i in range(22)]
+    assert whole.rows(range(22)).abs().max() > 0.1  # a real signal was compared
 
 
 def test_rows_gather_matches_the_arrays_and_checksums_are_checked(tmp_path, tower):
@@ -134,3 +136,41 @@ def test_mostly_broken_images_stop_with_a_clear_error(tmp_path, tower):
     with pytest.raises(LocktuneError, match=r"3 of 4 records failed \(not an image: 3\)"):
         build_sharded_cache(*tower, pairs, tmp_path / "c", shard_size=8, workers=0)
     assert not (tmp_path / "c" / "manifest.json").exists()  # nothing for training to pick up
+
+
+def test_augmented_views_are_seeded_crops_and_view_zero_is_the_plain_image(tmp_path, tower):
+    from locktune.data.augment import random_crop, view_seed
+
+    import io
+
+    from PIL import Image
+
+    def textured(i: int) -> bytes:  # crops of a flat colour would all look alike
+        yy, xx = np.mgrid[0:48, 0:64]
+        rgb = np.stack([xx * 4, yy * 5, (xx * yy + 40 * i) % 256], -1).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    write_tar(tmp_path / "t.tar", [m for i in range(7) for m in ((f"{i:04d}.png", textured(i)),
+                                                                  (f"{i:04d}.txt", f"pair {i}".encode()))])
+    pairs = load_pairs([str(tmp_path / "t.tar")])
+    plain = build_sharded_cache(*tower, pairs, tmp_path / "plain", shard_size=4, batch_size=3, workers=0)
+    three = build_sharded_cache(*tower, pairs, tmp_path / "three", shard_size=4, batch_size=3, workers=0, views=3)
+    again = build_sharded_cache(*tower, pairs, tmp_path / "again", shard_size=4, batch_size=3, workers=0, views=3)
+    stored = np.concatenate([np.load(tmp_path / "three/shards" / f"{s:05d}.npy") for s in range(2)]).astype(np.float32)
+    assert stored.shape == (7, 3, 1280) and three.views == 3 and three.dim == 1280
+    assert (tmp_path / "three/shards/00001.npy").read_bytes() == (tmp_path / "again/shards/00001.npy").read_bytes()
+    # View 0 is what a one-view cache holds (float16 rounding of the same forward pass, batched by 3 vs 9).
+    assert np.allclose(three.rows(range(7)).numpy(), plain.rows(range(7)).numpy(), atol=2e-2)
+    assert np.abs(stored).max() > 0.1  # a real signal to compare
+    assert not np.allclose(stored[:, 1], stored[:, 0], atol=2e-2) and not np.allclose(stored[:, 2], stored[:, 1])
+    for access in ("pread", "mmap"):
+        cache = ShardedCache.open(tmp_path / "three", access=access)
+        assert np.array_equal(cache.rows([6, 0, 4], views=[2, 1, 0]).numpy(), stored[[6, 0, 4], [2, 1, 0]])
+    with pytest.raises(ValueError, match="0..2"):
+        three.rows([0], views=3)
+    # The crop itself: seeded by key and view, within the configured area and inside the image.
+    image = pairs.images.load(0).resize((40, 30))
+    a, b = random_crop(image, view_seed("0000", 1)), random_crop(image, view_seed("0000", 1))
+    assert a.tobytes() == b.tobytes() and 0.45 * 1200 <= a.size[0] * a.size[1] <= 1200

@@ -11,14 +11,13 @@ from test_distributed import launch
 
 
 def build(folder: Path, pattern: str) -> int:
-    """Build the cache with a seeded from-scratch tower; returns how many images this process embedded."""
+    """Build the cache; returns how many images this process embedded."""
     from locktune.cache.sharded import build_sharded_cache
     from locktune.data.pairs import load_pairs
     from locktune.towers.image import build_image_tower
     from locktune.towers.image.preprocess import preprocess_for
 
-    torch.manual_seed(0)
-    tower = build_image_tower("mobilenet_v2", pretrained=False)
+    tower = build_image_tower("mobilenet_v2", pretrained=True)  # from scratch it outputs ~0: nothing to compare
     seen = []
     forward = tower.forward
     tower.forward = lambda pixels: (seen.append(len(pixels)), forward(pixels))[1]
@@ -45,6 +44,7 @@ def test_two_ranks_split_shards_and_match_one_process(tmp_path):
         torch.set_num_threads(threads)
     one, two = ShardedCache.open(tmp_path / "one", verify=True), ShardedCache.open(tmp_path / "two", verify=True)
     assert np.array_equal(one.rows(range(22)).numpy(), two.rows(range(22)).numpy())
+    assert one.rows(range(22)).abs().max() > 0.1
     assert list(one.captions) == list(two.captions) and list(one.keys) == list(two.keys)
 
 

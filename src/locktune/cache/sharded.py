@@ -15,6 +15,7 @@ training needs neither the images nor the source.
     cache = ShardedCache.open("cache/cc12m")
     len(cache), cache.dim            # pairs, embedding width
     cache.rows([5, 17, 3])           # torch.float32 [3, dim]
+    cache.rows([5, 17], views=[2, 0])  # with `views=k` at build time: k embeddings per image, pick one
     cache.valid                      # torch.bool [N]; False where the image was skipped
     cache.keys[i], cache.captions[i] # the record's key and its captions
 """
@@ -32,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from locktune.cache.embedding_cache import _Preprocessed, _sha256
+from locktune.cache.embedding_cache import _sha256
 from locktune.data.pairs import PairSet
 from locktune.data.validate import SkipCounter
 from locktune.errors import LocktuneError
@@ -45,7 +46,7 @@ SHARDED_FORMAT = 1
 
 
 def image_failure_reason(error: str) -> str:
-    """A short reason for the counts, from the decode error text `_Preprocessed` reports."""
+    """A short reason for the counts, from the decode error text `_Views` reports."""
     if "DecompressionBomb" in error:
         return "image too large"
     if "UnidentifiedImageError" in error:
@@ -132,6 +133,28 @@ class ShardWriter:
         return manifest
 
 
+class _Views(Dataset):
+    """View 0 is the image as preprocessed; views 1.. are seeded random crops of it (data/augment.py)."""
+
+    def __init__(self, images, preprocess, views: int):
+        self.images, self.preprocess, self.views = images, preprocess, views
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        from locktune.data.augment import random_crop, view_seed
+
+        try:
+            image = self.images.load(index)
+            key = self.images.keys[index]
+            views = [image] + [random_crop(image, view_seed(key, v)) for v in range(1, self.views)]
+            return index, torch.stack([self.preprocess(v) for v in views]), ""
+        except Exception as error:  # a broken image is counted, never fatal
+            size = self.preprocess.image_size
+            return index, torch.zeros(self.views, 3, size, size), f"{type(error).__name__}: {error}"
+
+
 def _text_paths(array: Path) -> tuple[Path, Path]:
     return array.with_suffix(".text.npy"), array.with_suffix(".offsets.npy")
 
@@ -164,7 +187,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, shard_size: int = 8192,
-                        dtype: str = "float16", batch_size: int = 64, workers: int = 1) -> "ShardedCache":
+                        dtype: str = "float16", batch_size: int = 64, workers: int = 1,
+                        views: int = 1) -> "ShardedCache":
     """Embed every image of `pairs` into `folder`, skipping shards a previous (killed) run finished.
 
     Under torchrun each rank computes the shards `rank::world` and rank 0 writes the manifest.  Images that
@@ -175,13 +199,13 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
     writer = ShardWriter(folder, {"tower": tower.name, "weights": tower.weights_fingerprint(),
                                   "preprocess": preprocess.describe(), "source": pairs.name,
                                   "images": pairs.images.fingerprint(), "count": len(pairs),
-                                  "shard_size": shard_size, "dtype": dtype})
+                                  "shard_size": shard_size, "dtype": dtype, "views": views})
     world, rank = distributed.world_size(), distributed.rank()
     todo = [s for s in range(writer.shard_count())[rank::world] if writer.sidecar(s) is None]
     # Batches never straddle shards, so each shard is complete the moment its last batch arrives, while the
     # workers already decode the next shard's images.
     batches = [list(r[i:i + batch_size]) for s in todo for r in [writer.shard_range(s)] for i in range(0, len(r), batch_size)]
-    loader = DataLoader(_Preprocessed(pairs.images, preprocess), batch_sampler=batches, num_workers=workers,
+    loader = DataLoader(_Views(pairs.images, preprocess, views), batch_sampler=batches, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))
     was_training = tower.training
     tower.eval()
@@ -192,9 +216,10 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
         for indices, pixels, errors in loader:
             shard = int(indices[0]) // shard_size
             rows = writer.shard_range(shard)
-            out = tower(pixels.to(device).contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+            flat = pixels.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
+            out = tower(flat).float().cpu().numpy().reshape(len(indices), views, -1)
             if current != shard:
-                current, buffer, failed = shard, np.zeros((len(rows), out.shape[1]), np.float32), {}
+                current, buffer, failed = shard, np.zeros((len(rows), views, out.shape[2]), np.float32), {}
             for j, error in enumerate(errors):
                 if error:
                     failed[pairs.images.keys[int(indices[j])]] = error
@@ -202,8 +227,9 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
             buffer[np.asarray(indices) - rows.start] = out
             bar.update(len(indices))
             if int(indices[-1]) == rows.stop - 1:
-                writer.write(shard, buffer, [pairs.images.keys[i] for i in rows], [pairs.captions[i] for i in rows],
-                             failed)
+                # One view is stored as [rows, dim], so such a cache reads like any embedding matrix.
+                writer.write(shard, buffer[:, 0] if views == 1 else buffer, [pairs.images.keys[i] for i in rows],
+                             [pairs.captions[i] for i in rows], failed)
     tower.train(was_training)
     distributed.barrier()
     refused = writer.folder / "refused.json"
@@ -248,7 +274,8 @@ class ShardedCache:
                 rows = {key: row for row, key in enumerate(self.keys[number * self.shard_size + i]
                                                           for i in range(shard["rows"]))}
                 self.valid[[number * self.shard_size + rows[key] for key in failed]] = False
-        self.dim = int(self._arrays[0].shape[1]) if self._arrays else 0
+        self.views = int(manifest.get("views", 1))
+        self.dim = int(self._arrays[0].shape[-1]) if self._arrays else 0
 
     @classmethod
     def open(cls, folder: str | Path, verify: bool = False, access: str = "pread") -> "ShardedCache":
@@ -273,25 +300,33 @@ class ShardedCache:
     def __len__(self) -> int:
         return self.count
 
-    def rows(self, indices) -> torch.Tensor:
-        """Rows `indices` (any order, repeats allowed) as a float32 tensor [len(indices), dim]."""
+    def rows(self, indices, views=None) -> torch.Tensor:
+        """Rows `indices` (any order, repeats allowed) as a float32 tensor [len(indices), dim].
+
+        With augmented views, `views` picks one per row (an int or one per index; default view 0, the
+        unaugmented image).
+        """
         indices = np.asarray(indices, dtype=np.int64)
+        picks = np.broadcast_to(np.asarray(0 if views is None else views, dtype=np.int64), indices.shape)
+        if picks.size and (picks.min() < 0 or picks.max() >= self.views):
+            raise ValueError(f"view numbers must be 0..{self.views - 1}")
         out = np.empty((len(indices), self.dim), np.float32)
         shards = indices // self.shard_size
         for shard in np.unique(shards):
             where = np.nonzero(shards == shard)[0]
             local = indices[where] - shard * self.shard_size
-            out[where] = self._read(int(shard), local)
+            out[where] = self._read(int(shard), local, picks[where])
         return torch.from_numpy(out)
 
-    def _read(self, shard: int, local: np.ndarray) -> np.ndarray:
+    def _read(self, shard: int, local: np.ndarray, views: np.ndarray) -> np.ndarray:
         array = self._arrays[shard]
         if self.access == "mmap":
-            return array[local]
+            return array[local] if self.views == 1 else array[local, views]
         # The .npy data starts at the map's offset; rows are read one by one, each a single syscall.
-        fd, width = self._fd(array.filename), array.shape[1] * array.itemsize
-        data = b"".join(os.pread(fd, width, array.offset + int(row) * width) for row in local)
-        return np.frombuffer(data, dtype=array.dtype).reshape(len(local), array.shape[1])
+        fd, width = self._fd(array.filename), self.dim * array.itemsize
+        data = b"".join(os.pread(fd, width, array.offset + (int(row) * self.views + int(view)) * width)
+                        for row, view in zip(local, views))
+        return np.frombuffer(data, dtype=array.dtype).reshape(len(local), self.dim)
 
     def _record_text(self, shard: int, row: int) -> str:
         text, offsets = self._texts[shard]
