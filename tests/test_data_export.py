@@ -45,10 +45,10 @@ def test_cli_embed_sharded_from_exported_shards(tmp_path, monkeypatch):
     monkeypatch.setattr("locktune.towers.image.build_image_tower", lambda name, pretrained: IMAGE_TOWERS.get(name)(False))
     pattern = str(tmp_path / "wds" / "{00000..00002}.tar")
     args = ["embed", "--sharded", str(tmp_path / "cache"), "--shard-size", "4", f"data.sources=['{pattern}']",
-            "model.image_tower=mobilenet_v2", "model.image_size=64", "data.image_workers=0"]
+            "model.image_tower=mobilenet_v2", "model.image_size=64", "data.image_workers=0", "--views", "2"]
     assert main(args) == 0
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
-    assert manifest["count"] == 10 and [s["rows"] for s in manifest["shards"]] == [4, 4, 2]
+    assert manifest["count"] == 10 and [s["rows"] for s in manifest["shards"]] == [4, 4, 2] and manifest["views"] == 2
 
 
 def test_shards_reexport_copies_original_bytes(tmp_path):

@@ -32,11 +32,11 @@ def cmd_embed(args) -> int:
     config = _load(args)
     with distributed_session():
         if args.sharded:
-            return _embed_sharded(config, args.sharded, args.shard_size, is_main())
+            return _embed_sharded(config, args.sharded, args.shard_size, args.views, is_main())
         return _embed(config, args.no_benchmarks, is_main())
 
 
-def _embed_sharded(config, folder: str, shard_size: int, main: bool) -> int:
+def _embed_sharded(config, folder: str, shard_size: int, views: int, main: bool) -> int:
     """The training sources into a sharded cache folder (resumable: finished shards are kept)."""
     from locktune.cache.sharded import build_sharded_cache
     from locktune.data.pairs import load_pairs
@@ -47,7 +47,7 @@ def _embed_sharded(config, folder: str, shard_size: int, main: bool) -> int:
     preprocess = preprocess_for(tower, config.model.image_size)
     pairs = load_pairs(config.data.sources, config.data.max_pairs_per_source)
     cache = build_sharded_cache(tower, preprocess, pairs, folder, shard_size=shard_size,
-                                workers=config.data.image_workers)
+                                workers=config.data.image_workers, views=views)
     if main:
         print(f"{pairs.name}: {len(cache)} pairs, {int(cache.valid.sum())} usable, "
               f"{len(cache.manifest['shards'])} shards: {folder}")
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--sharded", metavar="FOLDER", help="write the training sources to a sharded cache in "
                        "FOLDER (float16 shards + manifest; rerun to resume after a kill); benchmarks are not embedded")
     embed.add_argument("--shard-size", type=int, default=8192, help="rows per shard with --sharded (default: %(default)s)")
+    embed.add_argument("--views", type=int, default=1, help="with --sharded: embeddings per image, the first plain, "
+                       "the others seeded random crops (default: %(default)s)")
     embed.set_defaults(run=cmd_embed)
 
     data = sub.add_parser("data", help="work with pair sources (export to WebDataset shards)")
