@@ -3,7 +3,7 @@
 # Idempotent: a package already present is left alone. Says exactly what to run where it cannot install.
 set -u
 DEBS=(openclipart-png openclipart-svg tuxpaint-stamps-default dataset-fashion-mnist)
-NPM_PKGS=(emoji-datasource-google@16.0.0)
+NPM_PKGS=(emoji-datasource-google@16.0.0 openmoji@17.0.0)
 NPM_PREFIX="${LOCKTUNE_NPM_PREFIX:-.deps/npm}"
 status=0
 

@@ -66,8 +66,8 @@ EVALUATORS: dict[str, Callable[..., Evaluation]] = {
 SUITES: Registry[list[Task]] = Registry("suite")
 SUITES.register("offline")([
     *(Task(n, "zero_shot", n) for n in ("fashion_mnist", "mnist", "animal_mnist", "sklearn_digits",
-                                         "tuxpaint_categories", "foolbox_imagenet", "foolbox_cifar10",
-                                         "foolbox_cifar100")),
+                                         "tuxpaint_categories", "openmoji_groups", "foolbox_imagenet",
+                                         "foolbox_cifar10", "foolbox_cifar100")),
     Task("tuxpaint_retrieval", "retrieval", "tuxpaint_retrieval"),
     # 100 stamps per language: 67 languages x 950 captions would be ~64k text forwards on a CPU.
     Task("tuxpaint_multilingual", "multilingual", "tuxpaint_multilingual", 100),

@@ -3,7 +3,7 @@
 from locktune.eval.benchmarks.base import (BENCHMARKS, LOCAL_BENCHMARKS, ClassificationSet, MultilingualRetrievalSet,
                                            RetrievalSet, check_benchmark_name, get_benchmark)
 from locktune.eval.benchmarks import (  # noqa: F401  (registers)
-    digits, foolbox_samples, imagenet_local, mnist_like, tuxpaint, user_data, vtab_local)
+    digits, foolbox_samples, imagenet_local, mnist_like, openmoji, tuxpaint, user_data, vtab_local)
 
 __all__ = ["BENCHMARKS", "LOCAL_BENCHMARKS", "ClassificationSet", "MultilingualRetrievalSet", "RetrievalSet",
            "check_benchmark_name", "get_benchmark"]

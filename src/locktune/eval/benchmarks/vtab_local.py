@@ -40,7 +40,9 @@ def _folder_classes(root: Path, name: str, max_images: int, template_set: str, s
 @LOCAL_BENCHMARKS.register("caltech101")
 def caltech101(root: Path, max_images: int = 0) -> ClassificationSet:
     name = f"caltech101:{root}"
-    folder = _find(root, name, "101_ObjectCategories", "caltech101/101_ObjectCategories", ".")
+    # caltech-101/: the official caltech-101.zip; caltech101/: torchvision's download.
+    folder = _find(root, name, "101_ObjectCategories", "caltech-101/101_ObjectCategories",
+                   "caltech101/101_ObjectCategories", ".")
     return _folder_classes(folder, name, max_images, "caltech101", skip=("BACKGROUND_Google",))
 
 
@@ -103,8 +105,15 @@ def flowers102(root: Path, max_images: int = 0) -> ClassificationSet:
     ids = (loadmat(base / "setid.mat")["tstid"].ravel().astype(int) if (base / "setid.mat").is_file()
            else np.arange(1, len(all_labels) + 1))
     paths = [base / "jpg" / f"image_{i:05d}.jpg" for i in ids]
-    return labelled_set(name, paths, [int(all_labels[i - 1]) for i in ids], class_names, max_images,
-                        templates("flowers102"))
+    labels = [int(all_labels[i - 1]) for i in ids]
+    bad = next((label for label in labels if not 0 <= label < len(class_names)), None)
+    if bad is not None:
+        raise LocktuneError(f"benchmark '{name}': label {bad + 1} in imagelabels.mat has no name in "
+                            f"'{class_file}' ({len(class_names)} names)")
+    missing = next((p for p in paths if not p.is_file()), None)
+    if missing is not None:
+        raise LocktuneError(f"benchmark '{name}': image '{missing}' is listed but does not exist")
+    return labelled_set(name, paths, labels, class_names, max_images, templates("flowers102"))
 
 
 @LOCAL_BENCHMARKS.register("cifar100")
