@@ -84,7 +84,8 @@ def main() -> None:
         start = time.perf_counter()
         with torch.no_grad():
             for s in range(0, len(pixels), args.batch):
-                batch = pixels[s:s + args.batch].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                batch = pixels[s:s + args.batch].to(device, non_blocking=True)
+                batch = batch.contiguous(memory_format=torch.channels_last)
                 tower(batch).float().cpu()  # the pipeline also brings every batch back to write it
         sync()
         return len(pixels) / (time.perf_counter() - start)

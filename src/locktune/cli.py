@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-benchmarks", action="store_true", help="only the training sources")
     embed.add_argument("--sharded", metavar="FOLDER", help="write the training sources to a sharded cache in "
                        "FOLDER (float16 shards + manifest; rerun to resume after a kill); benchmarks are not embedded")
-    embed.add_argument("--shard-size", type=int, default=8192, help="rows per shard with --sharded (default: %(default)s)")
+    embed.add_argument("--shard-size", type=int, default=8192,
+                       help="rows per shard with --sharded (default: %(default)s)")
     embed.add_argument("--views", type=int, default=1, help="with --sharded: embeddings per image, the first plain, "
                        "the others seeded random crops (default: %(default)s)")
     embed.set_defaults(run=cmd_embed)

@@ -204,7 +204,8 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
     todo = [s for s in range(writer.shard_count())[rank::world] if writer.sidecar(s) is None]
     # Batches never straddle shards, so each shard is complete the moment its last batch arrives, while the
     # workers already decode the next shard's images.
-    batches = [list(r[i:i + batch_size]) for s in todo for r in [writer.shard_range(s)] for i in range(0, len(r), batch_size)]
+    batches = [list(rows[i:i + batch_size]) for s in todo for rows in [writer.shard_range(s)]
+               for i in range(0, len(rows), batch_size)]
     loader = DataLoader(_Views(pairs.images, preprocess, views), batch_sampler=batches, num_workers=workers,
                         generator=torch.Generator().manual_seed(0))
     was_training = tower.training
