@@ -42,7 +42,7 @@ from locktune.errors import LocktuneError
 from locktune.progress import progress
 from locktune.train import distributed
 
-SHARDED_FORMAT = 1
+SHARDED_FORMAT = 2  # 2: sidecars list failed rows
 
 
 def image_failure_reason(error: str) -> str:
@@ -109,7 +109,8 @@ class ShardWriter:
             np.save(tmp, data)
             tmp.replace(path)
         _write_json(array.with_suffix(".json"), {"plan_id": self.plan_id, "rows": len(keys), "sha256": _sha256(array),
-                                                 "text_sha256": _sha256(text_path), "failed": failed})
+                                                 "text_sha256": _sha256(text_path), "failed": failed,
+                                                 "failed_rows": [i for i, key in enumerate(keys) if key in failed]})
 
     def summarize(self, extra: dict) -> dict:
         """The manifest, once every shard is finished; an error naming the first unfinished one otherwise."""
@@ -267,14 +268,11 @@ class ShardedCache:
         self._texts: list[tuple[np.ndarray, np.ndarray]] = []
         for number, shard in enumerate(manifest["shards"]):
             path = folder / shard["file"]
-            failed = json.loads(path.with_suffix(".json").read_text())["failed"]
+            failed_rows = json.loads(path.with_suffix(".json").read_text())["failed_rows"]
             # mmap_mode='r' maps a file without reading it; only the rows a batch asks for are ever read.
             self._arrays.append(np.load(path, mmap_mode="r"))
             self._texts.append(tuple(np.load(p, mmap_mode="r") for p in _text_paths(path)))
-            if failed:
-                rows = {key: row for row, key in enumerate(self.keys[number * self.shard_size + i]
-                                                          for i in range(shard["rows"]))}
-                self.valid[[number * self.shard_size + rows[key] for key in failed]] = False
+            self.valid[[number * self.shard_size + row for row in failed_rows]] = False
         self.views = int(manifest.get("views", 1))
         self.dim = int(self._arrays[0].shape[-1]) if self._arrays else 0
 
@@ -291,6 +289,9 @@ class ShardedCache:
         except (OSError, ValueError) as error:
             raise LocktuneError(f"'{folder}' is not a finished sharded cache ({error}); run `locktune embed` "
                                 "to build or finish it")
+        if manifest.get("format") != SHARDED_FORMAT:
+            raise LocktuneError(f"sharded cache '{folder}' has format {manifest.get('format')}, this locktune reads "
+                                f"{SHARDED_FORMAT}; delete it and rerun `locktune embed --sharded` to rebuild it")
         for shard in manifest["shards"]:
             path = folder / shard["file"]
             if not path.is_file() or (verify and _sha256(path) != shard["sha256"]):
