@@ -31,3 +31,18 @@ def test_resume_from_any_position_continues_exactly():
         rest = list(islice(shuffled_stream(SHARDS, 6, seed=4, start=saved), 60 - cut))
         assert rest == whole[cut:]
     assert whole[23][1] == StreamPosition(0, 24) and whole[24][1] == StreamPosition(1, 1)
+
+
+def test_shard_sizes_follow_the_tar_files(tmp_path):
+    from test_data_sources import png, write_tar
+
+    from locktune.data.pairs import load_pairs
+    from locktune.data.streaming import shard_sizes
+
+    for shard, count in enumerate((3, 1, 2)):
+        write_tar(tmp_path / f"{shard}.tar", [m for i in range(count)
+                                              for m in ((f"{shard}-{i}.png", png()), (f"{shard}-{i}.txt", b"x"))])
+    pairs = load_pairs([str(tmp_path / "{0..2}.tar")])
+    assert shard_sizes(pairs.images) == [3, 1, 2]
+    order = epoch_order(shard_sizes(pairs.images), 2, seed=0, epoch=0)
+    assert sorted(order) == list(range(6))

@@ -13,6 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
+from locktune.data.images import ImageSet
+
 
 @dataclass(frozen=True)
 class StreamPosition:
@@ -59,3 +61,20 @@ def shuffled_stream(shard_sizes: list[int], buffer_size: int, seed: int,
         for emitted in range(skip, total):
             yield order[emitted], StreamPosition(epoch, emitted + 1)
         epoch, skip = epoch + 1, 0
+
+
+def shard_sizes(images: ImageSet) -> list[int]:
+    """Records per shard, in order, for images read from WebDataset shards (runs of the same tar file);
+    any other image set is one shard."""
+    from locktune.data.sources.webdataset import TarImages
+
+    if not isinstance(images, TarImages):
+        return [len(images)] if len(images) else []
+    sizes: list[int] = []
+    previous = None
+    for path, _, _ in images.locations:
+        if path != previous:
+            sizes.append(0)
+            previous = path
+        sizes[-1] += 1
+    return sizes
