@@ -1,4 +1,4 @@
-"""locktune: locked-image tuning from the command line (demo, embed, train, eval)."""
+"""locktune: locked-image tuning from the command line."""
 
 from __future__ import annotations
 
