@@ -183,8 +183,9 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
         distributed.barrier()  # rank 0 writes the entry
         return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, True, failed)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = array_path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, features.numpy())
+    tmp = array_path.with_name(f".{array_path.name}.tmp{os.getpid()}")  # never mistaken for an entry
+    with open(tmp, "wb") as f:
+        np.save(f, features.numpy())
     tmp.replace(array_path)
     manifest = {"key": key, "format": CACHE_FORMAT, "tower": tower.name, "weights": tower.weights_fingerprint(),
                 "preprocess": preprocess.describe(), "images": images.fingerprint(), "count": len(images),
