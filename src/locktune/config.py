@@ -43,6 +43,9 @@ class DataConfig:
     max_pairs_per_source: int = 0  # 0 = all
     image_workers: int = 1  # decode processes feeding the image tower
     recompute_corrupt_cache: bool = False  # a damaged embedding-cache entry: error (default) or recompute
+    # A sharded cache from `locktune embed --sharded DIR`: train from it (vectors and captions) instead of
+    # the sources; memory stays flat whatever its size.
+    embedding_cache: str = ""
 
 
 @dataclass

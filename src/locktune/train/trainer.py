@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from locktune.cache.embedding_cache import cached_features
+from locktune.cache.sharded import ShardedCache
 from locktune.config import RunConfig
 from locktune.errors import LocktuneError
 from locktune.data.pairs import PairSet, load_pairs
@@ -53,9 +54,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def tokenize_all(model: TwoTower, captions: list[str], chunk: int = 4096) -> dict[str, torch.Tensor]:
-    parts = [model.tokenize(captions[i:i + chunk]) for i in range(0, len(captions), chunk)]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+def check_matches(sharded: ShardedCache, model: TwoTower, where: str) -> None:
+    """A sharded cache is only used for the tower, weights and preprocessing it was computed with."""
+    tower = unwrap(model.image_tower)
+    if not model.setting.image_locked:
+        raise LocktuneError(f"data.embedding_cache '{where}' holds a locked image tower's embeddings, but setting "
+                            f"'{model.setting}' trains the image tower; use an 'L?' setting or drop the cache")
+    expected = {"tower": tower.name, "weights": tower.weights_fingerprint(), "preprocess": model.preprocess.describe()}
+    for key, value in expected.items():
+        if sharded.manifest.get(key) != json.loads(json.dumps(value)):  # as the manifest stores it
+            raise LocktuneError(f"data.embedding_cache '{where}' was computed with another {key} "
+                                f"({sharded.manifest.get(key)!r}, this model: {value!r}); rebuild it with "
+                                "`locktune embed --sharded` and this model's config")
 
 
 def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
@@ -80,38 +90,41 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.train.seed)
-    pairs = pairs if pairs is not None else load_pairs(config.data.sources, config.data.max_pairs_per_source)
+    sharded = ShardedCache.open(config.data.embedding_cache) if config.data.embedding_cache else None
+    if sharded is None and pairs is None:
+        pairs = load_pairs(config.data.sources, config.data.max_pairs_per_source)
+    # Captions are read per batch, from the pairs or from the sharded cache (which holds them beside the
+    # vectors, so training from it decodes no image and loads no source).
+    captions = sharded.captions if sharded is not None else pairs.captions
+    count = len(captions)
+
+    def corpus():  # for a from-scratch tokenizer
+        return (caption for i in range(count) for caption in captions[i])
 
     checkpoint = None
     if resume and (path := latest_checkpoint(run_dir)) is not None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(config.model, corpus=pairs.all_captions,
+    model = build_model(config.model, corpus=corpus,
                         tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None)
 
     # Image side: cached features for a locked tower, else decode per batch.
     image_tower = unwrap(model.image_tower)
     skipped: dict[str, str] = {}
     forward_passes = 0
-    features = None
-    usable = list(range(len(pairs)))
-    if model.setting.image_locked:
+    feature_rows = None
+    usable = list(range(count))
+    if sharded is not None:
+        check_matches(sharded, model, config.data.embedding_cache)
+        usable = [i for i in usable if bool(sharded.valid[i])]
+        feature_rows = sharded.rows
+    elif model.setting.image_locked:
         cache = cached_features(image_tower, model.preprocess, pairs.images, workers=config.data.image_workers,
                                 desc=f"embedding {pairs.name}", recompute_corrupt=config.data.recompute_corrupt_cache)
         forward_passes += len(pairs) if cache.computed else 0
         skipped.update(cache.failed)
         usable = [i for i in usable if bool(cache.valid[i])]
-        features = cache.features
-
-    flat_captions, owners = [], []
-    for i in usable:
-        for caption in pairs.captions[i]:
-            flat_captions.append(caption)
-            owners.append(i)
-    tokens = tokenize_all(model, flat_captions)
-    first_caption = {}
-    for position, owner in enumerate(owners):
-        first_caption.setdefault(owner, position)
-    plan = BatchPlan([len(pairs.captions[i]) for i in usable], config.train.batch_size, config.train.seed)
+        feature_rows = cache.features.__getitem__
+    plan = BatchPlan([len(captions[i]) for i in usable], config.train.batch_size, config.train.seed)
 
     device = resolve_device(config.train.device)
     if checkpoint is not None:
@@ -162,10 +175,10 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         # Every process draws the same global batch and takes its own slice of it.
         mine = slice(rank * local, (rank + 1) * local)
         pair_ids = [usable[int(r)] for r in pair_rows[mine]]
-        caption_rows = torch.tensor([first_caption[p] + int(c) for p, c in zip(pair_ids, caption_choice[mine])])
-        batch = Batch(tokens["ids"][caption_rows].to(device), tokens["mask"][caption_rows].to(device))
-        if features is not None:
-            batch.features = features[pair_ids].to(device)
+        tokens = model.tokenize([captions[p][int(c)] for p, c in zip(pair_ids, caption_choice[mine])])
+        batch = Batch(tokens["ids"].to(device), tokens["mask"].to(device))
+        if feature_rows is not None:
+            batch.features = feature_rows(pair_ids).to(device)
         else:
             pixels = torch.stack([model.preprocess(pairs.images.load(p)) for p in pair_ids])
             forward_passes += len(pair_ids)
