@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from locktune.data.pairs import PATH_SOURCES, PairSet
+from locktune.data.sources.hf_datasets import is_saved_dataset
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
@@ -19,6 +20,8 @@ def path_source(name: str) -> tuple[Callable[[str, int], PairSet], str] | None:
         return PATH_SOURCES.get("wds"), name
     if name.lower().endswith(MANIFEST_SUFFIXES):
         return PATH_SOURCES.get("manifest"), name
+    if name.lower().endswith(".parquet") or is_saved_dataset(Path(name)):
+        return PATH_SOURCES.get("hf"), name
     if Path(name).is_dir():
         return PATH_SOURCES.get("folder"), name
     return None
