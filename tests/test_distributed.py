@@ -89,18 +89,9 @@ def test_chunked_loss_gradients_equal_whole_in_one_process():
 
 
 def train_config(run_dir, chunk_size=0):
-    from locktune.config import RunConfig
+    from tiny_configs import tiny_run
 
-    config = RunConfig()
-    config.model.setting, config.model.text_tower, config.model.image_tower = "Lu", "clip", "mobilenet_v2"
-    config.model.image_size = 64
-    config.model.clip_width, config.model.clip_layers, config.model.clip_heads = 32, 2, 2
-    config.model.clip_vocab_size = 400
-    config.train.steps, config.train.batch_size, config.train.warmup_steps = 3, 16, 1
-    config.train.chunk_size = chunk_size
-    config.data.image_workers = 0
-    config.run_dir = str(run_dir)
-    return config
+    return tiny_run(run_dir, steps=3, clip_layers=2, train={"chunk_size": chunk_size})
 
 
 def _pairs():

@@ -14,21 +14,12 @@ import pytest
 import torch
 
 from locktune.config import RunConfig
+from tiny_configs import tiny_run
 from locktune.errors import LocktuneError
 
 
 def tiny(run_dir, steps=6, **train) -> RunConfig:
-    config = RunConfig()
-    config.model.setting, config.model.text_tower, config.model.image_tower = "Lu", "clip", "mobilenet_v2"
-    config.model.image_size = 64
-    config.model.clip_width, config.model.clip_layers, config.model.clip_heads = 32, 1, 2
-    config.model.clip_vocab_size = 400
-    config.train.steps, config.train.batch_size, config.train.warmup_steps = steps, 16, 1
-    config.data.image_workers = 0
-    for key, value in train.items():
-        setattr(config.train, key, value)
-    config.run_dir = str(run_dir)
-    return config
+    return tiny_run(run_dir, steps=steps, train=train)
 
 
 def test_only_the_newest_checkpoints_are_kept(tmp_path, emoji_pairs):

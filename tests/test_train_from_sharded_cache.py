@@ -5,22 +5,11 @@ import pytest
 import torch
 
 from locktune.errors import LocktuneError
+from tiny_configs import tiny_run
 
 
 def tiny(run_dir, **data):
-    from locktune.config import RunConfig
-
-    config = RunConfig()
-    config.model.setting, config.model.text_tower, config.model.image_tower = "Lu", "clip", "mobilenet_v2"
-    config.model.image_size = 64
-    config.model.clip_width, config.model.clip_layers, config.model.clip_heads = 32, 1, 2
-    config.model.clip_vocab_size = 400
-    config.train.steps, config.train.batch_size, config.train.warmup_steps = 4, 16, 1
-    config.data.image_workers = 0
-    for key, value in data.items():
-        setattr(config.data, key, value)
-    config.run_dir = str(run_dir)
-    return config
+    return tiny_run(run_dir, steps=4, data=data)
 
 
 @pytest.fixture(scope="module")
