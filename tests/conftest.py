@@ -1,6 +1,13 @@
 import os
 
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time (a red run must be reproducible); `HYPOTHESIS_PROFILE=explore`
+# draws fresh ones when hunting for new failures, and any it finds go in as `@example`s.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 os.environ.setdefault("LOCKTUNE_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

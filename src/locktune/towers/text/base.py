@@ -26,6 +26,12 @@ class TextTowerArgs:
     tokenizer_json: str | None = None
 
 
+def encodable(texts: Iterable[str]) -> list[str]:
+    """Texts a Rust tokenizer accepts: lone surrogates (from `surrogateescape` decoding of non-UTF-8 bytes)
+    cannot be encoded as UTF-8, so they become U+FFFD instead of raising mid-batch."""
+    return [text.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for text in texts]
+
+
 class TextTower(nn.Module):
     name: str = "text_tower"
     output_dim: int

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from locktune.errors import LocktuneError
-from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs
+from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs, encodable
 
 PAD, SOS, EOS = "[PAD]", "[SOS]", "[EOS]"
 
@@ -84,7 +84,7 @@ class ClipTextTower(TextTower):
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         ids = torch.full((len(texts), self.max_len), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(texts), self.max_len), dtype=torch.long)
-        for row, encoding in enumerate(self.bpe.encode_batch(list(texts))):
+        for row, encoding in enumerate(self.bpe.encode_batch(encodable(texts))):
             tokens = [self.sos_id] + encoding.ids[: self.max_len - 2] + [self.eos_id]
             ids[row, : len(tokens)] = torch.tensor(tokens)
             mask[row, : len(tokens)] = 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from locktune.errors import MissingDataPackage
-from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs
+from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs, encodable
 
 
 def model_folder() -> Path:
@@ -52,7 +52,7 @@ class HFEncoderTower(TextTower):
         self.output_dim = self.encoder.config.hidden_size
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        batch = self.hf_tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.max_len,
+        batch = self.hf_tokenizer(encodable(texts), padding="max_length", truncation=True, max_length=self.max_len,
                                   return_tensors="pt")
         return {"ids": batch["input_ids"], "mask": batch["attention_mask"]}
 
