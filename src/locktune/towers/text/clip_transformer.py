@@ -7,29 +7,15 @@ state at the end-of-text token, as in CLIP.  There are no pretrained weights: th
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from locktune.errors import LocktuneError
-from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs, encodable
+from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs
+from locktune.towers.text.vocab import fixed_length_ids, own_tokenizer, train_bpe_tokenizer
 
 PAD, SOS, EOS = "[PAD]", "[SOS]", "[EOS]"
-
-
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, SOS, EOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    return tokenizer
 
 
 class _Block(nn.Module):
@@ -60,14 +46,7 @@ class ClipTextTower(TextTower):
                                 "(e.g. setting 'Lu'), or a pretrained text tower such as 'minilm' for 'U'/'L'")
         if args.width % args.heads:
             raise LocktuneError(f"model.clip_width ({args.width}) must be divisible by model.clip_heads ({args.heads})")
-        from tokenizers import Tokenizer
-
-        if args.tokenizer_json is not None:
-            self.bpe = Tokenizer.from_str(args.tokenizer_json)
-        elif args.corpus is not None:
-            self.bpe = train_bpe_tokenizer(args.corpus(), args.vocab_size)
-        else:
-            raise LocktuneError("text tower 'clip' needs training captions to build its tokenizer")
+        self.bpe = own_tokenizer(args, "clip", lambda texts, size: train_bpe_tokenizer(texts, size, [PAD, SOS, EOS]))
         self.max_len = args.max_len
         self.output_dim = args.width
         self.pad_id, self.sos_id, self.eos_id = (self.bpe.token_to_id(t) for t in (PAD, SOS, EOS))
@@ -82,13 +61,7 @@ class ClipTextTower(TextTower):
         return self.bpe.to_str()
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        ids = torch.full((len(texts), self.max_len), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(texts), self.max_len), dtype=torch.long)
-        for row, encoding in enumerate(self.bpe.encode_batch(encodable(texts))):
-            tokens = [self.sos_id] + encoding.ids[: self.max_len - 2] + [self.eos_id]
-            ids[row, : len(tokens)] = torch.tensor(tokens)
-            mask[row, : len(tokens)] = 1
-        return {"ids": ids, "mask": mask}
+        return fixed_length_ids(self.bpe, texts, self.max_len, self.pad_id, [self.sos_id], [self.eos_id])
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.token_embedding(ids) + self.position_embedding[: ids.shape[1]]
