@@ -1,8 +1,9 @@
-"""Tux Paint stamps (Debian `tuxpaint-stamps-default`): photo cut-outs and drawings, each with a sentence.
+"""Tux Paint stamps (Debian `tuxpaint-stamps-default`): photo cut-outs and drawings, each with a sentence
+(read by `locktune.data.tuxpaint_stamps`).
 
-`X.txt` beside `X.png`/`X.svg` holds the English sentence on its first line, then `LANG.utf8=...` lines.
 The top-level folder is one of 16 categories, used for zero-shot classification.  The translations give
 multilingual retrieval: every language with a sentence for more than half of the stamps is evaluated.
+`tuxpaint_multilingual_half_b` is that on half `b` only, held out from the `tuxpaint_half_a*` training sources.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from locktune.data.images import FileImages
-from locktune.data.packages import debian_path
-from locktune.data.pairs import clean_caption, take_evenly
+from locktune.data.pairs import take_evenly
+from locktune.data.tuxpaint_stamps import stamp_half, stamps, translations
 from locktune.eval.benchmarks.base import (BENCHMARKS, ClassificationSet, MultilingualRetrievalSet, RetrievalSet,
                                            balanced_subset)
 from locktune.eval.templates import GENERAL
 
-STAMPS = "/usr/share/tuxpaint/stamps"
 # Folder name -> the class name the prompts use.
 CATEGORY_NAMES = {
     "animals": "animal", "clothes": "piece of clothing", "food": "food", "hobbies": "toy or hobby item",
@@ -25,19 +25,6 @@ CATEGORY_NAMES = {
     "seasonal": "holiday decoration", "space": "space object", "sports": "sports equipment", "symbols": "symbol",
     "town": "building", "vehicles": "vehicle",
 }
-
-
-def stamps() -> list[tuple[Path, str, str]]:
-    """(image path, English sentence, category folder) for every stamp with an image and a sentence."""
-    root = debian_path(STAMPS, "tuxpaint-stamps-default", "Tux Paint benchmarks")
-    rows = []
-    for txt in sorted(root.rglob("*.txt")):
-        image = next((p for p in (txt.with_suffix(".png"), txt.with_suffix(".svg")) if p.is_file()), None)
-        lines = txt.read_text(encoding="utf-8", errors="replace").splitlines()
-        english = clean_caption(lines[0]) if lines else ""
-        if image is not None and english:
-            rows.append((image, english, txt.relative_to(root).parts[0]))
-    return rows
 
 
 @BENCHMARKS.register("tuxpaint_retrieval")
@@ -57,20 +44,9 @@ def tuxpaint_categories(max_images: int = 0) -> ClassificationSet:
                              [CATEGORY_NAMES[f] for f in folders], GENERAL)
 
 
-def translations(image: Path) -> dict[str, str]:
-    """{language: sentence} from the `LANG.utf8=...` lines of a stamp's .txt file."""
-    out = {}
-    for line in image.with_suffix(".txt").read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
-        lang, sep, text = line.partition(".utf8=")
-        if sep and clean_caption(text):
-            out[lang.strip()] = clean_caption(text)
-    return out
-
-
-@BENCHMARKS.register("tuxpaint_multilingual")
-def tuxpaint_multilingual(max_images: int = 0, min_coverage: float = 0.5) -> MultilingualRetrievalSet:
-    """English plus every language that has a sentence for more than `min_coverage` of the stamps."""
-    rows = stamps()
+def multilingual_set(name: str, rows: list[tuple[Path, str, str]], max_images: int,
+                     min_coverage: float) -> MultilingualRetrievalSet:
+    """English plus every language with a sentence for more than `min_coverage` of the kept stamps."""
     keep = take_evenly(len(rows), max_images)
     per_stamp = [translations(rows[i][0]) for i in keep]
     languages = sorted({lang for t in per_stamp for lang in t})
@@ -79,4 +55,16 @@ def tuxpaint_multilingual(max_images: int = 0, min_coverage: float = 0.5) -> Mul
         column = [t.get(lang) for t in per_stamp]
         if sum(c is not None for c in column) > min_coverage * len(keep) and lang not in captions:
             captions[lang] = column
-    return MultilingualRetrievalSet("tuxpaint_multilingual", FileImages([rows[i][0] for i in keep]), captions)
+    return MultilingualRetrievalSet(name, FileImages([rows[i][0] for i in keep]), captions)
+
+
+@BENCHMARKS.register("tuxpaint_multilingual")
+def tuxpaint_multilingual(max_images: int = 0, min_coverage: float = 0.5) -> MultilingualRetrievalSet:
+    """English plus every language that has a sentence for more than `min_coverage` of the stamps."""
+    return multilingual_set("tuxpaint_multilingual", stamps(), max_images, min_coverage)
+
+
+@BENCHMARKS.register("tuxpaint_multilingual_half_b")
+def tuxpaint_multilingual_half_b(max_images: int = 0, min_coverage: float = 0.5) -> MultilingualRetrievalSet:
+    """`tuxpaint_multilingual` on half `b` of the stamps only: none of the `tuxpaint_half_a*` training images."""
+    return multilingual_set("tuxpaint_multilingual_half_b", stamp_half("b"), max_images, min_coverage)
