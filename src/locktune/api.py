@@ -57,7 +57,7 @@ class LitModel:
     def __init__(self, net: torch.nn.Module):
         self.net = net.eval()
         self.preprocess = net.preprocess
-        self.embed_dim = int(net.config.embed_dim)
+        self.embed_dim = int(net.embed_dim)
 
     @property
     def logit_scale(self) -> float:

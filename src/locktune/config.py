@@ -26,6 +26,10 @@ class ModelConfig:
     embed_dim: int = 256
     # Both towers are followed by a trainable linear projection to embed_dim.  The temperature is
     # learned as log(logit_scale); big_vision's LiT configs start it at 10 (CLIP starts at 1/0.07).
+    # linear | none.  none: no head on the image tower (the LiT paper's "no head" arm): the image embedding
+    # is the normalised image-tower output itself, the text projection maps to that size, and embed_dim
+    # is ignored.
+    image_head: str = "linear"
     logit_scale_init: float = 10.0
     logit_scale_max: float = 100.0
     image_size: int = 224  # pixels fed to the image tower (part of the embedding cache's key)
@@ -71,6 +75,13 @@ class TrainConfig:
     parallel: str = "replicate"  # replicate (DDP-style) | fsdp (shard the text tower over processes)
     compile: bool = False  # torch.compile the text tower
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    # A trained image tower (U?/u?) locked for the first steps, then unlocked: before image_unlock_start
+    # it is frozen (no gradients, batch norm and dropout in eval mode); from there to image_unlock_end its
+    # layer groups unlock from the top (output side) down, a linearly growing share; from image_unlock_end
+    # on it trains whole.  start == end == N: locked for N steps, then unlocked at once.  0/0: trained
+    # from the start.
+    image_unlock_start: int = 0
+    image_unlock_end: int = 0
 
 
 @dataclass
@@ -98,6 +109,7 @@ PRECISIONS = ("fp32", "bf16")
 LOSSES = ("global", "local")
 DEVICES = ("auto", "cpu", "cuda")
 PARALLEL = ("replicate", "fsdp")
+IMAGE_HEADS = ("linear", "none")
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -170,6 +182,10 @@ def validate(config: RunConfig) -> RunConfig:
         raise LocktuneError(f"train.device '{config.train.device}' is not one of {', '.join(DEVICES)}")
     if config.train.parallel not in PARALLEL:
         raise LocktuneError(f"train.parallel '{config.train.parallel}' is not one of {', '.join(PARALLEL)}")
+    if config.model.image_head not in IMAGE_HEADS:
+        raise LocktuneError(f"model.image_head '{config.model.image_head}' is not one of {', '.join(IMAGE_HEADS)} "
+                            "(linear: a projection to model.embed_dim; none: the image tower's output as is)")
+    _validate_unlock(config)
     if config.train.chunk_size < 0:
         raise LocktuneError("train.chunk_size must be 0 (off) or a positive number of rows")
     for key, value in [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
@@ -185,6 +201,17 @@ def validate(config: RunConfig) -> RunConfig:
     if not config.data.sources:
         raise LocktuneError("data.sources is empty; name at least one pair source")
     return config
+
+
+def _validate_unlock(config: RunConfig) -> None:
+    start, end, steps = config.train.image_unlock_start, config.train.image_unlock_end, config.train.steps
+    if not 0 <= start <= end <= steps:
+        raise LocktuneError(f"train.image_unlock_start ({start}) and train.image_unlock_end ({end}) must satisfy "
+                            f"0 <= start <= end <= train.steps ({steps})")
+    if (start or end) and config.model.setting[:1] == "L":
+        raise LocktuneError(f"train.image_unlock_start/end schedule unlocking a trained image tower, but setting "
+                            f"'{config.model.setting}' locks it throughout; use a 'U?' setting "
+                            f"(e.g. U{config.model.setting[1:]}) or leave both at 0")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

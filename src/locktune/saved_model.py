@@ -3,7 +3,7 @@
 Layout (format version 1):
 
     locktune_model.json   format version, model config, tower setting, preprocessing description
-    model.safetensors     every weight of both towers, both projections and the temperature
+    model.safetensors     every weight of both towers, the projections and the temperature
     tokenizer/            the text tower's tokenizer: `tokenizer.json` for the from-scratch CLIP tower,
                           or a Hugging Face folder (config + tokenizer files) for a pretrained encoder
 
@@ -65,7 +65,7 @@ def save_pretrained(model, folder: str | Path) -> Path:
         "model": asdict(model.config),
         "text_tokenizer": text_format,
         "preprocess": model.preprocess.describe(),
-        "embed_dim": model.config.embed_dim,
+        "embed_dim": model.embed_dim,
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return folder

@@ -1,4 +1,4 @@
-"""ONNX export of both towers, each ending in its projection and L2 normalisation.
+"""ONNX export of both towers, each ending in its projection (none for `image_head: none`) and L2 normalisation.
 
     image.onnx   pixels float32 [batch, 3, size, size] (preprocessed as in locktune_model.json) -> image_embedding [batch, dim]
     text.onnx    ids int64 [batch, max_len], mask int64 [batch, max_len] (from the saved tokenizer) -> text_embedding [batch, dim]

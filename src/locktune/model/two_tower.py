@@ -1,5 +1,7 @@
 """The LiT model: an image tower and a text tower, each projected to a shared space, and a temperature.
 
+With `image_head: none` the image tower has no projection: its normalised output is the shared space.
+
 It only wires parts chosen by name; what a tower letter means is decided in `towers.setting`.
 """
 
@@ -27,8 +29,12 @@ class TwoTower(nn.Module):
         self.setting = parse_setting(config.setting)
         self.image_tower = image_tower
         self.text_tower = text_tower
-        self.image_projection = nn.Linear(unwrap(image_tower).output_dim, config.embed_dim, bias=False)
-        self.text_projection = nn.Linear(unwrap(text_tower).output_dim, config.embed_dim, bias=False)
+        image_dim = unwrap(image_tower).output_dim
+        # With no image head the shared space is the image tower's own output (config.embed_dim unused).
+        self.embed_dim = config.embed_dim if config.image_head == "linear" else image_dim
+        self.image_projection = (nn.Linear(image_dim, self.embed_dim, bias=False) if config.image_head == "linear"
+                                 else nn.Identity())
+        self.text_projection = nn.Linear(unwrap(text_tower).output_dim, self.embed_dim, bias=False)
         # Learned log of the logit scale (1/temperature), initialised to log(logit_scale_init).
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         self.preprocess: Preprocess = preprocess_for(unwrap(image_tower), config.image_size)

@@ -73,7 +73,10 @@ def gradient_cached_step(model, batch: Batch, autocast: AbstractContextManager, 
         torch.set_rng_state(rng_states[k])
         with autocast:
             image, text = embed(model, batch.rows(start, start + chunk))
-        torch.autograd.backward([image.float(), text.float()],
-                                [image_grad[start:start + chunk], text_grad[start:start + chunk]])
+        # An image side with nothing to train (locked or frozen tower and no head) has no graph.
+        pairs = [(out.float(), grad[start:start + chunk]) for out, grad in ((image, image_grad), (text, text_grad))
+                 if out.requires_grad]
+        if pairs:
+            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
     torch.set_rng_state(after)
     return loss

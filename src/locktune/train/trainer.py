@@ -30,6 +30,7 @@ from locktune.train.checkpoint import save_checkpoint as save_checkpoint_file
 from locktune.train import distributed
 from locktune.train.schedule import build_scheduler
 from locktune.train.step import Batch, gradient_cached_step, whole_step
+from locktune.train.unlock import image_unlock_schedule
 
 
 @dataclass
@@ -137,10 +138,16 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     if config.train.compile:
         unwrap(model.text_tower).compile()  # in place: parameter names (and checkpoints) unchanged
     optimizer = _optimizer(model, config)
+    # After the optimizer, which must hold the whole image tower before the schedule first freezes it.
+    unlock = image_unlock_schedule(model, config.train.image_unlock_start, config.train.image_unlock_end)
     scheduler = build_scheduler(optimizer, config.train.warmup_steps, config.train.steps)
     step, losses, bad_steps = 0, [], []
     if checkpoint is not None:
+        if unlock is not None:
+            unlock.freeze_stateless(checkpoint["optimizer"])
         distributed.load_optimizer_state(model, optimizer, checkpoint["optimizer"])
+        if unlock is not None:
+            unlock.release()  # every flag as built: `trainable` below must hold the whole tower
         scheduler.load_state_dict(checkpoint["scheduler"])
         step, losses = checkpoint["step"], list(checkpoint["losses"])
         bad_steps = list(checkpoint.get("bad_steps", []))
@@ -183,7 +190,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
             pixels = torch.stack([model.preprocess(pairs.images.load(p)) for p in pair_ids])
             forward_passes += len(pair_ids)
             batch.pixels = pixels.to(device).contiguous(memory_format=torch.channels_last)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # a frozen parameter's grad stays None: AdamW skips it
+        unlocked = unlock.apply(step) if unlock is not None else None  # after model.train(): sets BN modes
         if config.train.chunk_size and config.train.chunk_size < local:
             loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, global_loss)
         else:
@@ -215,14 +223,19 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / model.logit_scale.item():.3f}")
         bar.update(1)
         if main and (step % config.train.log_every == 0 or step == end):
-            log.write(json.dumps({"step": step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
-                                  "grad_norm": float(grad_norm), "logit_scale": model.logit_scale.item(),
-                                  "pairs_per_s": round(rate, 1)}) + "\n")
+            entry = {"step": step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
+                     "grad_norm": float(grad_norm), "logit_scale": model.logit_scale.item(),
+                     "pairs_per_s": round(rate, 1)}
+            if unlocked is not None:
+                entry["image_unlocked"] = round(unlocked, 4)  # share of image-tower layer groups trained
+            log.write(json.dumps(entry) + "\n")
             log.flush()
         if step % config.train.checkpoint_every == 0 or step == end:
             save_checkpoint()
             distributed.barrier()
     bar.close()
+    if unlock is not None:
+        unlock.release()  # the returned model's parameters all trainable again, as without a schedule
     if log is not None:
         log.close()
     if step == config.train.steps:
