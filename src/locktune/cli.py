@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     from locktune.cli_use import add_commands
 
     add_commands(sub)  # export, index, serve
+    from locktune.cli_ablate import add_command as add_ablate
+
+    add_ablate(sub)
     return parser
 
 

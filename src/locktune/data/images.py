@@ -95,3 +95,18 @@ class ConcatImages(ImageSet):
 
     def fingerprint(self) -> str:
         return hashlib.sha256("".join(p.fingerprint() for p in self.parts).encode()).hexdigest()[:16]
+
+
+class SubsetImages(ImageSet):
+    """Some of another set's images, in the given order (e.g. the pairs an evaluation samples)."""
+
+    def __init__(self, base: ImageSet, indices: Sequence[int]):
+        self.base, self.indices = base, list(indices)
+        self.keys = [base.keys[i] for i in self.indices]
+
+    def load(self, index: int) -> Image.Image:
+        return self.base.load(self.indices[index])
+
+    def fingerprint(self) -> str:
+        order = ",".join(map(str, self.indices))
+        return hashlib.sha256(f"{self.base.fingerprint()}:{order}".encode()).hexdigest()[:16]

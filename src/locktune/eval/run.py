@@ -7,6 +7,7 @@ returns its metrics and the details a plot needs (logits, similarity matrices).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -27,16 +28,37 @@ class Evaluation:
     details: dict = field(default_factory=dict)
 
 
+_remembered: dict | None = None  # set inside `remembered_features()`
+
+
+@contextmanager
+def remembered_features():
+    """Inside this block an unlocked (trained) image tower runs over each image set once, however many
+    evaluators read it (zero-shot and few-shot on one benchmark, retrieval and the held-out loss).  Only
+    for a block in which the model does not change; a locked tower uses the disk cache instead."""
+    global _remembered
+    outer, _remembered = _remembered, {}
+    try:
+        yield
+    finally:
+        _remembered = outer
+
+
 def image_features(model, images, workers: int = 1, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """The image tower's pooled features [N, D] (zeros where unreadable) and the valid mask [N]."""
     tower = unwrap(model.image_tower)
     if model.setting.image_locked:
         result = cached_features(tower, model.preprocess, images, workers=workers, desc=desc)
-        features, valid = result.features, result.valid
-    else:
-        features, _ = compute_features(tower, model.preprocess, images, workers=workers, desc=desc)
-        valid = ~torch.isnan(features).any(1)
-    return torch.nan_to_num(features), valid
+        return torch.nan_to_num(result.features), result.valid
+    key = (id(model), images.fingerprint(), repr(model.preprocess.describe()))
+    if _remembered is not None and key in _remembered:
+        return _remembered[key]
+    features, _ = compute_features(tower, model.preprocess, images, workers=workers, desc=desc)
+    valid = ~torch.isnan(features).any(1)
+    out = (torch.nan_to_num(features), valid)
+    if _remembered is not None:
+        _remembered[key] = out
+    return out
 
 
 def image_embeddings(model, images, workers: int = 1, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:

@@ -69,6 +69,40 @@ def check_matches(sharded: ShardedCache, model: TwoTower, where: str) -> None:
                                 "`locktune embed --sharded` and this model's config")
 
 
+class BatchDecoder:
+    """Decodes a batch's images for a trained image tower.  An image that cannot be read is counted in
+    `skipped` and its pair replaced by the next readable one in the plan's order (the same one every time,
+    so runs stay deterministic and `--resume` exact) instead of stopping the run."""
+
+    def __init__(self, images, usable: list[int], preprocess, skipped: dict[str, str]):
+        self.images, self.usable, self.preprocess, self.skipped = images, usable, preprocess, skipped
+        self.unreadable: set[int] = set()
+
+    def _load(self, row: int) -> torch.Tensor | None:
+        if row in self.unreadable:
+            return None
+        index = self.usable[row]
+        try:
+            return self.preprocess(self.images.load(index))
+        except Exception as error:  # any decoder failure: skip and count, never end the run
+            self.unreadable.add(row)
+            self.skipped[self.images.keys[index]] = f"{type(error).__name__}: {error}"[:200]
+            if len(self.unreadable) > len(self.usable) // 2:
+                raise LocktuneError(f"more than half of the {len(self.usable)} training images cannot be read "
+                                    f"(e.g. {self.images.keys[index]}: {error}); check the data source") from error
+            return None
+
+    def pixels(self, rows: list[int]) -> tuple[torch.Tensor, list[int]]:
+        out, used = [], []
+        for row in rows:
+            candidate = row
+            while (tensor := self._load(candidate)) is None:
+                candidate = (candidate + 1) % len(self.usable)
+            out.append(tensor)
+            used.append(candidate)
+        return torch.stack(out), used
+
+
 def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
@@ -126,6 +160,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         usable = [i for i in usable if bool(cache.valid[i])]
         feature_rows = cache.features.__getitem__
     plan = BatchPlan([len(captions[i]) for i in usable], config.train.batch_size, config.train.seed)
+    decoder = None if feature_rows is not None else BatchDecoder(pairs.images, usable, model.preprocess, skipped)
 
     device = resolve_device(config.train.device)
     if checkpoint is not None:
@@ -181,14 +216,17 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         pair_rows, caption_choice = plan.batch(step)
         # Every process draws the same global batch and takes its own slice of it.
         mine = slice(rank * local, (rank + 1) * local)
-        pair_ids = [usable[int(r)] for r in pair_rows[mine]]
-        tokens = model.tokenize([captions[p][int(c)] for p, c in zip(pair_ids, caption_choice[mine])])
+        rows = [int(r) for r in pair_rows[mine]]
+        pixels = None
+        if feature_rows is None:  # decode now: an unreadable image's pair is replaced before tokenizing
+            pixels, rows = decoder.pixels(rows)
+            forward_passes += len(rows)
+        pair_ids = [usable[r] for r in rows]
+        tokens = model.tokenize([captions[p][int(c) % len(captions[p])] for p, c in zip(pair_ids, caption_choice[mine])])
         batch = Batch(tokens["ids"].to(device), tokens["mask"].to(device))
         if feature_rows is not None:
             batch.features = feature_rows(pair_ids).to(device)
         else:
-            pixels = torch.stack([model.preprocess(pairs.images.load(p)) for p in pair_ids])
-            forward_passes += len(pair_ids)
             batch.pixels = pixels.to(device).contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)  # a frozen parameter's grad stays None: AdamW skips it
         unlocked = unlock.apply(step) if unlock is not None else None  # after model.train(): sets BN modes

@@ -1,0 +1,1 @@
+"""Grids of training runs that reproduce the paper's ablations, and their reports."""

@@ -1,0 +1,151 @@
+"""A grid of training runs as a config file: a base run config, arms (each a list of config overrides),
+seeds, the evaluation suite every arm is judged on, and the paper's findings the grid tests.
+
+    name: towers
+    title: Which tower to lock
+    base: ablations/base.yaml          # a run config (relative to this file, or to configs/)
+    overrides: [train.steps=150]       # for every arm
+    seeds: [0]                         # for every arm without its own
+    suite: ablation
+    arms:
+      - {name: LU, overrides: [model.setting=LU], seeds: [0, 1, 2]}
+      - {name: UU, overrides: [model.setting=UU]}
+      - {name: LU-local, overrides: [train.loss=local], processes: 2}
+    findings: [lu_beats_uu]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from locktune.config import RunConfig, load_config
+from locktune.errors import LocktuneError
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+GRID_KEYS = {"name", "title", "description", "base", "overrides", "seeds", "suite", "arms", "findings", "smoke"}
+ARM_KEYS = {"name", "overrides", "seeds", "processes", "label"}
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...]
+    processes: int = 1  # >1: trained under torchrun with this many processes
+    label: str = ""  # what the arm means, for the report
+
+    def run_name(self, seed: int) -> str:
+        return f"{self.name}-s{seed}"
+
+
+@dataclass
+class Grid:
+    name: str
+    title: str
+    base: Path
+    overrides: list[str]
+    suite: str
+    arms: list[Arm]
+    findings: list[str] = field(default_factory=list)
+    description: str = ""
+    # What `--smoke` adds to every arm (after the grid's own overrides): a few steps on a few pairs.
+    smoke: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+    def arm(self, name: str) -> Arm:
+        for arm in self.arms:
+            if arm.name == name:
+                return arm
+        raise LocktuneError(f"grid '{self.name}' has no arm '{name}'; its arms: {', '.join(a.name for a in self.arms)}")
+
+    def run_config(self, arm: Arm, seed: int, run_dir: Path, extra: list[str] = ()) -> RunConfig:
+        """The arm's full run config: base file, grid overrides, arm overrides, seed, folder, then `extra`."""
+        overrides = [*self.overrides, *arm.overrides, f"train.seed={seed}", f"run_dir={run_dir}", *extra]
+        try:
+            return load_config(self.base, overrides)
+        except LocktuneError as error:
+            raise LocktuneError(f"grid '{self.name}', arm '{arm.name}': {error}") from None
+
+
+def _strings(value, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise LocktuneError(f"{where} should be a list of strings like [train.steps=100], got {value!r}")
+    return list(value)
+
+
+def _seeds(value, where: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    if value is None:
+        return default
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise LocktuneError(f"{where} should be a non-empty list of integers like [0, 1, 2], got {value!r}")
+    return tuple(value)
+
+
+def _resolve(path: str, beside: Path) -> Path:
+    for candidate in (beside / path, CONFIGS / path, Path(path)):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise LocktuneError(f"base config '{path}' not found beside {beside} or in {CONFIGS}")
+
+
+def load_grid(path: str | Path) -> Grid:
+    path = Path(path)
+    if not path.is_file() and (CONFIGS / path).is_file():
+        path = CONFIGS / path
+    if not path.is_file():
+        raise LocktuneError(f"grid file '{path}' does not exist (grids ship in {CONFIGS / 'ablations'})")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise LocktuneError(f"grid file '{path}' should hold a mapping (name:, base:, arms:, ...)")
+    unknown = set(data) - GRID_KEYS
+    if unknown:
+        raise LocktuneError(f"grid file '{path}': unknown keys {sorted(unknown)}; valid: {sorted(GRID_KEYS)}")
+    for key in ("name", "base", "arms"):
+        if key not in data:
+            raise LocktuneError(f"grid file '{path}' needs '{key}:'")
+    default_seeds = _seeds(data.get("seeds"), f"{path}: seeds", (0,))
+    arms, names = [], set()
+    if not isinstance(data["arms"], list) or not data["arms"]:
+        raise LocktuneError(f"grid file '{path}': arms should be a non-empty list")
+    for i, entry in enumerate(data["arms"]):
+        where = f"{path}: arms[{i}]"
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise LocktuneError(f"{where} should be a mapping with at least name: and overrides:")
+        unknown = set(entry) - ARM_KEYS
+        if unknown:
+            raise LocktuneError(f"{where}: unknown keys {sorted(unknown)}; valid: {sorted(ARM_KEYS)}")
+        name = str(entry["name"])
+        if name in names or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise LocktuneError(f"{where}: arm name '{name}' must be unique and use only letters, digits, - _ .")
+        names.add(name)
+        processes = entry.get("processes", 1)
+        if not isinstance(processes, int) or processes < 1:
+            raise LocktuneError(f"{where}: processes should be a positive integer, got {processes!r}")
+        arms.append(Arm(name, tuple(_strings(entry.get("overrides"), f"{where}.overrides")),
+                        _seeds(entry.get("seeds"), f"{where}.seeds", default_seeds), processes,
+                        str(entry.get("label", ""))))
+    grid = Grid(name=str(data["name"]), title=str(data.get("title", data["name"])),
+                base=_resolve(str(data["base"]), path.parent), overrides=_strings(data.get("overrides"), f"{path}: overrides"),
+                suite=str(data.get("suite", "ablation")), arms=arms,
+                findings=_strings(data.get("findings"), f"{path}: findings"),
+                description=str(data.get("description", "")).strip(),
+                smoke=_strings(data.get("smoke"), f"{path}: smoke"), path=path.resolve())
+    _check(grid)
+    return grid
+
+
+def _check(grid: Grid) -> None:
+    """Fail before any training: every arm's config loads, the suite and the findings exist."""
+    from locktune.ablate.findings import FINDINGS
+    from locktune.eval.suites import SUITES
+
+    SUITES.get(grid.suite)
+    for name in grid.findings:
+        FINDINGS.get(name)
+    for arm in grid.arms:
+        grid.run_config(arm, arm.seeds[0], Path("runs/check"))

@@ -1,0 +1,115 @@
+"""One arm's result as a JSON file (its config, training curve and every evaluation metric), and the
+per-arm summary across seeds (mean, spread) that reports and findings read.  Reports never see a model:
+their numbers come from these files only."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RECORD = "arm.json"
+
+
+def write_record(record: dict, path: Path) -> None:
+    """Atomic: a killed grid leaves either the whole record or none (and the arm is redone)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_records(folder: Path) -> list[dict]:
+    """Every arm record under `folder` (any depth), in a stable order."""
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).rglob("*.json")) if _is_record(p)]
+
+
+def _is_record(path: Path) -> bool:
+    if path.name.startswith("."):
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"grid", "arm", "seed", "eval"} <= set(data)
+
+
+def metric(record: dict, key: str) -> float | None:
+    """`task|metric` from the record's evaluation (e.g. `fashion_mnist|top1`), `train|final_loss`,
+    or a summary over tasks (`mean_zero_shot_top1`, `mean_fewshot_10shot_top1`, `mean_retrieval_R@1`)."""
+    if key in SUMMARIES:
+        return SUMMARIES[key](record)
+    task, _, name = key.partition("|")
+    section = record["train"] if task == "train" else record["eval"].get(task, {})
+    value = section.get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _zero_shot_tasks(record: dict) -> list[str]:
+    return [t for t, m in record["eval"].items() if "top1" in m and "mean_per_class_recall" in m]
+
+
+def _multilingual(record: dict, english: bool) -> float | None:
+    """Mean R@1 (both directions) for English, or averaged over every other language."""
+    for metrics in record["eval"].values():
+        if "languages" in metrics:
+            langs = sorted({k.split(":")[0] for k in metrics if ":" in k} - {"mean"})
+            langs = [lang for lang in langs if (lang == "en") == english]
+            return _mean([(metrics[f"{lang}:image_to_text_R@1"] + metrics[f"{lang}:text_to_image_R@1"]) / 2
+                          for lang in langs])
+    return None
+
+
+SUMMARIES = {
+    "mean_zero_shot_top1": lambda r: _mean([r["eval"][t]["top1"] for t in _zero_shot_tasks(r)]),
+    "mean_fewshot_10shot_top1": lambda r: _mean([m["10shot_top1"] for t, m in r["eval"].items()
+                                                 if t.startswith("fewshot/") and "10shot_top1" in m]),
+    "mean_zero_shot_chance": lambda r: _mean([r["eval"][t]["chance_top1"] for t in _zero_shot_tasks(r)]),
+    "mean_retrieval_R@1": lambda r: _mean([m[k] for m in r["eval"].values()
+                                           if "image_to_text_R@1" in m and "languages" not in m
+                                           for k in ("image_to_text_R@1", "text_to_image_R@1")]),
+    "multilingual_en_R@1": lambda r: _multilingual(r, english=True),
+    "multilingual_other_R@1": lambda r: _multilingual(r, english=False),
+}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One arm's metric over its seeds: mean, sample standard deviation (0 for one seed), values."""
+
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def std(self) -> float:
+        if len(self.values) < 2:
+            return 0.0
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (len(self.values) - 1))
+
+    @property
+    def seeds(self) -> int:
+        return len(self.values)
+
+
+def summarize(records: list[dict], arm: str, key: str) -> Summary | None:
+    values = [metric(r, key) for r in records if r["arm"] == arm]
+    values = [v for v in values if v is not None]
+    return Summary(tuple(values)) if values else None
+
+
+def arms_in_order(records: list[dict]) -> list[str]:
+    out: list[str] = []
+    for r in sorted(records, key=lambda r: r.get("order", 0)):
+        if r["arm"] not in out:
+            out.append(r["arm"])
+    return out

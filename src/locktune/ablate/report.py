@@ -1,0 +1,161 @@
+"""Reports from arm records only: a markdown page per grid (results table with seed spread, the paper's
+findings with verdicts, plots and training curves), and the findings document (RESULTS.md) across grids.
+Every number printed is read from the records through `records.metric`; nothing comes from a model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from locktune.ablate.findings import judge
+from locktune.ablate.grid import Grid
+from locktune.ablate.plots import plot_curves, plot_metric_bars
+from locktune.ablate.records import arms_in_order, metric, summarize, write_record
+
+SUMMARY_COLUMNS = [  # (record key, column title); percentages unless the key is a loss or seconds
+    ("mean_zero_shot_top1", "zero-shot top-1 (mean)"),
+    ("mean_retrieval_R@1", "retrieval R@1 (mean I→T, T→I)"),
+    ("mean_fewshot_10shot_top1", "10-shot probe top-1 (mean)"),
+    ("ood_loss|train_loss", "loss, training pairs"),
+    ("ood_loss|heldout_loss", "loss, held-out pairs"),
+    ("multilingual_en_R@1", "English R@1"),
+    ("multilingual_other_R@1", "other languages R@1"),
+    ("train|final_loss", "final training loss"),
+    ("train|seconds", "training s"),
+]
+
+
+def cell(records: list[dict], arm: str, key: str) -> str:
+    summary = summarize(records, arm, key)
+    if summary is None:
+        return "-"
+    if key == "train|seconds":
+        return f"{summary.mean:.0f}"
+    if "loss" in key:
+        return f"{summary.mean:.3f}" + (f" ± {summary.std:.3f}" if summary.seeds > 1 else "")
+    return f"{100 * summary.mean:.1f}" + (f" ± {100 * summary.std:.1f}" if summary.seeds > 1 else "")
+
+
+def _present(records: list[dict], key: str) -> bool:
+    return any(metric(r, key) is not None for r in records)
+
+
+def summary_table(records: list[dict]) -> list[str]:
+    columns = [(k, t) for k, t in SUMMARY_COLUMNS if _present(records, k)]
+    lines = ["| arm | what | seeds | " + " | ".join(t for _, t in columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for arm in arms_in_order(records):
+        mine = [r for r in records if r["arm"] == arm]
+        lines.append(f"| {arm} | {mine[0].get('label', '')} | {len(mine)} | "
+                     + " | ".join(cell(records, arm, k) for k, _ in columns) + " |")
+    return lines
+
+
+def task_table(records: list[dict]) -> list[str]:
+    """Every task's headline metric per arm (the summary's parts)."""
+    first = records[0]["eval"]
+    keys = []
+    for task, metrics in first.items():
+        for name in ("top1", "image_to_text_R@1", "text_to_image_R@1", "10shot_top1", "mean:image_to_text_R@1",
+                     "mean:text_to_image_R@1"):
+            if name in metrics:
+                keys.append(f"{task}|{name}")
+    lines = ["| arm | " + " | ".join(k.replace("|", " ") for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for arm in arms_in_order(records):
+        lines.append(f"| {arm} | " + " | ".join(cell(records, arm, k) for k in keys) + " |")
+    chance = []
+    for key in keys:
+        task, _, name = key.partition("|")
+        m = first[task]
+        value = m.get("chance_top1") if "top1" in name else m.get("chance_R@1", m.get("mean:chance_R@1"))
+        chance.append(f"{100 * value:.1f}" if isinstance(value, (int, float)) else "-")
+    lines.append("| chance | " + " | ".join(chance) + " |")
+    return lines
+
+
+def findings_table(grid: Grid, records: list[dict]) -> list[str]:
+    lines = ["| finding (paper) | measured here | verdict |", "|---|---|---|"]
+    for name in grid.findings:
+        v = judge(name, records)
+        lines.append(f"| {v.claim} | {v.measured} | **{v.verdict}** |")
+    return lines
+
+
+def setup_line(records: list[dict]) -> str:
+    c = records[0]["config"]
+    m, d, t = c["model"], c["data"], c["train"]
+    data = "+".join(d["sources"]) + (f" (at most {d['max_pairs_per_source']} pairs per source)"
+                                     if d["max_pairs_per_source"] else " (all pairs)")
+    return (f"Base: {m['image_tower']} at {m['image_size']} px, {m['text_tower']} text tower, data {data}, "
+            f"{t['steps']} steps of {t['batch_size']} pairs, lr {t['lr']:g} (heads x{t['head_lr_multiplier']:g}), "
+            f"seeds per arm as listed; each arm changes only what its overrides say.")
+
+
+def grid_section(grid: Grid, records: list[dict], plot_dir: Path, link_base: Path, level: str = "##") -> list[str]:
+    if not records:
+        return [f"{level} {grid.title}", "", "No arm has finished yet.", ""]
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    bars = plot_metric_bars(records, "mean_zero_shot_top1", "mean zero-shot top-1",
+                            plot_dir / f"{grid.name}_zero_shot.png")
+    curves = plot_curves(records, plot_dir / f"{grid.name}_curves.png")
+    rel = lambda p: p.resolve().relative_to(link_base.resolve()).as_posix()  # noqa: E731
+    overrides = {a.name: " ".join(a.overrides) for a in grid.arms}
+    lines = [f"{level} {grid.title}", "", grid.description, "", setup_line(records), ""]
+    if grid.findings:
+        lines += findings_table(grid, records) + [""]
+    lines += summary_table(records) + ["", "Per task (top-1 / R@1 %, mean ± sample std over seeds):", ""]
+    lines += task_table(records) + [""]
+    lines += ["Arms: " + "; ".join(f"`{a}`: `{overrides.get(a, '')}`" for a in arms_in_order(records)), ""]
+    lines += [f"![{grid.name}: zero-shot]({rel(bars)})", f"![{grid.name}: training curves]({rel(curves)})", ""]
+    return lines
+
+
+def write_grid_report(grid: Grid, records: list[dict], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.md"
+    lines = grid_section(grid, records, out_dir / "plots", out_dir, level="#")
+    lines.append(f"Records: `{out_dir}/*/arm.json` ({len(records)} runs).")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, command: str | None) -> str:
+    """The findings document's text: a verdict overview, then each grid's section."""
+    lines = ["# locktune: the LiT paper's findings, measured on the built-in offline data", "",
+             "Generated by `locktune ablate` from the arm records in `results/` (do not edit by hand; "
+             "regenerate with `make results`, or `locktune ablate --report-only --results RESULTS.md "
+             "configs/ablations/*.yaml` to rewrite it from the records). Small scale: a 2-core CPU, "
+             "~10k image-text pairs, minutes per arm; a verdict here says what these runs show, not what "
+             "happens at the paper's scale.", ""]
+    if command:
+        lines += [f"Produced by: `{command}`", ""]
+    lines += ["| grid | finding (paper) | verdict here |", "|---|---|---|"]
+    for grid, records in sections:
+        for name in grid.findings:
+            v = judge(name, records) if records else None
+            lines.append(f"| {grid.name} | {v.claim if v else name} | {v.verdict if v else 'not run'} |")
+    lines.append("")
+    for grid, records in sections:
+        seconds = sum(r["train"]["seconds"] + r["eval_seconds"] for r in records)
+        lines += grid_section(grid, records, base / "results" / "plots", base)
+        if records:
+            lines += [f"Grid time: {seconds / 60:.1f} min of training and evaluation over {len(records)} runs "
+                      f"(sum of the runs' own timings).", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_results_document(runs, path: Path, command: str | None = None) -> Path:
+    """RESULTS.md at `path`, its plots in `results/plots/` and every record in `results/GRID/` beside it."""
+    base = path.parent
+    sections = []
+    for run in runs:
+        folder = base / "results" / run.grid.name
+        if folder.exists() and run.records:
+            shutil.rmtree(folder)
+        for record in run.records:
+            write_record(record, folder / f"{record['arm']}-s{record['seed']}.json")
+        from locktune.ablate.records import read_records
+
+        sections.append((run.grid, read_records(folder) if folder.exists() else []))
+    path.write_text(results_document(sections, base, command))
+    return path

@@ -1,0 +1,54 @@
+"""`locktune ablate`: run grids of training runs and write their reports (and RESULTS.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [t for t in text.split(",") if t] if text else None
+
+
+def cmd_ablate(args) -> int:
+    from locktune.ablate.grid import load_grid
+    from locktune.ablate.report import write_grid_report, write_results_document
+    from locktune.ablate.runner import run_grid
+
+    grids = [load_grid(path) for path in args.grids]  # every file checked before any training
+    seeds = [int(s) for s in _names(args.seeds)] if args.seeds else None
+    root = Path(args.out) if args.out else Path("runs") / ("ablations-smoke" if args.smoke else "ablations")
+    runs = []
+    for grid in grids:
+        out_dir = root / grid.name
+        if args.report_only:
+            from locktune.ablate.records import read_records
+            from locktune.ablate.runner import GridRun
+
+            run = GridRun(grid, out_dir, read_records(out_dir), [], [])
+        else:
+            run = run_grid(grid, out_dir, only_arms=_names(args.arms), seeds=seeds, extra=args.set or [],
+                           smoke=args.smoke)
+        report = write_grid_report(run.grid, run.records, out_dir)
+        print(f"report: {report}")
+        runs.append(run)
+    if args.results:
+        path = write_results_document(runs, Path(args.results), command=args.command_line)
+        print(f"results: {path}")
+    return 0
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    ab = sub.add_parser("ablate", help="run a grid of training runs (arms x seeds), evaluate each, report")
+    ab.add_argument("grids", nargs="+", metavar="CONFIG", help="grid files, e.g. configs/ablations/towers.yaml "
+                    "(or ablations/towers.yaml)")
+    ab.add_argument("--out", help="folder for the grids' runs, one subfolder per grid "
+                    "(default: runs/ablations, runs/ablations-smoke with --smoke)")
+    ab.add_argument("--arms", help="only these arms, comma-separated")
+    ab.add_argument("--seeds", help="only these seeds, comma-separated")
+    ab.add_argument("--set", action="append", metavar="key.sub=value", help="override for every arm (repeatable)")
+    ab.add_argument("--smoke", action="store_true", help="the first two arms, one seed, a few steps on a few pairs")
+    ab.add_argument("--report-only", action="store_true", help="no training: rewrite the reports from the records")
+    ab.add_argument("--results", metavar="PATH", help="also write the findings document (e.g. RESULTS.md) from "
+                    "these grids, with their records copied beside it")
+    ab.set_defaults(run=cmd_ablate, command_line=None)
