@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LOCKTUNE_NPM_PREFIX := $(CURDIR)/.deps/npm
 export LOCKTUNE_CACHE := $(CURDIR)/.cache/locktune
 
-.PHONY: setup data demo test clean
+.PHONY: setup data demo test results clean
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests
+
+# The paper's ablations on the built-in data -> RESULTS.md (about 2.5 hours on a 2-core CPU; finished arms
+# are kept, so a killed run continues where it stopped).
+GRIDS := towers text image loss schedules head multilingual
+results: setup
+	$(PY) -m locktune ablate $(foreach g,$(GRIDS),configs/ablations/$(g).yaml) --results RESULTS.md
 
 clean:
 	rm -rf $(VENV) .cache runs

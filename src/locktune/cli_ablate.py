@@ -33,7 +33,10 @@ def cmd_ablate(args) -> int:
         print(f"report: {report}")
         runs.append(run)
     if args.results:
-        path = write_results_document(runs, Path(args.results), command=args.command_line)
+        import sys
+
+        command = "locktune " + " ".join(sys.argv[1:])
+        path = write_results_document(runs, Path(args.results), command=command)
         print(f"results: {path}")
     return 0
 
@@ -51,4 +54,4 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     ab.add_argument("--report-only", action="store_true", help="no training: rewrite the reports from the records")
     ab.add_argument("--results", metavar="PATH", help="also write the findings document (e.g. RESULTS.md) from "
                     "these grids, with their records copied beside it")
-    ab.set_defaults(run=cmd_ablate, command_line=None)
+    ab.set_defaults(run=cmd_ablate)

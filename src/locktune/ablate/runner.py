@@ -103,6 +103,23 @@ def _tasks(grid: Grid, max_images: int):
     return tasks
 
 
+def find_identical_run(root: Path, config: RunConfig, suite: str, eval_max_images: int) -> Path | None:
+    """A finished run anywhere under `root` (another grid's arm) with this exact config (but its folder)
+    and evaluation: training it again would only repeat it.  Records that were themselves reused are
+    skipped, so every reused record points at a run that really trained."""
+    wanted = _comparable(config.to_dict())
+    for path in sorted(Path(root).glob(f"*/*/{RECORD}")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if ("reused_from" not in record and record.get("suite") == suite
+                and record.get("eval_max_images", 0) == eval_max_images
+                and _comparable(record.get("config", {})) == wanted):
+            return path
+    return None
+
+
 def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: list[str] = (),
             eval_max_images: int = 0, log=print) -> dict:
     from locktune.eval.suites import run_tasks
@@ -126,6 +143,7 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
                   "first_loss": curve[0][1] if curve else None, "final_loss": curve[-1][1] if curve else None,
                   "curve": curve},
         "eval": {key: evaluation.metrics for key, evaluation in evaluations.items()},
+        "suite": grid.suite, "eval_max_images": eval_max_images,
         "eval_seconds": round(time.time() - started, 1),
         "model_fingerprint": file_fingerprint(run_dir / "model.pt"),
     }
@@ -157,6 +175,19 @@ def run_grid(grid: Grid, out_dir: str | Path, only_arms: list[str] | None = None
             records.append(record)
             reused.append(arm.run_name(seed))
             log(f"[{index + 1}/{len(runs)}] {grid.name} {arm.run_name(seed)}: finished before, kept")
+            continue
+        config = grid.run_config(arm, seed, path.parent, list(extra))
+        twin = find_identical_run(out_dir.parent, config, grid.suite, eval_max_images)
+        if twin is not None:
+            _check_same_config(path.parent, config)
+            record = {**json.loads(twin.read_text()), "grid": grid.name, "arm": arm.name, "seed": seed,
+                      "order": order, "label": arm.label, "overrides": list(arm.overrides),
+                      "reused_from": str(twin.parent.relative_to(out_dir.parent))}
+            write_record(record, path)
+            records.append(record)
+            reused.append(arm.run_name(seed))
+            log(f"[{index + 1}/{len(runs)}] {grid.name} {arm.run_name(seed)}: same config and suite as "
+                f"{record['reused_from']}, its record is reused")
             continue
         remaining = len(runs) - index
         eta = f", about {sum(spent) / len(spent) * remaining / 60:.0f} min left" if spent else ""

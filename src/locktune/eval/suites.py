@@ -101,6 +101,10 @@ SUITES.register("ablation")([
     Task("fewshot/tuxpaint_categories", "fewshot", "tuxpaint_categories", 1000),
     Task("ood_loss", "ood_loss", "tuxpaint_retrieval", 1024),
 ])
+# Multilingual retrieval on the Tux Paint half that `tuxpaint_half_a*` training never sees.
+SUITES.register("ablation_multilingual")([
+    Task("tuxpaint_multilingual_half_b", "multilingual", "tuxpaint_multilingual_half_b", 0),
+])
 
 
 def default_task(name: str, max_images: int) -> Task:

@@ -1,0 +1,196 @@
+"""`locktune ablate`: every shipped grid runs end to end in its smoke version, a killed grid resumes
+without redoing finished arms, verdicts follow the seed spread, and reports (including the committed
+RESULTS.md) say exactly what the arm records say."""
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from locktune.ablate.findings import FAILS, HOLDS, UNCLEAR, judge
+from locktune.ablate.grid import load_grid
+from locktune.ablate.report import SUMMARY_COLUMNS, results_document, write_grid_report
+from locktune.ablate.runner import run_grid
+from locktune.errors import LocktuneError
+
+REPO = Path(__file__).resolve().parents[1]
+GRIDS = sorted(p for p in (REPO / "configs" / "ablations").glob("*.yaml") if p.name != "base.yaml")
+
+
+def test_every_issue_grid_ships():
+    assert {p.stem for p in GRIDS} >= {"towers", "text", "image", "loss", "schedules", "head", "multilingual"}
+    towers = load_grid(REPO / "configs/ablations/towers.yaml")
+    assert {a.name for a in towers.arms} == {"LU", "Lu", "LL", "UU", "Uu", "UL", "uU", "uu", "uL"}
+    for name in ("LU", "Lu", "UU", "uu"):
+        assert len(towers.arm(name).seeds) >= 3
+
+
+# --- what a report must match: the records, read here without the package's own helpers -----------------
+
+def _expected(records: list[dict], arm: str, key: str) -> list[float]:
+    values = []
+    for r in records:
+        if r["arm"] != arm:
+            continue
+        ev = r["eval"]
+        if key == "mean_zero_shot_top1":
+            parts = [m["top1"] for m in ev.values() if "top1" in m and "mean_per_class_recall" in m]
+        elif key == "mean_retrieval_R@1":
+            parts = [m[k] for m in ev.values() if "image_to_text_R@1" in m and "languages" not in m
+                     for k in ("image_to_text_R@1", "text_to_image_R@1")]
+        elif key == "mean_fewshot_10shot_top1":
+            parts = [m["10shot_top1"] for t, m in ev.items() if t.startswith("fewshot/") and "10shot_top1" in m]
+        elif key.startswith("multilingual_"):
+            (m,) = [m for m in ev.values() if "languages" in m]
+            langs = {k.split(":")[0] for k in m if ":" in k} - {"mean"}
+            langs = [g for g in langs if (g == "en") == (key == "multilingual_en_R@1")]
+            parts = [(m[f"{g}:image_to_text_R@1"] + m[f"{g}:text_to_image_R@1"]) / 2 for g in langs]
+        else:
+            task, _, name = key.partition("|")
+            section = r["train"] if task == "train" else ev.get(task, {})
+            parts = [section[name]] if section.get(name) is not None else []
+        if parts:
+            values.append(sum(parts) / len(parts))
+    return values
+
+
+def _format(values: list[float], key: str) -> str:
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    if key == "train|seconds":
+        return f"{mean:.0f}"
+    if "loss" in key:
+        return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def check_report_matches_records(text: str, records: list[dict]) -> int:
+    """Every cell of every summary table in `text` equals the value computed from `records`; -> cells checked."""
+    titles = {title: key for key, title in SUMMARY_COLUMNS}
+    checked = 0
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("| arm | what | seeds |"):
+            continue
+        header = [c.strip() for c in line.strip("|").split("|")]
+        for row in lines[i + 2:]:
+            if not row.startswith("|"):
+                break
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            arm = cells[0]
+            mine = [r for r in records if r["arm"] == arm]
+            assert mine, f"report row {arm} has no record"
+            assert cells[2] == str(len(mine))
+            for title, value in zip(header[3:], cells[3:]):
+                key = titles[title]
+                expected = _expected(records, arm, key)
+                assert value == (_format(expected, key) if expected else "-"), (arm, title)
+                checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("grid_path", GRIDS, ids=lambda p: p.stem)
+def test_smoke_version_of_every_grid(grid_path, tmp_path):
+    grid = load_grid(grid_path)
+    run = run_grid(grid, tmp_path / grid.name, smoke=True, log=lambda line: None)
+    assert [r["arm"] for r in run.records] == [a.name for a in grid.arms[:2]]
+    for record in run.records:
+        assert record["train"]["steps"] == 2 and len(record["train"]["curve"]) == 2
+        assert record["eval"], "every arm is evaluated"
+        on_disk = json.loads((tmp_path / grid.name / f"{record['arm']}-s{record['seed']}" / "arm.json").read_text())
+        assert on_disk == record
+    report = write_grid_report(grid, run.records, tmp_path / grid.name)
+    text = report.read_text()
+    assert check_report_matches_records(text, run.records) >= 4
+    for name in grid.findings:
+        assert judge(name, run.records).claim in text
+    assert (tmp_path / grid.name / "plots" / f"{grid.name}_curves.png").stat().st_size > 1000
+
+
+def test_killed_grid_resumes_without_redoing_finished_arms(tmp_path):
+    from locktune.train.trainer import train
+
+    grid = load_grid(REPO / "configs/ablations/towers.yaml")
+    quiet = dict(log=lambda line: None)
+    first = run_grid(grid, tmp_path / "a" / "towers", only_arms=["LU"], smoke=True, **quiet)
+    assert first.trained == ["LU-s0"]
+    # A kill in the middle of the next arm: it trained one of its two steps and checkpointed.
+    from locktune.ablate.runner import SMOKE
+    arm = grid.arm("Lu")
+    config = grid.run_config(arm, 0, tmp_path / "a" / "towers" / "Lu-s0", [*SMOKE, *grid.smoke])
+    (tmp_path / "a" / "towers" / "Lu-s0").mkdir(parents=True)
+    (tmp_path / "a" / "towers" / "Lu-s0" / "config.yaml").write_text(__import__("yaml").safe_dump(config.to_dict()))
+    train(config, stop_after=1)
+    resumed = run_grid(grid, tmp_path / "a" / "towers", only_arms=["LU", "Lu"], smoke=True, **quiet)
+    assert resumed.reused == ["LU-s0"] and resumed.trained == ["Lu-s0"]
+    assert resumed.records[0] == first.records[0]
+    # The resumed arm equals one that was never interrupted.
+    straight = run_grid(grid, tmp_path / "b" / "towers", only_arms=["Lu"], smoke=True, **quiet)
+    assert resumed.records[1]["train"]["curve"] == straight.records[0]["train"]["curve"]
+    import torch
+
+    weights = [torch.load(d / "Lu-s0" / "model.pt", weights_only=False)["state_dict"]
+               for d in (tmp_path / "a" / "towers", tmp_path / "b" / "towers")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    # A folder is never resumed under another config.
+    with pytest.raises(LocktuneError, match="another config"):
+        run_grid(grid, tmp_path / "a" / "towers", only_arms=["LU"], smoke=True, extra=["train.lr=0.5"], **quiet)
+
+
+def _records(arm_values: dict[str, list[float]]) -> list[dict]:
+    """Hand-made records: one zero-shot task whose top-1 is the given value, per seed."""
+    return [{"grid": "t", "arm": arm, "seed": s, "order": i, "train": {},
+             "eval": {"task": {"top1": v, "mean_per_class_recall": v, "chance_top1": 0.1}}}
+            for i, (arm, values) in enumerate(arm_values.items()) for s, v in enumerate(values)]
+
+
+def test_verdicts_follow_the_seed_spread():
+    # LU 0.50 +- 0.01 vs UU 0.40 +- 0.01: a 10-point lead against a spread of 1.4 points.
+    assert judge("lu_beats_uu", _records({"LU": [0.49, 0.50, 0.51], "UU": [0.39, 0.40, 0.41]})).verdict == HOLDS
+    assert judge("lu_beats_uu", _records({"LU": [0.39, 0.40, 0.41], "UU": [0.49, 0.50, 0.51]})).verdict == FAILS
+    # The same means with seeds spread by 10 points: unclear.
+    unclear = judge("lu_beats_uu", _records({"LU": [0.40, 0.50, 0.60], "UU": [0.30, 0.40, 0.50]}))
+    assert unclear.verdict == UNCLEAR and "50.0% ± 10.0" in unclear.measured
+    # A single-seed arm borrows the spread pooled over the multi-seed arms.
+    pooled = _records({"LU": [0.40, 0.50, 0.60], "UU": [0.45], "uu": [0.20, 0.30, 0.40]})
+    assert judge("lu_beats_uu", pooled).verdict == UNCLEAR
+    assert judge("lu_beats_uu", _records({"LU": [0.5]})).verdict == "not run"
+
+
+def test_grid_file_errors_name_the_file_and_the_fix(tmp_path):
+    bad = tmp_path / "g.yaml"
+    bad.write_text("name: g\nbase: ablations/base.yaml\narms:\n  - {name: a, overrides: [train.stepz=3]}\n")
+    with pytest.raises(LocktuneError, match=r"arm 'a'.*did you mean 'train.steps'"):
+        load_grid(bad)
+    bad.write_text("name: g\nbase: ablations/base.yaml\nams: []\n")
+    with pytest.raises(LocktuneError, match="unknown keys.*ams"):
+        load_grid(bad)
+    bad.write_text("name: g\nbase: nowhere.yaml\narms: [{name: a}]\n")
+    with pytest.raises(LocktuneError, match="nowhere.yaml"):
+        load_grid(bad)
+    bad.write_text("name: g\nbase: ablations/base.yaml\nfindings: [lu_wins]\narms: [{name: a}]\n")
+    with pytest.raises(LocktuneError, match="unknown finding 'lu_wins'"):
+        load_grid(bad)
+
+
+def test_committed_results_document_is_what_the_records_say():
+    """RESULTS.md is generated: rewriting it from the committed records gives the same text, and every
+    table cell matches an independent computation from the JSON files."""
+    from locktune.ablate.records import read_records
+
+    text = (REPO / "RESULTS.md").read_text()
+    sections = []
+    for grid_path in GRIDS:
+        grid = load_grid(grid_path)
+        folder = REPO / "results" / grid.name
+        sections.append((grid, read_records(folder) if folder.is_dir() else []))
+    command = re.search(r"Produced by: `([^`]*)`", text)
+    assert results_document(sections, REPO, command.group(1) if command else None, plots=False) == text
+    records = [r for _, rs in sections for r in rs]
+    assert records, "RESULTS.md should come with its records in results/"
+    checked = sum(check_report_matches_records(text.split(f"## {g.title}")[1].split("\n## ")[0], rs)
+                  for g, rs in sections if rs)
+    assert checked >= 50
