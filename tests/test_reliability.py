@@ -232,3 +232,27 @@ def test_a_dead_rank_makes_the_others_exit_with_an_error(tmp_path):
     assert procs[0].exitcode == 3
     outcome = json.loads((tmp_path / "r0.json").read_text())
     assert outcome["outcome"].startswith("error") and outcome["seconds"] < 120
+
+
+def test_unreadable_image_while_training_the_image_tower_is_skipped_and_counted(tmp_path):
+    """A trained image tower decodes every batch: a broken file replaces its pair with the next readable
+    one (the same every run), is counted, and the run finishes."""
+    from locktune.data.images import FileImages
+    from locktune.data.pairs import PairSet
+    from locktune.train.trainer import train
+    from PIL import Image
+
+    paths = []
+    for i in range(16):
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", (40, 40), (16 * i, 255 - 16 * i, 90)).save(path)
+        paths.append(path)
+    paths[5].write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    pairs = PairSet("tiny", FileImages(paths), [[f"colour number {i}"] for i in range(16)])
+    config = tiny_run(tmp_path / "run", steps=3, train={"batch_size": 16})
+    config.model.setting = "Uu"
+    first = train(config, pairs=pairs)
+    assert list(first.skipped_images) == [str(paths[5])] and first.steps_done == 3
+    assert first.image_forward_passes == 3 * 16
+    config.run_dir = str(tmp_path / "again")
+    assert train(config, pairs=pairs).losses == first.losses  # the replacement is deterministic

@@ -34,7 +34,8 @@ class ModelConfig:
     logit_scale_max: float = 100.0
     image_size: int = 224  # pixels fed to the image tower (part of the embedding cache's key)
     max_text_len: int = 16  # tokens, as in the paper
-    # The from-scratch CLIP-style text tower's shape and its BPE vocabulary (trained on the captions).
+    # The from-scratch text towers' shape and vocabulary size: the CLIP-style transformer (own BPE) and the
+    # T5-style encoder (own Unigram vocabulary), both trained on the captions.
     clip_width: int = 256
     clip_layers: int = 4
     clip_heads: int = 4

@@ -121,6 +121,14 @@ def better(records: list[dict], a: str, b: str, key: str, what: str) -> tuple[st
             compare(sa.mean - sb.mean, spread))
 
 
+def best_arm(records: list[dict], arms: list[str], key: str = "mean_zero_shot_top1", worst: bool = False) -> str:
+    """The arm with the highest (or lowest) mean of `key` among `arms` that have records."""
+    candidates = present(records, arms)
+    if not candidates:
+        raise _Missing(arms[0] if arms else "?")
+    return (min if worst else max)(candidates, key=lambda a: _get(records, a, key).mean)
+
+
 def present(records: list[dict], arms: list[str]) -> list[str]:
     names = {r["arm"] for r in records}
     return [a for a in arms if a in names]
@@ -137,7 +145,7 @@ RETRIEVAL = "mean_retrieval_R@1"
 def _lu_best(records):
     others = [a for a in present(records, ["Lu", "LL", "UU", "Uu", "UL", "uU", "uu", "uL"])]
     lu = _get(records, "LU", ZS)
-    best = max(others, key=lambda a: _get(records, a, ZS).mean)
+    best = best_arm(records, others, ZS)
     sb = _get(records, best, ZS)
     spread = _spread(records, ZS, lu, sb)
     return (f"mean zero-shot top-1: LU {fmt(lu, ZS)}, best other setting {best} {fmt(sb, ZS)} "
@@ -149,7 +157,7 @@ def _lu_best(records):
 def _lu_close(records):
     lu, small = _get(records, "LU", ZS), _get(records, "Lu", ZS)
     trained = present(records, ["UU", "Uu", "uU", "uu"])
-    best = max(trained, key=lambda a: _get(records, a, ZS).mean)
+    best = best_arm(records, trained, ZS)
     sb = _get(records, best, ZS)
     gap, lead = lu.mean - small.mean, lu.mean - sb.mean
     spread = _spread(records, ZS, small, sb)
@@ -194,8 +202,8 @@ def _text_locked(records):
     rest = present(records, ["LU", "Lu", "UU", "Uu", "uU", "uu"])
     if not locked:
         raise _Missing("LL")
-    best_locked = max(locked, key=lambda a: _get(records, a, ZS).mean)
-    worst_rest = min(rest, key=lambda a: _get(records, a, ZS).mean)
+    best_locked = best_arm(records, locked, ZS)
+    worst_rest = best_arm(records, rest, ZS, worst=True)
     sl, sr = _get(records, best_locked, ZS), _get(records, worst_rest, ZS)
     spread = _spread(records, ZS, sl, sr)
     return (f"mean zero-shot top-1: best text-locked setting {best_locked} {fmt(sl, ZS)}, worst other setting "
@@ -236,7 +244,7 @@ def _bigger_text(records):
          "(the paper's YFCC runs: BERT > T5 > ViT-style).")
 def _text_kinds(records):
     others = present(records, ["clip-scratch", "t5-scratch"])
-    best = max(others, key=lambda a: _get(records, a, ZS).mean)
+    best = best_arm(records, others, ZS)
     measured, verdict = better(records, "bert-scratch", best, ZS, "mean zero-shot top-1")
     rest = ", ".join(f"{a} {fmt(_get(records, a, ZS), ZS)}" for a in others if a != best)
     return measured + (f"; {rest}" if rest else ""), verdict
@@ -284,7 +292,7 @@ def _batch(records):
 def _schedules(records):
     locked = _get(records, "locked", ZS)
     schedules = present(records, ["unlock-half", "unlock-gradual"])
-    best = max(schedules, key=lambda a: _get(records, a, ZS).mean)
+    best = best_arm(records, schedules, ZS)
     measured, verdict = better(records, best, "locked", ZS, "mean zero-shot top-1")
     flipped = {HOLDS: FAILS, FAILS: HOLDS}.get(verdict, verdict)  # the claim is "does not beat"
     if verdict == UNCLEAR:

@@ -11,6 +11,7 @@ seeds, the evaluation suite every arm is judged on, and the paper's findings the
       - {name: LU, overrides: [model.setting=LU], seeds: [0, 1, 2]}
       - {name: UU, overrides: [model.setting=UU]}
       - {name: LU-local, overrides: [train.loss=local], processes: 2}
+      - {name: UU-late, overrides: [model.setting=UU, train.image_unlock_start=60], smoke: [train.image_unlock_start=1]}
     findings: [lu_beats_uu]
 """
 
@@ -26,7 +27,7 @@ from locktune.errors import LocktuneError
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 GRID_KEYS = {"name", "title", "description", "base", "overrides", "seeds", "suite", "arms", "findings", "smoke"}
-ARM_KEYS = {"name", "overrides", "seeds", "processes", "label"}
+ARM_KEYS = {"name", "overrides", "seeds", "processes", "label", "smoke"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Arm:
     seeds: tuple[int, ...]
     processes: int = 1  # >1: trained under torchrun with this many processes
     label: str = ""  # what the arm means, for the report
+    smoke: tuple[str, ...] = ()  # what `--smoke` adds for this arm (e.g. an unlock step within 2 steps)
 
     def run_name(self, seed: int) -> str:
         return f"{self.name}-s{seed}"
@@ -128,7 +130,7 @@ def load_grid(path: str | Path) -> Grid:
             raise LocktuneError(f"{where}: processes should be a positive integer, got {processes!r}")
         arms.append(Arm(name, tuple(_strings(entry.get("overrides"), f"{where}.overrides")),
                         _seeds(entry.get("seeds"), f"{where}.seeds", default_seeds), processes,
-                        str(entry.get("label", ""))))
+                        str(entry.get("label", "")), tuple(_strings(entry.get("smoke"), f"{where}.smoke"))))
     grid = Grid(name=str(data["name"]), title=str(data.get("title", data["name"])),
                 base=_resolve(str(data["base"]), path.parent), overrides=_strings(data.get("overrides"), f"{path}: overrides"),
                 suite=str(data.get("suite", "ablation")), arms=arms,
@@ -142,6 +144,7 @@ def load_grid(path: str | Path) -> Grid:
 def _check(grid: Grid) -> None:
     """Fail before any training: every arm's config loads, the suite and the findings exist."""
     from locktune.ablate.findings import FINDINGS
+    from locktune.ablate.runner import SMOKE
     from locktune.eval.suites import SUITES
 
     SUITES.get(grid.suite)
@@ -149,3 +152,4 @@ def _check(grid: Grid) -> None:
         FINDINGS.get(name)
     for arm in grid.arms:
         grid.run_config(arm, arm.seeds[0], Path("runs/check"))
+        grid.run_config(arm, arm.seeds[0], Path("runs/check"), [*SMOKE, *grid.smoke, *arm.smoke])

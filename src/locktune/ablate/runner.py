@@ -166,7 +166,9 @@ def run_grid(grid: Grid, out_dir: str | Path, only_arms: list[str] | None = None
         raise LocktuneError(f"grid '{grid.name}': nothing to run (no arm has the seeds {seeds})")
     records, trained, reused = [], [], []
     started, spent = time.time(), []
+    shared_extra = list(extra)
     for index, (arm, seed) in enumerate(runs):
+        extra = [*shared_extra, *arm.smoke] if smoke else shared_extra
         order = grid.arms.index(arm) * 1000 + seed
         path = out_dir / arm.run_name(seed) / RECORD
         if path.is_file():
