@@ -107,6 +107,7 @@ def test_smoke_version_of_every_grid(grid_path, tmp_path):
     for name in grid.findings:
         assert judge(name, run.records).claim in text
     assert (tmp_path / grid.name / "plots" / f"{grid.name}_curves.png").stat().st_size > 1000
+    assert "![" in text and all((tmp_path / grid.name / m).is_file() for m in re.findall(r"\]\(([^)]+\.png)\)", text))
 
 
 def test_killed_grid_resumes_without_redoing_finished_arms(tmp_path):
@@ -194,3 +195,18 @@ def test_committed_results_document_is_what_the_records_say():
     checked = sum(check_report_matches_records(text.split(f"## {g.title}")[1].split("\n## ")[0], rs)
                   for g, rs in sections if rs)
     assert checked >= 50
+
+
+def test_identical_runs_are_reused_across_grids_but_not_across_process_counts(tmp_path):
+    from locktune.ablate.runner import find_identical_run
+
+    towers = load_grid(REPO / "configs/ablations/towers.yaml")
+    run_grid(towers, tmp_path / "towers", only_arms=["LU"], smoke=True, log=lambda line: None)
+    head = load_grid(REPO / "configs/ablations/head.yaml")  # linear-head is LU
+    run = run_grid(head, tmp_path / "head", only_arms=["linear-head"], seeds=[0], smoke=True, log=lambda line: None)
+    assert run.reused == ["linear-head-s0"] and run.records[0]["reused_from"] == "towers/LU-s0"
+    loss = load_grid(REPO / "configs/ablations/loss.yaml")  # global-2proc: the same config, 2 processes
+    config = loss.run_config(loss.arm("global-2proc"), 0, tmp_path / "loss" / "x", list(__import__(
+        "locktune.ablate.runner", fromlist=["SMOKE"]).SMOKE))
+    assert find_identical_run(tmp_path, config, "ablation", 40, processes=1) is not None
+    assert find_identical_run(tmp_path, config, "ablation", 40, processes=2) is None

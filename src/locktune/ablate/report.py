@@ -25,6 +25,13 @@ SUMMARY_COLUMNS = [  # (record key, column title); percentages unless the key is
 ]
 
 
+BAR_PLOTS = [  # (record key, title, file-name part): one bar plot per key a grid's records have
+    ("mean_zero_shot_top1", "mean zero-shot top-1", "zero_shot"),
+    ("multilingual_en_R@1", "English retrieval R@1", "english_r1"),
+    ("multilingual_other_R@1", "other languages retrieval R@1", "other_languages_r1"),
+]
+
+
 def cell(records: list[dict], arm: str, key: str) -> str:
     summary = summarize(records, arm, key)
     if summary is None:
@@ -96,9 +103,11 @@ def grid_section(grid: Grid, records: list[dict], plot_dir: Path, link_base: Pat
     """The grid's markdown; `plots=False` links the plots without drawing them (to compare text only)."""
     if not records:
         return [f"{level} {grid.title}", "", "No arm has finished yet.", ""]
-    bars, curves = plot_dir / f"{grid.name}_zero_shot.png", plot_dir / f"{grid.name}_curves.png"
+    bars = {key: (title, plot_dir / f"{grid.name}_{slug}.png") for key, title, slug in BAR_PLOTS if _present(records, key)}
+    curves = plot_dir / f"{grid.name}_curves.png"
     if plots:
-        plot_metric_bars(records, "mean_zero_shot_top1", "mean zero-shot top-1", bars)
+        for key, (title, path) in bars.items():
+            plot_metric_bars(records, key, title, path)
         plot_curves(records, curves)
     rel = lambda p: p.resolve().relative_to(link_base.resolve()).as_posix()  # noqa: E731
     reused = [r for r in records if r.get("reused_from")]
@@ -112,7 +121,8 @@ def grid_section(grid: Grid, records: list[dict], plot_dir: Path, link_base: Pat
     if reused:
         lines += ["Runs whose config and evaluation equal another grid's run reuse its record (not retrained): "
                   + ", ".join(f"{r['arm']}-s{r['seed']} = {r['reused_from']}" for r in reused) + ".", ""]
-    lines += [f"![{grid.name}: zero-shot]({rel(bars)})", f"![{grid.name}: training curves]({rel(curves)})", ""]
+    lines += [f"![{grid.name}: {title}]({rel(path)})" for title, path in bars.values()]
+    lines += [f"![{grid.name}: training curves]({rel(curves)})", ""]
     return lines
 
 

@@ -103,10 +103,11 @@ def _tasks(grid: Grid, max_images: int):
     return tasks
 
 
-def find_identical_run(root: Path, config: RunConfig, suite: str, eval_max_images: int) -> Path | None:
-    """A finished run anywhere under `root` (another grid's arm) with this exact config (but its folder)
-    and evaluation: training it again would only repeat it.  Records that were themselves reused are
-    skipped, so every reused record points at a run that really trained."""
+def find_identical_run(root: Path, config: RunConfig, suite: str, eval_max_images: int,
+                       processes: int = 1) -> Path | None:
+    """A finished run anywhere under `root` (another grid's arm) with this exact config (but its folder),
+    process count and evaluation: training it again would only repeat it.  Records that were themselves
+    reused are skipped, so every reused record points at a run that really trained."""
     wanted = _comparable(config.to_dict())
     for path in sorted(Path(root).glob(f"*/*/{RECORD}")):
         try:
@@ -114,6 +115,7 @@ def find_identical_run(root: Path, config: RunConfig, suite: str, eval_max_image
         except (OSError, ValueError):
             continue
         if ("reused_from" not in record and record.get("suite") == suite
+                and record.get("processes", 1) == processes
                 and record.get("eval_max_images", 0) == eval_max_images
                 and _comparable(record.get("config", {})) == wanted):
             return path
@@ -179,7 +181,7 @@ def run_grid(grid: Grid, out_dir: str | Path, only_arms: list[str] | None = None
             log(f"[{index + 1}/{len(runs)}] {grid.name} {arm.run_name(seed)}: finished before, kept")
             continue
         config = grid.run_config(arm, seed, path.parent, list(extra))
-        twin = find_identical_run(out_dir.parent, config, grid.suite, eval_max_images)
+        twin = find_identical_run(out_dir.parent, config, grid.suite, eval_max_images, arm.processes)
         if twin is not None:
             _check_same_config(path.parent, config)
             record = {**json.loads(twin.read_text()), "grid": grid.name, "arm": arm.name, "seed": seed,
