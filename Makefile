@@ -26,7 +26,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests
 
-# The paper's ablations on the built-in data -> RESULTS.md (about 2.5 hours on a 2-core CPU; finished arms
+# The paper's ablations on the built-in data -> RESULTS.md (about 1.5 hours on a 2-core CPU; finished arms
 # are kept, so a killed run continues where it stopped).
 GRIDS := towers text image loss schedules head multilingual
 results: setup
