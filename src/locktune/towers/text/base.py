@@ -8,6 +8,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from locktune.errors import LocktuneError
 from locktune.registry import Registry
 
 
@@ -30,6 +31,15 @@ def encodable(texts: Iterable[str]) -> list[str]:
     """Texts a Rust tokenizer accepts: lone surrogates (from `surrogateescape` decoding of non-UTF-8 bytes)
     cannot be encoded as UTF-8, so they become U+FFFD instead of raising mid-batch."""
     return [text.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for text in texts]
+
+
+def check_from_scratch_args(name: str, args: TextTowerArgs) -> None:
+    """The checks every from-scratch text tower (sized by model.clip_*) makes before building."""
+    if args.pretrained:
+        raise LocktuneError(f"text tower '{name}' has no pretrained weights (none ship offline); use the letter "
+                            "'u' for it (e.g. setting 'Lu'), or a pretrained text tower such as 'minilm' for 'U'/'L'")
+    if args.width % args.heads:
+        raise LocktuneError(f"model.clip_width ({args.width}) must be divisible by model.clip_heads ({args.heads})")
 
 
 class TextTower(nn.Module):

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from locktune.errors import LocktuneError
-from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs
+from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs, check_from_scratch_args
 from locktune.towers.text.vocab import fixed_length_ids, own_tokenizer, train_bpe_tokenizer
 
 PAD, SOS, EOS = "[PAD]", "[SOS]", "[EOS]"
@@ -41,11 +40,7 @@ class ClipTextTower(TextTower):
 
     def __init__(self, args: TextTowerArgs):
         super().__init__()
-        if args.pretrained:
-            raise LocktuneError("text tower 'clip' has no pretrained weights; use the letter 'u' for it "
-                                "(e.g. setting 'Lu'), or a pretrained text tower such as 'minilm' for 'U'/'L'")
-        if args.width % args.heads:
-            raise LocktuneError(f"model.clip_width ({args.width}) must be divisible by model.clip_heads ({args.heads})")
+        check_from_scratch_args(self.name, args)
         self.bpe = own_tokenizer(args, "clip", lambda texts, size: train_bpe_tokenizer(texts, size, [PAD, SOS, EOS]))
         self.max_len = args.max_len
         self.output_dim = args.width

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from locktune.errors import LocktuneError
-from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs
+from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs, check_from_scratch_args
 from locktune.towers.text.vocab import fixed_length_ids, own_tokenizer, train_unigram_tokenizer
 
 # T5's own special tokens, in T5's order (pad 0, eos 1, unk 2).
@@ -35,12 +34,7 @@ class T5EncoderTower(TextTower):
 
     def __init__(self, args: TextTowerArgs):
         super().__init__()
-        if args.pretrained:
-            raise LocktuneError("text tower 't5_encoder' has no pretrained weights (none ship offline); use the "
-                                "letter 'u' for it (e.g. setting 'Lu'), or a pretrained text tower such as "
-                                "'minilm' for 'U'/'L'")
-        if args.width % args.heads:
-            raise LocktuneError(f"model.clip_width ({args.width}) must be divisible by model.clip_heads ({args.heads})")
+        check_from_scratch_args(self.name, args)
         from transformers import T5EncoderModel
         from transformers.utils import logging as hf_logging
 
