@@ -101,6 +101,9 @@ def test_smoke_version_of_every_grid(grid_path, tmp_path):
         assert record["eval"], "every arm is evaluated"
         on_disk = json.loads((tmp_path / grid.name / f"{record['arm']}-s{record['seed']}" / "arm.json").read_text())
         assert on_disk == record
+        run_dir = tmp_path / grid.name / f"{record['arm']}-s{record['seed']}"
+        assert (run_dir / "model.pt").is_file() and not (run_dir / "checkpoints").exists(), \
+            "a finished arm keeps its model, not its training checkpoints"
     report = write_grid_report(grid, run.records, tmp_path / grid.name)
     text = report.read_text()
     assert check_report_matches_records(text, run.records) >= 4

@@ -28,7 +28,7 @@ def cmd_ablate(args) -> int:
             run = GridRun(grid, out_dir, read_records(out_dir), [], [])
         else:
             run = run_grid(grid, out_dir, only_arms=_names(args.arms), seeds=seeds, extra=args.set or [],
-                           smoke=args.smoke)
+                           smoke=args.smoke, keep_checkpoints=args.keep_checkpoints)
         report = write_grid_report(run.grid, run.records, out_dir)
         print(f"report: {report}")
         runs.append(run)
@@ -51,6 +51,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     ab.add_argument("--seeds", help="only these seeds, comma-separated")
     ab.add_argument("--set", action="append", metavar="key.sub=value", help="override for every arm (repeatable)")
     ab.add_argument("--smoke", action="store_true", help="the first two arms, one seed, a few steps on a few pairs")
+    ab.add_argument("--keep-checkpoints", action="store_true",
+                    help="keep each finished arm's training checkpoints (deleted by default; model.pt is kept)")
     ab.add_argument("--report-only", action="store_true", help="no training: rewrite the reports from the records")
     ab.add_argument("--results", metavar="PATH", help="also write the findings document (e.g. RESULTS.md) from "
                     "these grids, with their records copied beside it")

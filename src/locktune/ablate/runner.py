@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -123,7 +124,10 @@ def find_identical_run(root: Path, config: RunConfig, suite: str, eval_max_image
 
 
 def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: list[str] = (),
-            eval_max_images: int = 0, log=print) -> dict:
+            eval_max_images: int = 0, log=print, keep_checkpoints: bool = False) -> dict:
+    """Train, evaluate and record one arm.  Once its record is written the arm is never resumed, so its
+    training checkpoints (model + optimizer state, ~3x the model) are deleted unless `keep_checkpoints`;
+    `model.pt` stays for inspection."""
     from locktune.eval.suites import run_tasks
     from locktune.report import file_fingerprint
     from locktune.train.checkpoint import load_model
@@ -150,11 +154,14 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
         "model_fingerprint": file_fingerprint(run_dir / "model.pt"),
     }
     write_record(record, run_dir / RECORD)
+    if not keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return record
 
 
 def run_grid(grid: Grid, out_dir: str | Path, only_arms: list[str] | None = None, seeds: list[int] | None = None,
-             extra: list[str] = (), smoke: bool = False, eval_max_images: int = 0, log=print) -> GridRun:
+             extra: list[str] = (), smoke: bool = False, eval_max_images: int = 0, log=print,
+             keep_checkpoints: bool = False) -> GridRun:
     """Every (arm, seed) in order; `only_arms`/`seeds` pick a part of the grid; `smoke` runs its first
     two arms, one seed each, on the tiny SMOKE settings (plus the grid's own `smoke` overrides)."""
     out_dir = Path(out_dir)
@@ -198,7 +205,7 @@ def run_grid(grid: Grid, out_dir: str | Path, only_arms: list[str] | None = None
         log(f"[{index + 1}/{len(runs)}] {grid.name} {arm.run_name(seed)}: {' '.join(arm.overrides) or 'base'}"
             f" ({arm.processes} process{'es' if arm.processes > 1 else ''}){eta}")
         t0 = time.time()
-        record = run_arm(grid, arm, seed, out_dir, order, extra, eval_max_images, log)
+        record = run_arm(grid, arm, seed, out_dir, order, extra, eval_max_images, log, keep_checkpoints)
         spent.append(time.time() - t0)
         records.append(record)
         trained.append(arm.run_name(seed))
