@@ -174,3 +174,24 @@ def test_augmented_views_are_seeded_crops_and_view_zero_is_the_plain_image(tmp_p
     image = pairs.images.load(0).resize((40, 30))
     a, b = random_crop(image, view_seed("0000", 1)), random_crop(image, view_seed("0000", 1))
     assert a.tobytes() == b.tobytes() and 0.45 * 1200 <= a.size[0] * a.size[1] <= 1200
+
+
+@pytest.mark.parametrize("access", ["pread", "mmap"])
+def test_caption_counts_are_the_records_caption_lists(tmp_path, access):
+    from locktune.cache.sharded import ShardWriter
+
+    captions = [["one"], ["a\u00e9\u4e2d", "b", "c"], ["x", "y"], ["\U0001f600 smile"], ["p", "q", "r", "s"],
+                ["last one, alone in its shard"]]
+    keys = ["k0", "k1\nwith a newline", "k2", "", "k4", "k5"]
+    writer = ShardWriter(tmp_path / "c", {"tower": "t", "weights": "w", "preprocess": "p", "source": "s",
+                                          "images": "i", "count": len(keys), "shard_size": 4, "dtype": "float16",
+                                          "views": 1})
+    for shard in range(writer.shard_count()):
+        rows = writer.shard_range(shard)
+        writer.write(shard, np.ones((len(rows), 8), np.float32), [keys[i] for i in rows],
+                     [captions[i] for i in rows], {})
+    writer.finish({})
+    cache = ShardedCache.open(tmp_path / "c", access=access)
+    counts = cache.caption_counts()
+    assert counts.dtype == np.int32 and counts.tolist() == [len(c) for c in captions] == [1, 3, 2, 1, 4, 1]
+    assert list(cache.captions) == captions and list(cache.keys) == keys

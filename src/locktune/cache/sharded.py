@@ -18,6 +18,7 @@ training needs neither the images nor the source.
     cache.rows([5, 17], views=[2, 0])  # with `views=k` at build time: k embeddings per image, pick one
     cache.valid                      # torch.bool [N]; False where the image was skipped
     cache.keys[i], cache.captions[i] # the record's key and its captions
+    cache.caption_counts()           # int32 [N]: captions per row, without decoding any
 """
 
 from __future__ import annotations
@@ -336,6 +337,27 @@ class ShardedCache:
             return bytes(text[offsets[row]:offsets[row + 1]]).decode("utf-8")
         start, stop = np.frombuffer(os.pread(self._fd(offsets.filename), 16, offsets.offset + 8 * row), np.int64)
         return os.pread(self._fd(text.filename), int(stop - start), text.offset + int(start)).decode("utf-8")
+
+    def caption_counts(self) -> np.ndarray:
+        """How many captions each row holds (int32 [N]), counted shard by shard from the text arrays with
+        whole-shard reads: no per-row decoding, and nothing kept but the result."""
+        counts = np.empty(self.count, np.int32)
+        for shard, (text, offsets) in enumerate(self._texts):
+            text, offsets = self._whole(text), self._whole(offsets)
+            ends = offsets[1:]
+            # A record is "key\0cap\ncap...": its captions follow its first NUL, one per newline plus one.
+            nuls = np.flatnonzero(text == 0)
+            first_nul = nuls[np.searchsorted(nuls, offsets[:-1])]
+            newlines = np.concatenate([[0], np.cumsum(text == 10)])
+            start = shard * self.shard_size
+            counts[start:start + len(ends)] = newlines[ends] - newlines[first_nul + 1] + 1
+        return counts
+
+    def _whole(self, array: np.ndarray) -> np.ndarray:
+        """All of a mapped array, read into private memory (so, unlike mapped pages, it is freed after use)."""
+        if self.access == "mmap":
+            return np.asarray(array)
+        return np.fromfile(array.filename, array.dtype, array.size, offset=array.offset).reshape(array.shape)
 
     def _fd(self, path: str) -> int:
         if path not in self._files:

@@ -7,15 +7,16 @@ its captions, drawn anew each time it is seen.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
 class BatchPlan:
-    def __init__(self, caption_counts: list[int], batch_size: int, seed: int):
+    def __init__(self, caption_counts: np.ndarray | list[int], batch_size: int, seed: int):
         if len(caption_counts) < batch_size:
             raise ValueError(f"only {len(caption_counts)} usable pairs for a batch of {batch_size}; "
                              "lower train.batch_size or add data")
-        self.caption_counts = torch.tensor(caption_counts)
+        self.caption_counts = torch.as_tensor(np.asarray(caption_counts, dtype=np.int32))
         self.batch_size = batch_size
         self.seed = seed
         self.steps_per_epoch = len(caption_counts) // batch_size

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from locktune.cache.embedding_cache import cached_features
@@ -74,14 +75,14 @@ class BatchDecoder:
     `skipped` and its pair replaced by the next readable one in the plan's order (the same one every time,
     so runs stay deterministic and `--resume` exact) instead of stopping the run."""
 
-    def __init__(self, images, usable: list[int], preprocess, skipped: dict[str, str]):
+    def __init__(self, images, usable: np.ndarray, preprocess, skipped: dict[str, str]):
         self.images, self.usable, self.preprocess, self.skipped = images, usable, preprocess, skipped
         self.unreadable: set[int] = set()
 
     def _load(self, row: int) -> torch.Tensor | None:
         if row in self.unreadable:
             return None
-        index = self.usable[row]
+        index = int(self.usable[row])
         try:
             return self.preprocess(self.images.load(index))
         except Exception as error:  # any decoder failure: skip and count, never end the run
@@ -147,19 +148,25 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     skipped: dict[str, str] = {}
     forward_passes = 0
     feature_rows = None
-    usable = list(range(count))
+    # Pair bookkeeping is numpy (row, caption count, then the epoch permutation: ~20 bytes per usable pair),
+    # not Python lists, so a billion-pair cache needs no ~100 GB of index objects.
+    usable = np.arange(count)
     if sharded is not None:
         check_matches(sharded, model, config.data.embedding_cache)
-        usable = [i for i in usable if bool(sharded.valid[i])]
+        usable = np.flatnonzero(sharded.valid.numpy())
+        caption_counts = sharded.caption_counts()[usable]
         feature_rows = sharded.rows
-    elif model.setting.image_locked:
-        cache = cached_features(image_tower, model.preprocess, pairs.images, workers=config.data.image_workers,
-                                desc=f"embedding {pairs.name}", recompute_corrupt=config.data.recompute_corrupt_cache)
-        forward_passes += len(pairs) if cache.computed else 0
-        skipped.update(cache.failed)
-        usable = [i for i in usable if bool(cache.valid[i])]
-        feature_rows = cache.features.__getitem__
-    plan = BatchPlan([len(captions[i]) for i in usable], config.train.batch_size, config.train.seed)
+    else:
+        if model.setting.image_locked:
+            cache = cached_features(image_tower, model.preprocess, pairs.images, workers=config.data.image_workers,
+                                    desc=f"embedding {pairs.name}",
+                                    recompute_corrupt=config.data.recompute_corrupt_cache)
+            forward_passes += len(pairs) if cache.computed else 0
+            skipped.update(cache.failed)
+            usable = np.flatnonzero(cache.valid.numpy())
+            feature_rows = cache.features.__getitem__
+        caption_counts = np.fromiter((len(captions[i]) for i in usable), np.int32, len(usable))
+    plan = BatchPlan(caption_counts, config.train.batch_size, config.train.seed)
     decoder = None if feature_rows is not None else BatchDecoder(pairs.images, usable, model.preprocess, skipped)
 
     device = resolve_device(config.train.device)
@@ -221,7 +228,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         if feature_rows is None:  # decode now: an unreadable image's pair is replaced before tokenizing
             pixels, rows = decoder.pixels(rows)
             forward_passes += len(rows)
-        pair_ids = [usable[r] for r in rows]
+        pair_ids = usable[rows].tolist()
         tokens = model.tokenize([captions[p][int(c) % len(captions[p])] for p, c in zip(pair_ids, caption_choice[mine])])
         batch = Batch(tokens["ids"].to(device), tokens["mask"].to(device))
         if feature_rows is not None:
