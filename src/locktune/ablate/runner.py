@@ -200,7 +200,8 @@ def run_grid(grid: Grid, out_dir: str | Path, only_arms: list[str] | None = None
             log(f"[{index + 1}/{len(runs)}] {grid.name} {arm.run_name(seed)}: same config and suite as "
                 f"{record['reused_from']}, its record is reused")
             continue
-        remaining = len(runs) - index
+        # runs still without a record (one reused from another grid is only found when reached)
+        remaining = sum(not (out_dir / a.run_name(s) / RECORD).is_file() for a, s in runs[index:])
         eta = f", about {sum(spent) / len(spent) * remaining / 60:.0f} min left" if spent else ""
         log(f"[{index + 1}/{len(runs)}] {grid.name} {arm.run_name(seed)}: {' '.join(arm.overrides) or 'base'}"
             f" ({arm.processes} process{'es' if arm.processes > 1 else ''}){eta}")
