@@ -348,7 +348,8 @@ class ShardedCache:
             # A record is "key\0cap\ncap...": its captions follow its first NUL, one per newline plus one.
             nuls = np.flatnonzero(text == 0)
             first_nul = nuls[np.searchsorted(nuls, offsets[:-1])]
-            newlines = np.concatenate([[0], np.cumsum(text == 10)])
+            newlines = np.zeros(len(text) + 1, np.int32)  # newlines[i]: newlines in text[:i]
+            np.cumsum(text == 10, dtype=np.int32, out=newlines[1:])
             start = shard * self.shard_size
             counts[start:start + len(ends)] = newlines[ends] - newlines[first_nul + 1] + 1
         return counts
