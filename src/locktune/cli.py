@@ -41,10 +41,8 @@ def _embed_sharded(config, folder: str, shard_size: int, views: int, main: bool)
     from locktune.cache.sharded import build_sharded_cache
     from locktune.data.pairs import load_pairs
     from locktune.towers.image import build_image_tower
-    from locktune.towers.image.preprocess import preprocess_for
-
-    tower = build_image_tower(config.model.image_tower, pretrained=True)
-    preprocess = preprocess_for(tower, config.model.image_size)
+    tower = build_image_tower(config.model.image_tower, pretrained=True, pool=config.model.image_pool)
+    preprocess = tower.preprocess(config.model.image_size)
     pairs = load_pairs(config.data.sources, config.data.max_pairs_per_source)
     cache = build_sharded_cache(tower, preprocess, pairs, folder, shard_size=shard_size,
                                 workers=config.data.image_workers, views=views)
@@ -59,10 +57,8 @@ def _embed(config, no_benchmarks: bool, main: bool) -> int:
     from locktune.data.pairs import load_pairs
     from locktune.eval.benchmarks import get_benchmark
     from locktune.towers.image import build_image_tower
-    from locktune.towers.image.preprocess import preprocess_for
-
-    tower = build_image_tower(config.model.image_tower, pretrained=True)
-    preprocess = preprocess_for(tower, config.model.image_size)
+    tower = build_image_tower(config.model.image_tower, pretrained=True, pool=config.model.image_pool)
+    preprocess = tower.preprocess(config.model.image_size)
     sets = [load_pairs(config.data.sources, config.data.max_pairs_per_source)]
     if not no_benchmarks:
         sets += [get_benchmark(n, config.eval.max_images_per_benchmark) for n in config.eval.benchmarks]
@@ -127,7 +123,7 @@ def cmd_eval(args) -> int:
     write_results(results, out)
     table = out.with_suffix(".md")
     table.write_text(f"Model `{model_file}` (sha256 {fingerprint}), setting {model.config.setting}, "
-                     f"{model.config.image_tower} at {model.config.image_size}px + {model.config.text_tower}.\n\n"
+                     f"{model.config.image_tower} at {model.preprocess.image_size}px + {model.config.text_tower}.\n\n"
                      + markdown_table(results))
     print(results_table(results))
     if not args.no_plots:

@@ -21,8 +21,13 @@ from locktune.errors import LocktuneError
 @dataclass
 class ModelConfig:
     setting: str = "LU"  # image letter then text letter, each L (locked), U (unlocked), u (from scratch)
+    # A bundled name, or KIND:SPEC for a model you bring: hf:ID_OR_FOLDER (image or text),
+    # timm:NAME[@FILE_OR_HUB_ID], open_clip:ARCH@PRETRAINED (image).  `locktune towers` lists them.
     image_tower: str = "efficientnet_lite0"
     text_tower: str = "minilm"
+    # How a KIND:SPEC tower's output is pooled to one vector (see README "Your own towers").
+    image_pool: str = "auto"  # auto | cls | mean | pooler
+    text_pool: str = "auto"  # auto | mean | cls | eos | pooler
     embed_dim: int = 256
     # Both towers are followed by a trainable linear projection to embed_dim.  The temperature is
     # learned as log(logit_scale); big_vision's LiT configs start it at 10 (CLIP starts at 1/0.07).
@@ -32,7 +37,9 @@ class ModelConfig:
     image_head: str = "linear"
     logit_scale_init: float = 10.0
     logit_scale_max: float = 100.0
-    image_size: int = 224  # pixels fed to the image tower (part of the embedding cache's key)
+    # Pixels fed to the image tower (part of the embedding cache's key); 0: the tower's own pretraining size
+    # (224 for the bundled towers, the image processor's for hf:, timm's data config for timm:).
+    image_size: int = 0
     max_text_len: int = 16  # tokens, as in the paper
     # The from-scratch text towers' shape and vocabulary size: the CLIP-style transformer (own BPE) and the
     # T5-style encoder (own Unigram vocabulary), both trained on the captions.
@@ -175,6 +182,7 @@ def validate(config: RunConfig) -> RunConfig:
     from locktune.towers.setting import parse_setting
 
     parse_setting(config.model.setting)
+    _validate_towers(config)
     if config.train.precision not in PRECISIONS:
         raise LocktuneError(f"train.precision '{config.train.precision}' is not one of {', '.join(PRECISIONS)}")
     if config.train.loss not in LOSSES:
@@ -191,7 +199,6 @@ def validate(config: RunConfig) -> RunConfig:
         raise LocktuneError("train.chunk_size must be 0 (off) or a positive number of rows")
     for key, value in [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
                        ("model.embed_dim", config.model.embed_dim), ("model.max_text_len", config.model.max_text_len),
-                       ("model.image_size", config.model.image_size),
                        ("train.keep_checkpoints", config.train.keep_checkpoints),
                        ("train.max_bad_steps", config.train.max_bad_steps),
                        ("train.checkpoint_every", config.train.checkpoint_every)]:
@@ -202,6 +209,24 @@ def validate(config: RunConfig) -> RunConfig:
     if not config.data.sources:
         raise LocktuneError("data.sources is empty; name at least one pair source")
     return config
+
+
+def _validate_towers(config: RunConfig) -> None:
+    """Tower names and pooling, checked before any model or data is loaded."""
+    from locktune.towers.image import check_image_tower_name
+    from locktune.towers.image.base import IMAGE_POOLS
+    from locktune.towers.text import check_text_tower_name
+    from locktune.towers.text.hf_text import TEXT_POOLS
+
+    check_image_tower_name(config.model.image_tower)
+    check_text_tower_name(config.model.text_tower)
+    if config.model.image_pool not in IMAGE_POOLS:
+        raise LocktuneError(f"model.image_pool '{config.model.image_pool}' is not one of {', '.join(IMAGE_POOLS)}")
+    if config.model.text_pool not in TEXT_POOLS:
+        raise LocktuneError(f"model.text_pool '{config.model.text_pool}' is not one of {', '.join(TEXT_POOLS)}")
+    if config.model.image_size < 0:
+        raise LocktuneError(f"model.image_size must be 0 (the tower's own size) or a number of pixels, "
+                            f"got {config.model.image_size}")
 
 
 def _validate_unlock(config: RunConfig) -> None:

@@ -5,7 +5,9 @@ Layout (format version 1):
     locktune_model.json   format version, model config, tower setting, preprocessing description
     model.safetensors     every weight of both towers, the projections and the temperature
     tokenizer/            the text tower's tokenizer: `tokenizer.json` for the from-scratch CLIP tower,
-                          or a Hugging Face folder (config + tokenizer files) for a pretrained encoder
+                          or a Hugging Face folder (config + tokenizer files + pooling) for a pretrained encoder
+    image_tower/          for a tower the user brought (hf:, timm:, open_clip:): its architecture config,
+                          image-processor config and pooling (bundled towers rebuild from their name)
 
 Loading builds each tower's architecture *without* its pretrained weights and then fills every weight from
 `model.safetensors`, so the result is the trained model exactly, whatever the weight packages hold.
@@ -23,11 +25,13 @@ from safetensors.torch import load_file, save_file
 
 from locktune.config import ModelConfig, config_from_dict
 from locktune.errors import LocktuneError
+from locktune.towers.image.preprocess import Preprocess
 
 FORMAT_VERSION = 1
 MANIFEST = "locktune_model.json"
 WEIGHTS = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
+IMAGE_TOWER_DIR = "image_tower"
 
 
 def is_saved_model(path: str | Path) -> bool:
@@ -41,18 +45,18 @@ def save_pretrained(model, folder: str | Path) -> Path:
 
     folder = Path(folder)
     (folder / TOKENIZER_DIR).mkdir(parents=True, exist_ok=True)
-    text = unwrap(model.text_tower)
+    text, image = unwrap(model.text_tower), unwrap(model.image_tower)
     if text.tokenizer_json() is not None:
         (folder / TOKENIZER_DIR / "tokenizer.json").write_text(text.tokenizer_json())
         text_format = "bpe_json"
     elif hasattr(text, "hf_tokenizer"):
         # The HF config describes the architecture; the tokenizer files are the vocabulary.  Weights
         # are not saved here: they live in model.safetensors with everything else.
-        text.hf_tokenizer.save_pretrained(folder / TOKENIZER_DIR)
-        text.encoder.config.save_pretrained(folder / TOKENIZER_DIR)
+        text.save_architecture(folder / TOKENIZER_DIR)
         text_format = "hf_folder"
     else:
         raise LocktuneError(f"text tower '{text.name}' has no tokenizer this format knows how to save")
+    image.save_architecture(folder / IMAGE_TOWER_DIR)  # towers users bring: config + processor; bundled: nothing
     # safetensors wants contiguous tensors; channels_last convolution weights are not.
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = folder / f".{WEIGHTS}.tmp{os.getpid()}"
@@ -66,6 +70,8 @@ def save_pretrained(model, folder: str | Path) -> Path:
         "text_tokenizer": text_format,
         "preprocess": model.preprocess.describe(),
         "embed_dim": model.embed_dim,
+        # What the embedding cache keys the locked tower by, so a loaded model reuses its training's cache.
+        "image_identity": image.cache_identity(),
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return folder
@@ -99,13 +105,21 @@ def load_pretrained(folder: str | Path):
     manifest = read_manifest(folder)
     config: ModelConfig = config_from_dict({"model": manifest["model"]}).model
     setting = parse_setting(config.setting)
-    image = build_image_tower(config.image_tower, pretrained=False)
+    saved = folder / IMAGE_TOWER_DIR if (folder / IMAGE_TOWER_DIR).is_dir() else None
+    image = build_image_tower(config.image_tower, pretrained=False, pool=config.image_pool, saved=saved)
     # The embedding cache keys a tower by its starting weights: a pretrained tower (L/U) must keep its
-    # package fingerprint so a locked tower reuses the cache entries it already has.
+    # fingerprint so a locked tower reuses the cache entries it already has.
     image.pretrained = is_pretrained(setting.image)
+    if "image_identity" in manifest:
+        image.saved_identity = manifest["image_identity"]
     state = load_file(str(folder / WEIGHTS))
     text = _build_text_tower(folder, manifest, config, state)
     model = TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text))
+    # The exact transform the model was trained and cached with, whatever this machine's defaults.
+    model.preprocess = Preprocess.from_description(manifest["preprocess"])
+    if not any(".encoder.pooler." in k for k in model.state_dict()):
+        # Models saved before the text tower dropped its unused BERT pooler hold its (never trained) weights.
+        state = {k: v for k, v in state.items() if not k.startswith("text_tower.") or ".encoder.pooler." not in k}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise LocktuneError(f"'{folder / WEIGHTS}' does not match its config: missing {missing[:3]}, "
@@ -114,24 +128,22 @@ def load_pretrained(folder: str | Path):
 
 
 def _build_text_tower(folder: Path, manifest: dict, config: ModelConfig, state: dict):
+    from locktune.model.two_tower import text_tower_args
+    from locktune.towers.kinds import split_kind
     from locktune.towers.text import build_text_tower
-    from locktune.towers.text.base import TextTowerArgs
-    from locktune.towers.text.minilm import HFEncoderTower
+    from locktune.towers.text.hf_text import HFTextTower
 
-    args = TextTowerArgs(pretrained=False, max_len=config.max_text_len, width=config.clip_width,
-                         layers=config.clip_layers, heads=config.clip_heads, vocab_size=config.clip_vocab_size)
     kind = manifest.get("text_tokenizer")
     if kind == "bpe_json":
-        args.tokenizer_json = (folder / TOKENIZER_DIR / "tokenizer.json").read_text()
+        args = text_tower_args(config, False, tokenizer_json=(folder / TOKENIZER_DIR / "tokenizer.json").read_text())
         return build_text_tower(config.text_tower, args)
     if kind == "hf_folder":
-        # Architecture and vocabulary from the saved folder, not the package: loads with neither installed.
-        tower = HFEncoderTower(folder / TOKENIZER_DIR, args, name=config.text_tower)
-        # Models saved before the text tower dropped its unused BERT pooler hold its weights, later ones
-        # do not: build whichever the weights describe.
-        if getattr(tower.encoder, "pooler", None) is not None and not any(".encoder.pooler." in k for k in state):
-            tower.encoder.pooler = None
-        return tower
+        # Architecture, vocabulary and pooling from the saved folder, not the package or the hub: loads with
+        # neither installed nor reachable.
+        args = text_tower_args(config, False, saved=folder / TOKENIZER_DIR)
+        if split_kind(config.text_tower)[0] is None:
+            args.pool = "auto"  # a bundled encoder (minilm): its pooling is its own
+        return HFTextTower(split_kind(config.text_tower)[1], args, name=config.text_tower)
     raise LocktuneError(f"'{folder}' has an unknown text tokenizer kind {kind!r}")
 
 

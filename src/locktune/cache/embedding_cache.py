@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -39,8 +40,10 @@ class CachedFeatures:
     failed: dict[str, str]  # image key -> reason
 
 
-def cache_key(tower_name: str, weights_fingerprint: str, preprocess: Preprocess, images: ImageSet) -> str:
-    payload = json.dumps({"format": CACHE_FORMAT, "tower": tower_name, "weights": weights_fingerprint,
+def cache_key(identity: dict, preprocess: Preprocess, images: ImageSet) -> str:
+    """`identity`: the tower's `cache_identity()` (name and starting weights; kind, revision and pooling for
+    towers users bring)."""
+    payload = json.dumps({"format": CACHE_FORMAT, **identity,
                           "preprocess": preprocess.describe(), "images": images.fingerprint(),
                           "count": len(images)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -165,9 +168,11 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     file, or with `recompute_corrupt` it is computed again.  The manifest is written last, so an entry
     without one is an unfinished write and is simply recomputed.
     """
-    key = cache_key(tower.name, tower.weights_fingerprint(), preprocess, images)
+    identity = tower.cache_identity()
+    key = cache_key(identity, preprocess, images)
     folder = cache_root() / "embeddings"
-    array_path, manifest_path = folder / f"{tower.name}-{key}.npy", folder / f"{tower.name}-{key}.json"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", identity["tower"]).strip("._")[-60:]  # hf:/a/b -> hf_a_b
+    array_path, manifest_path = folder / f"{stem}-{key}.npy", folder / f"{stem}-{key}.json"
     if array_path.is_file() and manifest_path.is_file():
         try:
             features, manifest = _read_entry(array_path, manifest_path, key, len(images))
@@ -187,8 +192,7 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     with open(tmp, "wb") as f:
         np.save(f, features.numpy())
     tmp.replace(array_path)
-    manifest = {"key": key, "format": CACHE_FORMAT, "tower": tower.name, "weights": tower.weights_fingerprint(),
-                "preprocess": preprocess.describe(), "images": images.fingerprint(), "count": len(images),
+    manifest = {"key": key, "format": CACHE_FORMAT, **identity, "preprocess": preprocess.describe(), "images": images.fingerprint(), "count": len(images),
                 "dim": int(features.shape[1]), "sha256": _sha256(array_path), "failed": failed,
                 "failed_count": len(failed), "seconds": round(time.time() - start, 1)}
     tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")

@@ -198,8 +198,7 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
     failed this is an error instead of a cache to train on.
     """
     start = time.time()
-    writer = ShardWriter(folder, {"tower": tower.name, "weights": tower.weights_fingerprint(),
-                                  "preprocess": preprocess.describe(), "source": pairs.name,
+    writer = ShardWriter(folder, {**tower.cache_identity(), "preprocess": preprocess.describe(), "source": pairs.name,
                                   "images": pairs.images.fingerprint(), "count": len(pairs),
                                   "shard_size": shard_size, "dtype": dtype, "views": views})
     world, rank = distributed.world_size(), distributed.rank()

@@ -16,7 +16,7 @@ from torch import nn
 
 from locktune.config import ModelConfig
 from locktune.towers.image import build_image_tower
-from locktune.towers.image.preprocess import Preprocess, preprocess_for
+from locktune.towers.image.preprocess import Preprocess
 from locktune.towers.setting import apply_letter, is_pretrained, parse_setting, unwrap
 from locktune.towers.text import build_text_tower
 from locktune.towers.text.base import TextTowerArgs
@@ -37,7 +37,7 @@ class TwoTower(nn.Module):
         self.text_projection = nn.Linear(unwrap(text_tower).output_dim, self.embed_dim, bias=False)
         # Learned log of the logit scale (1/temperature), initialised to log(logit_scale_init).
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
-        self.preprocess: Preprocess = preprocess_for(unwrap(image_tower), config.image_size)
+        self.preprocess: Preprocess = unwrap(image_tower).preprocess(config.image_size)
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -60,13 +60,18 @@ class TwoTower(nn.Module):
         return unwrap(self.text_tower).tokenize(texts)
 
 
+def text_tower_args(config: ModelConfig, pretrained: bool, **extra) -> TextTowerArgs:
+    """The text tower's arguments from the model config (`extra`: corpus, tokenizer_json, saved)."""
+    return TextTowerArgs(pretrained=pretrained, max_len=config.max_text_len, width=config.clip_width,
+                         layers=config.clip_layers, heads=config.clip_heads, vocab_size=config.clip_vocab_size,
+                         pool=config.text_pool, **extra)
+
+
 def build_model(config: ModelConfig, corpus: Callable[[], Iterable[str]] | None = None,
                 tokenizer_json: str | None = None) -> TwoTower:
     """Build both towers from their names and letters.  `corpus` feeds a from-scratch tokenizer."""
     setting = parse_setting(config.setting)
-    image = build_image_tower(config.image_tower, pretrained=is_pretrained(setting.image))
-    text = build_text_tower(config.text_tower, TextTowerArgs(
-        pretrained=is_pretrained(setting.text), max_len=config.max_text_len, width=config.clip_width,
-        layers=config.clip_layers, heads=config.clip_heads, vocab_size=config.clip_vocab_size,
-        corpus=corpus, tokenizer_json=tokenizer_json))
+    image = build_image_tower(config.image_tower, pretrained=is_pretrained(setting.image), pool=config.image_pool)
+    text = build_text_tower(config.text_tower, text_tower_args(config, is_pretrained(setting.text), corpus=corpus,
+                                                              tokenizer_json=tokenizer_json))
     return TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text))

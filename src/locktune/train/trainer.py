@@ -62,7 +62,7 @@ def check_matches(sharded: ShardedCache, model: TwoTower, where: str) -> None:
     if not model.setting.image_locked:
         raise LocktuneError(f"data.embedding_cache '{where}' holds a locked image tower's embeddings, but setting "
                             f"'{model.setting}' trains the image tower; use an 'L?' setting or drop the cache")
-    expected = {"tower": tower.name, "weights": tower.weights_fingerprint(), "preprocess": model.preprocess.describe()}
+    expected = {**tower.cache_identity(), "preprocess": model.preprocess.describe()}
     for key, value in expected.items():
         if sharded.manifest.get(key) != json.loads(json.dumps(value)):  # as the manifest stores it
             raise LocktuneError(f"data.embedding_cache '{where}' was computed with another {key} "

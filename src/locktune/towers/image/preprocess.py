@@ -1,8 +1,14 @@
 """Image preprocessing: any PIL image -> a normalised tensor for an image tower.
 
-Transparent images are composited on white (clip art and stamps are drawn on transparency); the image
-is padded to a square with white, so nothing is cropped away, then resized.  `describe()` is part of
-the embedding cache's key: change any step and the cache is recomputed.
+Transparent images are composited on white (clip art and stamps are drawn on transparency).  Then one of
+three resize modes, so a tower pretrained with its own recipe gets exactly that recipe:
+
+    pad_square     pad to a square with white, so nothing is cropped away, then resize (the bundled towers)
+    shortest_edge  resize the shorter side to `resize_to`, then centre-crop `image_size` (CLIP, ConvNeXt, timm)
+    stretch        resize straight to `image_size` x `image_size`, aspect ratio not kept (ViT, SigLIP)
+
+`describe()` is part of the embedding cache's key and of every saved model: change any step and the cache
+is recomputed; `from_description()` rebuilds the identical transform in another process.
 """
 
 from __future__ import annotations
@@ -13,7 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from locktune.errors import LocktuneError
+
 PREPROCESS_VERSION = 1
+RESIZE_MODES = ("pad_square", "shortest_edge", "stretch")
+RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+            "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
 
 
 @dataclass(frozen=True)
@@ -22,9 +33,42 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     background: tuple[int, int, int] = (255, 255, 255)
+    resize: str = "pad_square"
+    resample: str = "bicubic"
+    resize_to: int = 0  # shortest_edge only: the shorter side before the centre crop (0: image_size)
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_MODES:
+            raise LocktuneError(f"preprocessing resize mode '{self.resize}' is not one of {', '.join(RESIZE_MODES)}")
+        if self.resample not in RESAMPLE:
+            raise LocktuneError(f"preprocessing resample '{self.resample}' is not one of {', '.join(RESAMPLE)}")
+        if self.image_size < 1:
+            raise LocktuneError(f"preprocessing image size must be at least 1 pixel, got {self.image_size}")
+        if self.resize == "shortest_edge" and self.resize_to and self.resize_to < self.image_size:
+            raise LocktuneError(f"preprocessing resizes the shorter side to {self.resize_to} px, below the "
+                                f"{self.image_size} px centre crop")
 
     def describe(self) -> dict:
-        return {"version": PREPROCESS_VERSION, "pad_to_square": True, "resample": "bicubic", **asdict(self)}
+        if self.resize == "pad_square" and self.resample == "bicubic":
+            # The form every cache entry and saved model before other resize modes used: keys stay valid.
+            return {"version": PREPROCESS_VERSION, "pad_to_square": True, "resample": "bicubic",
+                    "image_size": self.image_size, "mean": self.mean, "std": self.std, "background": self.background}
+        return {"version": PREPROCESS_VERSION, "pad_to_square": self.resize == "pad_square", **asdict(self)}
+
+    @classmethod
+    def from_description(cls, description: dict) -> "Preprocess":
+        """The transform `describe()` wrote (a saved model's manifest, a cache's manifest)."""
+        if description.get("version") != PREPROCESS_VERSION:
+            raise LocktuneError(f"preprocessing description version {description.get('version')!r} is not "
+                                f"{PREPROCESS_VERSION}; re-export the model with this locktune")
+        fields = {k: v for k, v in description.items() if k not in ("version", "pad_to_square")}
+        for key in ("mean", "std", "background"):
+            if key in fields:
+                fields[key] = tuple(fields[key])
+        try:
+            return cls(**fields)
+        except TypeError as error:
+            raise LocktuneError(f"preprocessing description has fields this locktune does not know: {error}")
 
     def to_rgb(self, image: Image.Image) -> Image.Image:
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -33,19 +77,33 @@ class Preprocess:
             image = Image.alpha_composite(canvas, image)
         return image.convert("RGB")
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = self.to_rgb(image)
+    def _resized(self, image: Image.Image) -> Image.Image:
+        size, resample = self.image_size, RESAMPLE[self.resample]
         w, h = image.size
+        if self.resize == "stretch":
+            return image.resize((size, size), resample)
+        if self.resize == "shortest_edge":
+            short = self.resize_to or size
+            # As transformers and torchvision size it: the long side truncated, not rounded.
+            long = int(short * max(w, h) / min(w, h))
+            new_w, new_h = (short, long) if w <= h else (long, short)
+            image = image.resize((new_w, new_h), resample)
+            left, top = (new_w - size) // 2, (new_h - size) // 2
+            return image.crop((left, top, left + size, top + size))
         side = max(w, h)
         if w != h:
             square = Image.new("RGB", (side, side), self.background)
             square.paste(image, ((side - w) // 2, (side - h) // 2))
             image = square
-        image = image.resize((self.image_size, self.image_size), Image.BICUBIC)
+        return image.resize((size, size), resample)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = self._resized(self.to_rgb(image))
         array = np.asarray(image, dtype=np.float32) / 255.0
         array = (array - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
 def preprocess_for(tower, image_size: int) -> Preprocess:
-    return Preprocess(image_size=image_size, mean=tuple(tower.mean), std=tuple(tower.std))
+    """The tower's own preprocessing at `image_size` pixels (0: the size the tower was pretrained at)."""
+    return tower.preprocess(image_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from locktune.errors import LocktuneError
 from locktune.registry import Registry
+from locktune.towers.kinds import check_tower_name, split_kind
 
 
 @dataclass
@@ -25,6 +27,8 @@ class TextTowerArgs:
     vocab_size: int = 8000
     corpus: Callable[[], Iterable[str]] | None = None
     tokenizer_json: str | None = None
+    pool: str = "auto"  # `KIND:SPEC` towers: how the text vector is pooled (model.text_pool)
+    saved: Path | None = None  # `KIND:SPEC` towers: a saved model's folder to rebuild the architecture from
 
 
 def encodable(texts: Iterable[str]) -> list[str]:
@@ -59,8 +63,27 @@ class TextTower(nn.Module):
         raise NotImplementedError
 
 
+    def save_architecture(self, folder: Path) -> dict:
+        """Write what rebuilds this tower offline (tokenizer, architecture config) into `folder`; weights are
+        saved with the rest of the model.  Towers that save a tokenizer JSON instead return {}."""
+        return {}
+
+
 TEXT_TOWERS: Registry[Callable[[TextTowerArgs], TextTower]] = Registry("text tower")
+TEXT_TOWER_KINDS: Registry[Callable[[str, TextTowerArgs], TextTower]] = Registry("text tower kind")
+
+
+def check_text_tower_name(name: str) -> None:
+    check_tower_name(name, "text", TEXT_TOWERS, TEXT_TOWER_KINDS, "hf:xlm-roberta-base")
 
 
 def build_text_tower(name: str, args: TextTowerArgs) -> TextTower:
-    return TEXT_TOWERS.get(name)(args)
+    """A bundled tower by name, or a `KIND:SPEC` tower (e.g. `hf:bert-base-uncased`)."""
+    check_text_tower_name(name)
+    kind, spec = split_kind(name)
+    if kind is None:
+        if args.pool != "auto":
+            raise LocktuneError(f"model.text_pool '{args.pool}' does not apply to the bundled text tower '{name}'; "
+                                "use auto (or hf:FOLDER to choose the pooling of a Hugging Face encoder)")
+        return TEXT_TOWERS.get(name)(args)
+    return TEXT_TOWER_KINDS.get(kind)(spec, args)

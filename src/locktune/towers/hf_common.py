@@ -1,0 +1,54 @@
+"""What the Hugging Face image and text towers share: quiet transformers, read a config, pick its class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from locktune.errors import LocktuneError
+
+# T5-family checkpoints: only the encoder is a text tower (AutoModel would build the decoder too).
+ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+
+
+def hf_quiet() -> None:
+    """Only locktune's own messages: transformers' load reports and progress bars are noise here."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_config(folder: Path, what: str, part: str):
+    """The folder's transformers config; for a two-tower checkpoint (CLIP, SigLIP) its `part` half
+    ('vision' or 'text')."""
+    hf_quiet()
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as error:
+        raise LocktuneError(f"{what}: '{folder}/config.json' is not a config this transformers "
+                            f"reads ({str(error).splitlines()[0][:200]}); upgrade transformers or check the folder")
+    sub = getattr(config, f"{part}_config", None)
+    return sub if sub is not None else config
+
+
+def model_class(config, what: str, want: str):
+    """The transformers class for `config`, checked to be an image (`want='image'`) or text model."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    name = ENCODER_ONLY.get(config.model_type) if want == "text" else None
+    try:
+        cls = getattr(transformers, name) if name else MODEL_MAPPING[type(config)]
+    except KeyError:
+        raise LocktuneError(f"{what}: transformers has no model class for model_type '{config.model_type}'; "
+                            "upgrade transformers, or use another kind of tower") from None
+    takes = getattr(cls, "main_input_name", "input_ids")
+    if want == "image" and takes != "pixel_values":
+        raise LocktuneError(f"{what} is a text model ({config.model_type}, takes {takes}), not an image model; "
+                            "name it as model.text_tower, and give model.image_tower an image model")
+    if want == "text" and takes != "input_ids":
+        raise LocktuneError(f"{what} is not a text model ({config.model_type}, takes {takes}); name it as "
+                            "model.image_tower, and give model.text_tower a text encoder")
+    return cls
