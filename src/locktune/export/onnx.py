@@ -44,7 +44,7 @@ def export_onnx(net, folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     net = net.eval()
-    size = net.config.image_size
+    size = net.preprocess.image_size
     pixels = torch.zeros(2, 3, size, size)
     tokens = net.tokenize(["a photo of a cat.", "a dog"])
     paths = {"image": folder / "image.onnx", "text": folder / "text.onnx"}

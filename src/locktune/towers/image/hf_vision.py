@@ -53,8 +53,11 @@ def _is_pooler_key(key: str) -> bool:
     return bool({"pooler", "head"} & set(key.split(".")))
 
 
-def _has_pooler_weights(keys: set[str] | None) -> bool:
-    return keys is None or any(_is_pooler_key(k) for k in keys)
+def _pooler_in_checkpoint(model: torch.nn.Module, keys: set[str] | None) -> bool:
+    """True when the checkpoint holds every weight of the model's pooling layer (or it has none of its own:
+    DINOv2 and CLIP pool through their trained final norm).  Decides `auto` for `u` as it does for `L`."""
+    own = [k for k in model.state_dict() if _is_pooler_key(k)]
+    return keys is None or all(any(c == k or c.endswith("." + k) for c in keys) for k in own)
 
 
 def _prefix_tokens(model: torch.nn.Module) -> int:
@@ -94,7 +97,8 @@ class HFVisionTower(ImageTower):
             self.model, has_pooler = self._load_pretrained(cls, folder, config, what)
         else:
             self.model = cls(config)
-            has_pooler = options.get("has_pooler", _has_pooler_weights(_checkpoint_keys(folder)))
+            has_pooler = options["has_pooler"] if "has_pooler" in options else _pooler_in_checkpoint(
+                self.model, _checkpoint_keys(folder))
         if not has_pooler and getattr(self.model, "pooler", None) is not None:
             self.model.pooler = None  # untrained weights: never part of a locked tower's output
         self.has_pooler = has_pooler
