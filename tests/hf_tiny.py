@@ -20,7 +20,8 @@ def _vision(kind: str):
 
     common = dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=32, intermediate_size=64)
     if kind == "vit":
-        return t.ViTModel(t.ViTConfig(image_size=SIZE, patch_size=8, **common)), "ViTImageProcessorPil", {}
+        return (t.ViTModel(t.ViTConfig(image_size=SIZE, patch_size=8, **common)), "ViTImageProcessorPil",
+                {"size": {"height": SIZE, "width": SIZE}})
     if kind == "dinov2":
         return (t.Dinov2Model(t.Dinov2Config(image_size=SIZE, patch_size=8, **common)), "BitImageProcessorPil",
                 {"size": {"shortest_edge": 36}, "crop_size": {"height": SIZE, "width": SIZE},

@@ -15,8 +15,8 @@ class CountingTower(torch.nn.Module):
         self.inner, self.images_seen = tower, 0
         self.name = tower.name
 
-    def weights_fingerprint(self):
-        return self.inner.weights_fingerprint()
+    def cache_identity(self):
+        return self.inner.cache_identity()
 
     def forward(self, x):
         self.images_seen += x.shape[0]

@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     from locktune.cli_ablate import add_command as add_ablate
 
     add_ablate(sub)
+    from locktune.cli_towers import add_command as add_towers
+
+    add_towers(sub)
     return parser
 
 

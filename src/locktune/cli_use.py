@@ -12,6 +12,10 @@ def cmd_export(args) -> int:
     from locktune.saved_model import load_pretrained, state_equal
 
     model = locktune.load(args.model)
+    if args.format == "transformers":
+        from locktune.export.transformers_dual import check_dual_encoder
+
+        check_dual_encoder(model.net)  # refused before anything is written
     folder = model.save(args.out)
     # Reload from disk in this process: a folder that does not round-trip is never reported as saved.
     if not state_equal(model.net, load_pretrained(folder)):
@@ -23,6 +27,15 @@ def cmd_export(args) -> int:
 
         for name, path in export_onnx(model.net, folder).items():
             print(f"onnx {name} tower: {path}")
+    if args.format == "transformers":
+        from locktune.export.transformers_dual import export_dual_encoder, needs_interpolation
+
+        dual = export_dual_encoder(model.net, Path(folder) / "transformers")
+        print(f"transformers model: {dual} (VisionTextDualEncoderModel.from_pretrained('{dual}'); "
+              f"embeddings: L2-normalised get_image_features / get_text_features pooler_output; see {dual}/README.md)")
+        if needs_interpolation(model.net):
+            print(f"  its image tower runs at {model.net.preprocess.image_size} px, not its config's size: pass "
+                  "interpolate_pos_encoding=True to get_image_features")
     return 0
 
 
@@ -61,6 +74,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("model", help="run folder, model.pt, or saved-model folder")
     ex.add_argument("--out", required=True, help="the saved-model folder to write")
     ex.add_argument("--onnx", action="store_true", help="also write image.onnx and text.onnx into it")
+    ex.add_argument("--format", choices=["locktune", "transformers"], default="locktune",
+                    help="transformers: also write OUT/transformers/, a VisionTextDualEncoderModel folder that "
+                         "transformers alone loads (both towers hf:, model.image_pool=pooler model.text_pool=pooler)")
     ex.set_defaults(run=cmd_export)
 
     ix = sub.add_parser("index", help="embed a folder of images into a searchable index with thumbnails")

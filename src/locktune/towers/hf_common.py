@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
 
 from locktune.errors import LocktuneError
 
@@ -52,3 +56,54 @@ def model_class(config, what: str, want: str):
         raise LocktuneError(f"{what} is not a text model ({config.model_type}, takes {takes}); name it as "
                             "model.image_tower, and give model.text_tower a text encoder")
     return cls
+
+
+def is_vision_config(config) -> bool:
+    """True when the model this config builds takes pixels (an image tower), False for token ids."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    if config.model_type in ENCODER_ONLY:
+        return False
+    cls = MODEL_MAPPING[type(config)] if type(config) in MODEL_MAPPING else None
+    return getattr(cls, "main_input_name", "input_ids") == "pixel_values"
+
+
+@contextmanager
+def probing(module: torch.nn.Module) -> Iterator[None]:
+    """A trial forward at build time that leaves no trace: eval mode (no dropout) and the random generators
+    restored, so building a tower never shifts the seeds a run's other initialisations draw from."""
+    was = module.training
+    module.eval()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            module.train(was)
+
+
+def freeze_unused(module: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> list[str]:
+    """Parameters the tower's forward never uses (DINOv2's mask token, a dropped head) get no gradient, so
+    AdamW would hold no state for them and a resumed run's strict optimizer load would refuse them: turn
+    their gradients off.  Returns their names."""
+    with probing(module), torch.enable_grad():
+        module.zero_grad(set_to_none=True)
+        out = forward()
+        if not out.requires_grad:  # nothing trainable
+            return []
+        out.float().sum().backward()
+    unused = [name for name, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    for name, p in module.named_parameters():
+        p.grad = None
+        if name in unused:
+            p.requires_grad_(False)
+    return unused
+
+
+def load_error(what: str, folder: Path, error: Exception) -> LocktuneError:
+    """from_pretrained's failure as one line saying what is wrong with the folder."""
+    text = str(error)
+    if "mismatched" in text or "size mismatch" in text:
+        return LocktuneError(f"{what}: the weights in '{folder}' do not fit its config.json (tensor shapes differ): "
+                             "another architecture's checkpoint, or a config edited after saving")
+    return LocktuneError(f"{what}: cannot load weights from '{folder}' ({type(error).__name__}: "
+                         f"{text.splitlines()[0][:200] if text else 'no message'})")

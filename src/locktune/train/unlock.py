@@ -85,6 +85,8 @@ class UnlockSchedule:
         self.groups = layer_groups(tower)
         grouped = {id(m) for g in self.groups for m in g.modules}
         self.containers = [m for m in tower.modules() if id(m) not in grouped]
+        # Parameters the tower itself keeps frozen (never used in its forward) stay frozen whatever the step.
+        self.trainable = {id(p) for p in tower.parameters() if p.requires_grad}
 
     def share(self, step: int) -> float:
         """The unlocked share of layer groups at `step`."""
@@ -97,7 +99,7 @@ class UnlockSchedule:
         for index, group in enumerate(self.groups):
             trains = index >= first_unlocked
             for p in group.parameters:
-                p.requires_grad_(trains)
+                p.requires_grad_(trains and id(p) in self.trainable)
             for module in group.modules:
                 module.training = trains  # not .train(): children may belong to other groups
         for module in self.containers:
@@ -117,7 +119,7 @@ class UnlockSchedule:
         """Every group trainable again (gradients on); modes are left to the caller's train()/eval()."""
         for group in self.groups:
             for p in group.parameters:
-                p.requires_grad_(True)
+                p.requires_grad_(id(p) in self.trainable)
 
 
 def image_unlock_schedule(model: nn.Module, start: int, end: int) -> UnlockSchedule | None:

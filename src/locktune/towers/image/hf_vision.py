@@ -23,7 +23,7 @@ import torch
 
 from locktune.errors import LocktuneError
 from locktune.towers.hub import folder_fingerprint, read_json, require_config, resolve_model, weight_files
-from locktune.towers.hf_common import hf_quiet, load_config, model_class
+from locktune.towers.hf_common import load_error, freeze_unused, hf_quiet, load_config, model_class, probing
 from locktune.towers.image.base import IMAGE_TOWER_KINDS, ImageTower, ImageTowerArgs
 from locktune.towers.image.hf_processor import PROCESSOR_FILE, preprocess_from_processor, scaled
 from locktune.towers.image.preprocess import Preprocess
@@ -107,13 +107,14 @@ class HFVisionTower(ImageTower):
         self.takes_interpolate = "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters
         self.pool = self._resolve_pool(options.get("pool", args.pool), what)
         self.output_dim = int(options.get("output_dim", 0)) or self._probe_dim()
+        size = self.native.image_size
+        self.unused = freeze_unused(self, lambda: self(torch.zeros(1, 3, size, size)))
 
     def _load_pretrained(self, cls, folder: Path, config, what: str):
         try:
             model, info = cls.from_pretrained(folder, config=config, dtype=torch.float32, output_loading_info=True)
         except (OSError, ValueError, RuntimeError) as error:
-            raise LocktuneError(f"{what}: cannot load weights from '{folder}' "
-                                f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+            raise load_error(what, folder, error) from None
         missing = [k for k in info.get("missing_keys", []) if not _is_pooler_key(k)]
         if missing:
             raise LocktuneError(f"{what}: '{folder}' holds no weights for {len(missing)} parameters (e.g. "
@@ -128,7 +129,7 @@ class HFVisionTower(ImageTower):
         return self.model(pixel_values=pixels, **kwargs)
 
     def _resolve_pool(self, pool: str, what: str) -> str:
-        with torch.no_grad():
+        with torch.no_grad(), probing(self.model):
             out = self._outputs(torch.zeros(1, 3, self.native.image_size, self.native.image_size))
         pooled = getattr(out, "pooler_output", None) if self.has_pooler else None
         sequence = out.last_hidden_state.ndim == 3
@@ -141,12 +142,8 @@ class HFVisionTower(ImageTower):
         return pool
 
     def _probe_dim(self) -> int:
-        was = self.training
-        self.eval()
-        with torch.no_grad():
-            dim = int(self(torch.zeros(1, 3, self.native.image_size, self.native.image_size)).shape[-1])
-        self.train(was)
-        return dim
+        with torch.no_grad(), probing(self):
+            return int(self(torch.zeros(1, 3, self.native.image_size, self.native.image_size)).shape[-1])
 
     def preprocess(self, image_size: int = 0) -> Preprocess:
         return scaled(self.native, image_size)

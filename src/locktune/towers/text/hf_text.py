@@ -22,10 +22,13 @@ from pathlib import Path
 import torch
 
 from locktune.errors import LocktuneError
-from locktune.towers.hf_common import ENCODER_ONLY, hf_quiet, load_config, model_class
+from locktune.towers.hf_common import load_error, ENCODER_ONLY, freeze_unused, hf_quiet, load_config, model_class
 from locktune.towers.hub import folder_fingerprint, read_json, require_config, resolve_model
 from locktune.towers.text.base import TEXT_TOWER_KINDS, TextTower, TextTowerArgs, encodable
 
+# One of these must be there: transformers would otherwise build an empty vocabulary without a word.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "vocab.json",
+                   "tokenizer.model", "spm.model", "tokenizer_config.json")
 TEXT_POOLS = ("auto", "mean", "cls", "eos", "pooler")
 SAVED_OPTIONS = "locktune_tower.json"
 # sentence-transformers pooling modes -> ours; anything else (max, weighted mean, several) is refused.
@@ -33,9 +36,9 @@ ST_POOLS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
 POOLED_BY_DEFAULT = ("clip_text_model", "siglip_text_model", "siglip2_text_model", "clip", "siglip")
 
 
-def sentence_transformers_layout(folder: Path, what: str) -> tuple[Path, str | None]:
-    """(the folder holding the transformer, the pooling its modules.json asks for) — (folder, None) when
-    `folder` is a plain transformers folder."""
+def sentence_transformers_layout(folder: Path, what: str) -> tuple[Path, str | LocktuneError | None]:
+    """(the folder holding the transformer, the pooling its modules.json asks for, or the error to raise if
+    that pooling is used) — (folder, None) when `folder` is a plain transformers folder."""
     modules_file = folder / "modules.json"
     if not modules_file.is_file():
         return folder, None
@@ -53,10 +56,12 @@ def sentence_transformers_layout(folder: Path, what: str) -> tuple[Path, str | N
             chosen = [ours for key, ours in ST_POOLS.items() if config.get(key)]
             others = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in ST_POOLS]
             if len(chosen) != 1 or others:
-                raise LocktuneError(f"{what}: its sentence-transformers pooling ({path / 'config.json'}) combines "
-                                    f"{', '.join(chosen + others) or 'no modes'}; locktune pools one way: set "
-                                    f"model.text_pool to one of {', '.join(TEXT_POOLS[1:])}")
-            pool = chosen[0]
+                # Raised only if the user leaves the choice to the folder (model.text_pool=auto).
+                pool = LocktuneError(f"{what}: its sentence-transformers pooling ({path / 'config.json'}) combines "
+                                     f"{', '.join(chosen + others) or 'no modes'}; locktune pools one way: set "
+                                     f"model.text_pool to one of {', '.join(TEXT_POOLS[1:])}")
+            else:
+                pool = chosen[0]
     return model_folder, pool
 
 
@@ -91,12 +96,17 @@ class HFTextTower(TextTower):
         if self.pool != "pooler" and getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None  # unused weights would get no gradients (and DDP would complain)
         self.output_dim = int(getattr(config, "d_model", 0) or config.hidden_size)
+        tokens = self.tokenize(["a"])
+        self.unused = freeze_unused(self, lambda: self(tokens["ids"], tokens["mask"]))
 
     @staticmethod
     def _tokenizer(folder: Path, what: str):
         from transformers import AutoTokenizer
 
         hf_quiet()
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise LocktuneError(f"{what}: '{folder}' holds no tokenizer files ({', '.join(TOKENIZER_FILES[:4])}, ...); "
+                                "save the tokenizer beside the model (tokenizer.save_pretrained(FOLDER))")
         try:
             return AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError, TypeError, KeyError) as error:
@@ -108,8 +118,7 @@ class HFTextTower(TextTower):
         try:
             model, info = cls.from_pretrained(folder, config=config, dtype=torch.float32, output_loading_info=True)
         except (OSError, ValueError, RuntimeError) as error:
-            raise LocktuneError(f"{what}: cannot load weights from '{folder}' "
-                                f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+            raise load_error(what, folder, error) from None
         missing = list(info.get("missing_keys", []))
         real = [k for k in missing if "pooler" not in k.split(".")]
         if real:
@@ -122,6 +131,8 @@ class HFTextTower(TextTower):
             raise LocktuneError(f"model.text_pool '{pool}' is not one of {', '.join(TEXT_POOLS)}")
         untrained_pooler = any("pooler" in k.split(".") for k in missing)
         if pool == "auto":
+            if isinstance(st_pool, LocktuneError):
+                raise st_pool
             if st_pool is not None:
                 return st_pool
             return "pooler" if config.model_type in POOLED_BY_DEFAULT else "mean"
