@@ -381,3 +381,28 @@ def test_towers_command_describes_a_tower(zoo, tmp_path, capsys):
     (config_only / "model.safetensors").unlink()
     assert main(["towers", f"hf:{config_only}", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["letters"] == "u"
+
+
+def test_a_hub_id_is_read_from_the_local_hub_cache_with_its_revision(zoo, tmp_path, monkeypatch):
+    """`hf:org/name` as a user with a filled Hugging Face cache has it: models--org--name/snapshots/<commit>."""
+    from huggingface_hub import constants
+
+    from locktune.towers.image import build_image_tower
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-vit"
+    shutil.copytree(zoo["vit"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LOCKTUNE_ALLOW_DOWNLOAD", raising=False)
+    tower = build_image_tower("hf:someone/tiny-vit", pretrained=True)
+    direct = build_image_tower(f"hf:{zoo['vit']}", pretrained=True)
+    identity = tower.cache_identity()
+    assert identity["revision"] == commit and identity["weights"] == direct.cache_identity()["weights"]
+    pixels = torch.randn(1, 3, SIZE, SIZE)
+    torch.testing.assert_close(tower.eval()(pixels), direct.eval()(pixels), atol=0, rtol=0)
+    assert build_image_tower(f"hf:someone/tiny-vit@{commit}", pretrained=True).cache_identity()["revision"] == commit
+    with pytest.raises(LocktuneError, match="someone/other.* is not in the Hugging Face cache"):
+        build_image_tower("hf:someone/other", pretrained=True)

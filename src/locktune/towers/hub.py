@@ -16,6 +16,9 @@ from pathlib import Path
 from locktune.errors import LocktuneError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
+# What a download (only with LOCKTUNE_ALLOW_DOWNLOAD=1) fetches: configs, tokenizer files, safetensors
+# weights; not a repo's TensorFlow, Flax or ONNX copies.
+FETCHED = ["*.json", "*.txt", "*.model", "*.safetensors", "*/*.json"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,10 @@ def resolve_model(spec: str, what: str) -> LocalModel:
     except ImportError:  # transformers depends on it, so this is a broken environment
         raise LocktuneError(f"{what}: huggingface_hub is not installed; pip install huggingface_hub")
     try:
-        folder = snapshot_download(repo_id, revision=revision or None, local_files_only=not downloads_allowed())
+        folder = Path(snapshot_download(repo_id, revision=revision or None, local_files_only=not downloads_allowed(),
+                                        allow_patterns=FETCHED if downloads_allowed() else None))
+        if downloads_allowed() and not weight_files(folder):  # an old repo with pickled weights only
+            folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=FETCHED + ["*.bin"]))
     except Exception as error:
         how = ("LOCKTUNE_ALLOW_DOWNLOAD=1 lets locktune download it" if not downloads_allowed() else
                f"the download failed ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
@@ -68,7 +74,6 @@ def resolve_model(spec: str, what: str) -> LocalModel:
             f"in the Hugging Face cache ({_hub_cache_dir()}). Download it once with `hf download {repo_id}` "
             f"(or `huggingface-cli download {repo_id}`), or give a folder from save_pretrained; {how}"
             + (" (HF_HUB_OFFLINE=1 forbids downloads)" if os.environ.get("HF_HUB_OFFLINE") else "")) from None
-    folder = Path(folder)
     return LocalModel(spec, folder, folder.name if folder.parent.name == "snapshots" else revision or None)
 
 
