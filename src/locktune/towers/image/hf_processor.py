@@ -8,6 +8,7 @@ other than the one the tower was trained with.  Checked against transformers' ow
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from locktune.errors import LocktuneError
@@ -99,5 +100,4 @@ def scaled(preprocess: Preprocess, image_size: int) -> Preprocess:
     if not image_size or image_size == preprocess.image_size:
         return preprocess
     resize_to = round(preprocess.resize_to * image_size / preprocess.image_size) if preprocess.resize_to else 0
-    return Preprocess(image_size, preprocess.mean, preprocess.std, preprocess.background, preprocess.resize,
-                      preprocess.resample, resize_to)
+    return dataclasses.replace(preprocess, image_size=image_size, resize_to=resize_to)

@@ -36,10 +36,15 @@ class Preprocess:
     resize: str = "pad_square"
     resample: str = "bicubic"
     resize_to: int = 0  # shortest_edge only: the shorter side before the centre crop (0: image_size)
+    # shortest_edge only: the crop offset (long - size) / 2 floored, as transformers does, or rounded half to
+    # even, as torchvision's CenterCrop (timm, open_clip) does; they differ by a pixel when long - size = 3 mod 4.
+    crop_round: str = "floor"
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:
             raise LocktuneError(f"preprocessing resize mode '{self.resize}' is not one of {', '.join(RESIZE_MODES)}")
+        if self.crop_round not in ("floor", "half_even"):
+            raise LocktuneError(f"preprocessing crop_round '{self.crop_round}' is not floor or half_even")
         if self.resample not in RESAMPLE:
             raise LocktuneError(f"preprocessing resample '{self.resample}' is not one of {', '.join(RESAMPLE)}")
         if self.image_size < 1:
@@ -88,7 +93,10 @@ class Preprocess:
             long = int(short * max(w, h) / min(w, h))
             new_w, new_h = (short, long) if w <= h else (long, short)
             image = image.resize((new_w, new_h), resample)
-            left, top = (new_w - size) // 2, (new_h - size) // 2
+            if self.crop_round == "half_even":
+                left, top = int(round((new_w - size) / 2)), int(round((new_h - size) / 2))
+            else:
+                left, top = (new_w - size) // 2, (new_h - size) // 2
             return image.crop((left, top, left + size, top + size))
         side = max(w, h)
         if w != h:
