@@ -43,7 +43,7 @@ def test_cli_embed_sharded_from_exported_shards(tmp_path, monkeypatch):
     assert main(["data", "export", "emoji", str(tmp_path / "wds"), "--shard-size", "4", "--max-pairs", "10"]) == 0
     # A from-scratch tower keeps the test offline and fast; the command's wiring is what is tested here.
     monkeypatch.setattr("locktune.towers.image.build_image_tower",
-                        lambda name, pretrained: IMAGE_TOWERS.get(name)(False))
+                        lambda name, pretrained, **options: IMAGE_TOWERS.get(name)(False))
     pattern = str(tmp_path / "wds" / "{00000..00002}.tar")
     args = ["embed", "--sharded", str(tmp_path / "cache"), "--shard-size", "4", f"data.sources=['{pattern}']",
             "model.image_tower=mobilenet_v2", "model.image_size=64", "data.image_workers=0", "--views", "2"]
