@@ -102,7 +102,7 @@ def test_smoke_version_of_every_grid(grid_path, tmp_path):
         on_disk = json.loads((tmp_path / grid.name / f"{record['arm']}-s{record['seed']}" / "arm.json").read_text())
         assert on_disk == record
         run_dir = tmp_path / grid.name / f"{record['arm']}-s{record['seed']}"
-        assert (run_dir / "model.pt").is_file() and not (run_dir / "checkpoints").exists(), \
+        assert (run_dir / "model" / "model.safetensors").is_file() and not (run_dir / "checkpoints").exists(), \
             "a finished arm keeps its model, not its training checkpoints"
     report = write_grid_report(grid, run.records, tmp_path / grid.name)
     text = report.read_text()
@@ -133,9 +133,9 @@ def test_killed_grid_resumes_without_redoing_finished_arms(tmp_path):
     # The resumed arm equals one that was never interrupted.
     straight = run_grid(grid, tmp_path / "b" / "towers", only_arms=["Lu"], smoke=True, **quiet)
     assert resumed.records[1]["train"]["curve"] == straight.records[0]["train"]["curve"]
-    import torch
+    from safetensors.torch import load_file
 
-    weights = [torch.load(d / "Lu-s0" / "model.pt", weights_only=False)["state_dict"]
+    weights = [load_file(str(d / "Lu-s0" / "model" / "model.safetensors"))
                for d in (tmp_path / "a" / "towers", tmp_path / "b" / "towers")]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -34,11 +34,10 @@ def shapes_images() -> dict[str, Image.Image]:
 
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
-    from locktune.train.checkpoint import save_model
+    from locktune.saved_model import save_pretrained
 
     net = tiny_net()
-    path = tmp_path_factory.mktemp("run") / "model.pt"
-    save_model(net, path)
+    path = save_pretrained(net, tmp_path_factory.mktemp("run") / "model")
     return net, path
 
 

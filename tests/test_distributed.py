@@ -101,14 +101,14 @@ def _pairs():
 
 
 def _rank_train(rank, tmp_path, parallel="replicate"):
-    from locktune.train.checkpoint import load_model
+    from locktune.saved_model import load_any
     from locktune.train.trainer import train
 
     config = train_config(os.path.join(tmp_path, "two"))
     config.train.parallel = parallel
     result = train(config, pairs=_pairs())
     if rank == 0:  # the saved model holds whole tensors even when training sharded them
-        state = load_model(os.path.join(tmp_path, "two", "model.pt")).state_dict()
+        state = load_any(os.path.join(tmp_path, "two")).state_dict()
         torch.save({"losses": result.losses, "state": state}, os.path.join(tmp_path, "two.pt"))
 
 
@@ -188,4 +188,4 @@ def test_torchrun_launches_training_from_the_cli(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("trained 2/2 steps") == 1, "only rank 0 reports"
-    assert (run / "model.pt").is_file()
+    assert (run / "model" / "model.safetensors").is_file()

@@ -13,7 +13,7 @@ def test_train_then_eval_on_real_data(tmp_path, capsys):
     assert code == 0
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 12
-    assert (run / "model.pt").is_file()
+    assert (run / "model" / "model.safetensors").is_file() and not (run / "model.pt").exists()
 
     out = tmp_path / "results.json"
     code = main(["eval", str(run), "--benchmark", "fashion_mnist", "--benchmark", "tuxpaint_retrieval",

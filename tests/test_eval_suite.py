@@ -15,12 +15,12 @@ from locktune.eval.suites import SUITES, Task, run_tasks
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     from locktune.model import build_model
-    from locktune.train.checkpoint import save_model
+    from locktune.saved_model import save_pretrained
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(setting="LU", image_tower="mobilenet_v2", image_size=64, text_tower="minilm"))
     folder = tmp_path_factory.mktemp("tiny-model")
-    save_model(model, folder / "model.pt")
+    save_pretrained(model, folder / "model")  # a run folder as training leaves it
     return folder
 
 
@@ -71,9 +71,9 @@ def test_eval_writes_results_markdown_and_plots(tiny_model_dir, tmp_path, capsys
 
 
 def test_fewshot_and_multilingual_tasks(tiny_model_dir):
-    from locktune.train.checkpoint import load_model
+    from locktune.saved_model import load_any
 
-    model = load_model(tiny_model_dir)
+    model = load_any(tiny_model_dir)
     results = run_tasks(model, [Task("fs", "fewshot", "sklearn_digits", 100),
                                 Task("ml", "multilingual", "tuxpaint_multilingual", 6)], log=lambda _: None)
     fs = results["fs"].metrics

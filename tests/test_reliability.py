@@ -149,8 +149,10 @@ def test_training_killed_at_random_points_resumes_to_the_same_model(tmp_path):
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
         break
     assert kills == 3
-    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=False)["state_dict"]
-    b = torch.load(run / "model.pt", weights_only=False)["state_dict"]
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
+    b = load_file(str(run / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     losses = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert losses[-1] == 14
@@ -180,7 +182,7 @@ def _rank_that_dies(rank, port, run_dir, result_file):
     import torch.distributed as dist
 
     from locktune.train import trainer
-    from locktune.train.distributed import distributed_session
+    from locktune.runtime.distributed import distributed_session
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank), LOCKTUNE_QUIET="1", LOCKTUNE_DIST_TIMEOUT_S="20")

@@ -23,7 +23,7 @@ def run_split(tmp_path, pairs, **kw):
 
     whole = train(small_config(tmp_path / "whole", **kw), pairs=pairs)
     first = train(small_config(tmp_path / "split", **kw), pairs=pairs, stop_after=3)
-    assert first.steps_done == 3 and not (tmp_path / "split" / "model.pt").exists()
+    assert first.steps_done == 3 and not (tmp_path / "split" / "model").exists()
     second = train(small_config(tmp_path / "split", **kw), pairs=pairs, resume=True)
     return whole, second
 

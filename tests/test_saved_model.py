@@ -66,9 +66,55 @@ def test_unknown_format_version_is_a_clear_error(tmp_path):
 
 def test_export_command_writes_a_loadable_folder(tmp_path, capsys):
     from locktune.cli import main
-    from locktune.train.checkpoint import save_model
+    from locktune.saved_model import save_pretrained
 
-    save_model(tiny_net(), tmp_path / "run" / "model.pt")
+    save_pretrained(tiny_net(), tmp_path / "run" / "model")  # a run folder as training leaves it
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "saved")]) == 0
     assert "locktune.load" in capsys.readouterr().out
     assert (tmp_path / "saved" / "locktune_model.json").is_file()
+
+
+def _legacy_model_file(net, path):
+    """A model.pt as locktune wrote it before runs wrote saved-model folders."""
+    import torch
+
+    from locktune.towers.setting import unwrap
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": 1, "config": {"model": vars(net.config).copy()},
+                "tokenizer_json": unwrap(net.text_tower).tokenizer_json(), "state_dict": net.state_dict()}, path)
+
+
+def test_an_old_runs_model_pt_loads_through_the_one_converter(tmp_path, capsys):
+    import locktune
+    from locktune.cli import main
+    from locktune.saved_model import load_pretrained, state_equal
+
+    net = tiny_net("Lu", "clip")
+    _legacy_model_file(net, tmp_path / "old" / "model.pt")
+    assert state_equal(net, locktune.load(tmp_path / "old").net)
+    assert main(["export", str(tmp_path / "old"), "--out", str(tmp_path / "new")]) == 0
+    assert state_equal(net, load_pretrained(tmp_path / "new"))
+
+
+class _Payload:
+    def __reduce__(self):  # what a malicious pickle does: run code while being unpickled
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_a_model_file_with_pickled_code_is_refused_without_running_it(tmp_path, monkeypatch):
+    import torch
+
+    import locktune
+    from locktune.errors import LocktuneError
+
+    monkeypatch.chdir(tmp_path)
+    torch.save({"format": 1, "state_dict": {}, "config": _Payload()}, tmp_path / "model.pt")
+    with pytest.raises(LocktuneError, match="not a model file locktune reads safely"):
+        locktune.load(tmp_path / "model.pt")
+    assert not (tmp_path / "pwned").exists()
+    (tmp_path / "stopped-run").mkdir()  # a run stopped before its last step: checkpoints, no model yet
+    with pytest.raises(LocktuneError, match="holds no trained model.*--resume"):
+        locktune.load(tmp_path / "stopped-run")

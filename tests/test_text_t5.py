@@ -114,7 +114,7 @@ def test_pretrained_letters_are_a_clear_error(setting):
 def test_tiny_training_reloads_to_identical_text_embeddings(tmp_path, emoji_pairs):
     import locktune
     from locktune.api import LitModel
-    from locktune.train.checkpoint import load_model
+    from locktune.saved_model import load_any
     from locktune.train.trainer import train
 
     config = tiny_run(tmp_path / "run", steps=3, clip_layers=2)
@@ -126,7 +126,7 @@ def test_tiny_training_reloads_to_identical_text_embeddings(tmp_path, emoji_pair
     with torch.no_grad():
         expected = trained.encode_text(tokens["ids"], tokens["mask"])
 
-    reloaded = load_model(tmp_path / "run")
+    reloaded = load_any(tmp_path / "run")
     assert reloaded.text_tower.tokenizer_json() == trained.text_tower.tokenizer_json()
     with torch.no_grad():
         assert torch.equal(reloaded.encode_text(**reloaded.tokenize(TEXTS)), expected)

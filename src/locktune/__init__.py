@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 
 def load(path):  # -> locktune.api.LitModel
-    """Load a trained model (saved-model folder, run folder or model.pt) for inference: see `locktune.api`.
+    """Load a trained model (run folder or saved-model folder) for inference: see `locktune.api`.
 
     Imported lazily so that `import locktune` stays fast.
     """

@@ -1,7 +1,7 @@
 """The public API: load a trained model and use it in three lines.
 
     import locktune
-    model = locktune.load("runs/demo")                 # saved-model folder, run folder or model.pt
+    model = locktune.load("runs/demo")                 # run folder or saved-model folder
     model.classify("cat.png", ["cat", "dog", "car"])   # -> [("cat", 0.91), ("dog", 0.07), ("car", 0.02)]
 
 Everything returns float32 numpy arrays (embeddings are L2-normalised), so results go straight into
@@ -115,7 +115,7 @@ class LitModel:
 
 
 def load(path: str | Path) -> LitModel:
-    """Load a trained model: a saved-model folder, a run folder holding model.pt, or a model.pt file."""
+    """Load a trained model: a run folder, a saved-model folder, or an old run's model.pt (read safely)."""
     from locktune.saved_model import load_any
 
     return LitModel(load_any(path))

@@ -27,7 +27,7 @@ def _load(args):
 
 
 def cmd_embed(args) -> int:
-    from locktune.train.distributed import distributed_session, is_main
+    from locktune.runtime.distributed import distributed_session, is_main
 
     config = _load(args)
     with distributed_session():
@@ -83,7 +83,7 @@ def cmd_data_export(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from locktune.train.distributed import distributed_session, is_main
+    from locktune.runtime.distributed import distributed_session, is_main
     from locktune.train.trainer import train
 
     config = _load(args)
@@ -103,7 +103,7 @@ def cmd_eval(args) -> int:
     from locktune.eval.benchmarks import check_benchmark_name
     from locktune.eval.suites import SUITES, default_task, run_tasks
     from locktune.report import file_fingerprint, markdown_table, results_table, write_results
-    from locktune.saved_model import WEIGHTS, is_saved_model, load_any
+    from locktune.saved_model import WEIGHTS, load_any, model_folder
 
     started = time.time()
     suite = SUITES.get(args.suite) if args.suite else []  # an unknown name fails before any work
@@ -111,9 +111,10 @@ def cmd_eval(args) -> int:
     for name in names:
         check_benchmark_name(name)
     model_path = Path(args.model)
-    model = load_any(model_path)  # a run folder, its model.pt, or a saved-model folder (`locktune export`)
-    model_file = (model_path / WEIGHTS if is_saved_model(model_path) else
-                  model_path / "model.pt" if model_path.is_dir() else model_path)
+    model = load_any(model_path)  # a run folder, a saved-model folder (`locktune export`), an old model.pt
+    folder = model_folder(model_path)
+    model_file = folder / WEIGHTS if folder is not None else (model_path / "model.pt" if model_path.is_dir()
+                                                               else model_path)
     tasks = list(suite) + [default_task(name, args.max_images) for name in names]
     evaluations = run_tasks(model, tasks, workers=args.workers, train_sources=tuple(args.train_sources.split(",")))
     fingerprint = file_fingerprint(model_file)
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained model on benchmarks")
-    ev.add_argument("model", help="run folder holding model.pt, a model .pt file, or a saved-model folder")
+    ev.add_argument("model", help="run folder, saved-model folder, or an old run's model.pt")
     ev.add_argument("--suite", help="a benchmark suite, e.g. 'offline' (zero-shot, retrieval, multilingual, "
                     "few-shot, out-of-distribution loss)")
     ev.add_argument("--benchmark", action="append", help="benchmark name, or KIND:PATH for a local copy "

@@ -52,7 +52,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     ab.add_argument("--set", action="append", metavar="key.sub=value", help="override for every arm (repeatable)")
     ab.add_argument("--smoke", action="store_true", help="the first two arms, one seed, a few steps on a few pairs")
     ab.add_argument("--keep-checkpoints", action="store_true",
-                    help="keep each finished arm's training checkpoints (deleted by default; model.pt is kept)")
+                    help="keep each finished arm's training checkpoints (deleted by default; the model/ folder is kept)")
     ab.add_argument("--report-only", action="store_true", help="no training: rewrite the reports from the records")
     ab.add_argument("--results", metavar="PATH", help="also write the findings document (e.g. RESULTS.md) from "
                     "these grids, with their records copied beside it")

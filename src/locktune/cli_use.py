@@ -71,7 +71,7 @@ def cmd_serve(args) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register export, index and serve on the main parser's subcommands."""
     ex = sub.add_parser("export", help="write a saved-model folder anyone can load (and ONNX towers)")
-    ex.add_argument("model", help="run folder, model.pt, or saved-model folder")
+    ex.add_argument("model", help="run folder, saved-model folder, or an old run's model.pt")
     ex.add_argument("--out", required=True, help="the saved-model folder to write")
     ex.add_argument("--onnx", action="store_true", help="also write image.onnx and text.onnx into it")
     ex.add_argument("--format", choices=["locktune", "transformers"], default="locktune",
@@ -81,13 +81,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     ix = sub.add_parser("index", help="embed a folder of images into a searchable index with thumbnails")
     ix.add_argument("folder", help="folder of images (searched recursively)")
-    ix.add_argument("--model", required=True, help="run folder, model.pt, or saved-model folder")
+    ix.add_argument("--model", required=True, help="run folder, saved-model folder, or an old run's model.pt")
     ix.add_argument("--out", help="index folder to write (default: FOLDERNAME.index)")
     ix.add_argument("--labels", help="text file, one label per line, for image -> label (default: file names)")
     ix.set_defaults(run=cmd_index)
 
     sv = sub.add_parser("serve", help="the zero-shot search page and JSON API")
-    sv.add_argument("--model", required=True, help="run folder, model.pt, or saved-model folder")
+    sv.add_argument("--model", required=True, help="run folder, saved-model folder, or an old run's model.pt")
     sv.add_argument("--index", help="an index folder from `locktune index`")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)

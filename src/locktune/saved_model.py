@@ -39,8 +39,9 @@ def is_saved_model(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def save_pretrained(model, folder: str | Path) -> Path:
-    """Write `model` (a TwoTower) as a saved-model folder; returns the folder."""
+def save_pretrained(model, folder: str | Path, state: dict | None = None) -> Path:
+    """Write `model` (a TwoTower) as a saved-model folder; returns the folder.  `state`: the whole state dict
+    when the model is sharded over processes (FSDP), gathered by the caller."""
     from locktune.towers.setting import unwrap
 
     folder = Path(folder)
@@ -58,7 +59,7 @@ def save_pretrained(model, folder: str | Path) -> Path:
         raise LocktuneError(f"text tower '{text.name}' has no tokenizer this format knows how to save")
     image.save_architecture(folder / IMAGE_TOWER_DIR)  # towers users bring: config + processor; bundled: nothing
     # safetensors wants contiguous tensors; channels_last convolution weights are not.
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in (state if state is not None else model.state_dict()).items()}
     tmp = folder / f".{WEIGHTS}.tmp{os.getpid()}"
     save_file(state, str(tmp), metadata={"format": "pt", "locktune_format_version": str(FORMAT_VERSION)})
     os.chmod(tmp, 0o644)  # safetensors writes the file private; a saved model is meant to be shared
@@ -153,14 +154,55 @@ def _library_version() -> str:
     return f"locktune {__version__}"
 
 
-def load_any(path: str | Path):
-    """A saved-model folder, a run folder holding model.pt, or a model.pt file -> TwoTower (eval mode)."""
-    path = Path(path)
-    if is_saved_model(path):
-        return load_pretrained(path)
-    from locktune.train.checkpoint import load_model
+RUN_MODEL_DIR = "model"  # where training writes its saved-model folder inside the run folder
+LEGACY_MODEL = "model.pt"  # what runs wrote before they wrote saved-model folders
 
-    return load_model(path)
+
+def model_folder(path: str | Path) -> Path | None:
+    """The saved-model folder `path` names: itself, or a run folder's `model/`; None when neither."""
+    path = Path(path)
+    for candidate in (path, path / RUN_MODEL_DIR):
+        if is_saved_model(candidate):
+            return candidate
+    return None
+
+
+def load_any(path: str | Path):
+    """A saved-model folder, a run folder (its `model/`), or an old run's model.pt -> TwoTower (eval mode)."""
+    path = Path(path)
+    folder = model_folder(path)
+    if folder is not None:
+        return load_pretrained(folder)
+    legacy = path / LEGACY_MODEL if path.is_dir() else path
+    if legacy.is_file() and legacy.suffix == ".pt":
+        return load_legacy(legacy)
+    if path.is_dir():
+        raise LocktuneError(f"'{path}' holds no trained model: neither a saved-model folder ({MANIFEST}) nor a run "
+                            f"folder with {RUN_MODEL_DIR}/ (a run writes it when its last step is done; "
+                            "`locktune train ... --resume` finishes a stopped run)")
+    raise LocktuneError(f"no model at '{path}'; give a run folder, a saved-model folder, or an old run's model.pt")
+
+
+def load_legacy(path: Path):
+    """The one converter for model.pt files of older locktune runs.  Read with torch's restricted unpickler
+    (`weights_only=True`: tensors, numbers, strings and containers only), so a file someone hands you cannot
+    run code; anything else in it is refused.  `locktune export OLD_RUN --out FOLDER` writes it anew."""
+    from locktune.model import build_model
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise LocktuneError(f"'{path}' is not a model file locktune reads safely ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:160]}); only tensors, numbers and strings are accepted, "
+                            "never pickled code") from None
+    if not isinstance(saved, dict) or saved.get("format") != 1 or "state_dict" not in saved:
+        raise LocktuneError(f"'{path}' is not a locktune model file (format {saved.get('format') if isinstance(saved, dict) else None!r})")
+    config = config_from_dict({"model": saved["config"]["model"]})
+    model = build_model(config.model, tokenizer_json=saved.get("tokenizer_json"))
+    # Models saved before MiniLM's unused pooler was dropped carry its (never trained) weights.
+    state = {k: v for k, v in saved["state_dict"].items() if ".encoder.pooler." not in k}
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -127,17 +127,17 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
             eval_max_images: int = 0, log=print, keep_checkpoints: bool = False) -> dict:
     """Train, evaluate and record one arm.  Once its record is written the arm is never resumed, so its
     training checkpoints (model + optimizer state, ~3x the model) are deleted unless `keep_checkpoints`;
-    `model.pt` stays for inspection."""
+    the model (`model/`, a saved-model folder) stays."""
     from locktune.eval.suites import run_tasks
     from locktune.report import file_fingerprint
-    from locktune.train.checkpoint import load_model
+    from locktune.saved_model import RUN_MODEL_DIR, WEIGHTS, load_any
 
     run_dir = out_dir / arm.run_name(seed)
     config = grid.run_config(arm, seed, run_dir, list(extra))
     _check_same_config(run_dir, config)
     trained = _train_arm(config, run_dir, arm.processes)
     started = time.time()
-    model = load_model(run_dir / "model.pt")
+    model = load_any(run_dir)
     evaluations = run_tasks(model, _tasks(grid, eval_max_images), workers=config.data.image_workers,
                             train_sources=tuple(config.data.sources), log=lambda line: None)
     curve = _training_curve(run_dir)
@@ -151,7 +151,7 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
         "eval": {key: evaluation.metrics for key, evaluation in evaluations.items()},
         "suite": grid.suite, "eval_max_images": eval_max_images,
         "eval_seconds": round(time.time() - started, 1),
-        "model_fingerprint": file_fingerprint(run_dir / "model.pt"),
+        "model_fingerprint": file_fingerprint(run_dir / RUN_MODEL_DIR / WEIGHTS),
     }
     write_record(record, run_dir / RECORD)
     if not keep_checkpoints:

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from locktune.cache.location import cache_root
+from locktune.runtime.location import cache_root
 from locktune.data.images import ImageSet
 from locktune.errors import LocktuneError
 from locktune.progress import progress
-from locktune.train import distributed
+from locktune.runtime import distributed
 from locktune.towers.image.preprocess import Preprocess
 
 CACHE_FORMAT = 1

@@ -41,7 +41,7 @@ from locktune.data.pairs import PairSet
 from locktune.data.validate import SkipCounter
 from locktune.errors import LocktuneError
 from locktune.progress import progress
-from locktune.train import distributed
+from locktune.runtime import distributed
 
 SHARDED_FORMAT = 2  # 2: sidecars list failed rows
 

@@ -2,7 +2,8 @@
 
 A training checkpoint (`checkpoints/step_00000100.pt`) holds the model, optimizer, schedule, step (which
 is the data position, see `batches.py`), loss history and every RNG state; the newest N are kept.
-`model.pt` holds what evaluation needs.  A write that fails (a full disk) removes its temporary file
+The trained model itself is a saved-model folder (`run_dir/model/`, `locktune.saved_model`): checkpoints are
+only for `--resume` of one's own run.  A write that fails (a full disk) removes its temporary file
 and stops the run with a clear error; the previous checkpoint is untouched.
 """
 
@@ -17,10 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from locktune.config import config_from_dict
 from locktune.errors import LocktuneError
-
-MODEL_FORMAT = 1
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -76,36 +74,3 @@ def save_checkpoint(state: dict, run_dir: Path, step: int, keep: int) -> Path:
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
-
-
-def save_model(model, path: Path, state: dict | None = None) -> None:
-    """The trained model with what a fresh process needs to rebuild it (no training config).
-    `state`: the whole state dict when the model is sharded; only the first process writes."""
-    from locktune.towers.setting import unwrap
-    from locktune.train.distributed import is_main
-
-    if is_main():
-        atomic_save({"format": MODEL_FORMAT, "config": {"model": vars(model.config).copy()},
-                     "tokenizer_json": unwrap(model.text_tower).tokenizer_json(),
-                     "state_dict": state if state is not None else model.state_dict()}, Path(path))
-
-
-def load_model(path: str | Path):
-    """Rebuild a model saved by `save_model` (or take the model out of a training checkpoint)."""
-    from locktune.model import build_model
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise LocktuneError(f"no model at '{path}'; give a run folder holding model.pt, or the .pt file")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    if saved.get("format") != MODEL_FORMAT:
-        raise LocktuneError(f"'{path}' has model format {saved.get('format')!r}; this locktune reads {MODEL_FORMAT}")
-    config = config_from_dict({"model": saved["config"]["model"]})
-    model = build_model(config.model, tokenizer_json=saved.get("tokenizer_json"))
-    # Models saved before MiniLM's unused pooler was dropped carry its (never trained) weights.
-    state = {k: v for k, v in saved["state_dict"].items() if ".encoder.pooler." not in k}
-    model.load_state_dict(state)
-    model.eval()
-    return model

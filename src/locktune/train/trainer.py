@@ -26,9 +26,9 @@ from locktune.model import TwoTower, build_model
 from locktune.progress import progress
 from locktune.towers.setting import unwrap
 from locktune.train.batches import BatchPlan
-from locktune.train.checkpoint import latest_checkpoint, restore_rng, rng_state, save_model
+from locktune.train.checkpoint import latest_checkpoint, restore_rng, rng_state
 from locktune.train.checkpoint import save_checkpoint as save_checkpoint_file
-from locktune.train import distributed
+from locktune.runtime import distributed
 from locktune.train.schedule import build_scheduler
 from locktune.train.step import Batch, gradient_cached_step, whole_step
 from locktune.train.unlock import image_unlock_schedule
@@ -116,6 +116,15 @@ def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
     fused = {"fused": True} if next(model.parameters()).is_cuda else {}
     return torch.optim.AdamW([{"params": params, "lr": lr * (mult if head else 1.0), "weight_decay": wd if decays else 0.0}
                               for (head, decays), params in sorted(groups.items())], lr=lr, **fused)
+
+
+def save_trained_model(model: TwoTower, run_dir: Path, state: dict) -> None:
+    """The finished run's model as a saved-model folder (`run_dir/model/`): what eval, the API, index, serve,
+    ablate and export load.  Only the first process writes."""
+    from locktune.saved_model import RUN_MODEL_DIR, save_pretrained
+
+    if distributed.is_main():
+        save_pretrained(model, run_dir / RUN_MODEL_DIR, state=state)
 
 
 def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
@@ -284,7 +293,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     if log is not None:
         log.close()
     if step == config.train.steps:
-        save_model(model, run_dir / "model.pt", state=distributed.full_state(model, optimizer)[0])
+        save_trained_model(model, run_dir, distributed.full_state(model, optimizer)[0])
     distributed.barrier()
     model.eval()
     return TrainResult(model, losses, run_dir, step, forward_passes, skipped, bad_steps, time.time() - started)

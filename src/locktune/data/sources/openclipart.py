@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from locktune.cache.location import cache_root
+from locktune.runtime.location import cache_root
 from locktune.data.images import FileImages
 from locktune.data.packages import debian_path
 from locktune.data.pairs import PAIR_SOURCES, PairSet, clean_caption, take_evenly
