@@ -1,4 +1,5 @@
-"""The GPU benchmark script runs end to end on CPU with a tiny tower shape (no GPU here)."""
+"""Benchmark scripts run end to end on CPU with tiny shapes: the GPU text-tower benchmark (no GPU here) and
+the precompute-throughput benchmark with an hf: image tower."""
 
 import json
 import subprocess
@@ -17,3 +18,34 @@ def test_gpu_benchmark_script_smoke_on_cpu(tmp_path):
     report = json.loads(out.read_text())
     assert report["rows"][0]["batch"] == 32 and report["rows"][0]["locktune_pairs_s"] > 0
     assert report["max_batch"]["batch"] == 256 and report["max_batch"]["pairs_s"] > 0
+
+
+def _precompute(tmp_path, *extra):
+    out = tmp_path / "precompute.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "precompute_throughput.py"), "--pipeline",
+                           "features", "--images", "8", "--batch-size", "4", "--workers", "1", "--rounds", "1",
+                           "--out", str(out), *extra], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_precompute_benchmark_takes_an_hf_tower(tmp_path):
+    from hf_tiny import SIZE, save_vision
+
+    folder = save_vision("vit", tmp_path / "vit")
+    report = _precompute(tmp_path, "--tower", f"hf:{folder}")
+    assert report["tower"] == f"hf:{folder}" and report["size"] == SIZE and report["images"] == 8
+    rates = report["images_per_s"]
+    assert len(rates["bare_forward"]) == len(rates["pipeline"]) == 1 and min(rates["pipeline"]) > 0
+    assert report["pipeline_over_bare"] > 0 and report["bare_layout"] == "plain"
+
+
+def test_precompute_benchmark_makes_a_small_vit(tmp_path):
+    """--make-small-vit writes a ViT-S/16-shaped folder (one layer here) and benchmarks it."""
+    report = _precompute(tmp_path, "--make-small-vit", str(tmp_path / "vits"), "--vit-layers", "1",
+                         "--images", "4")
+    config = json.loads((tmp_path / "vits" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_attention_heads"], config["intermediate_size"]) == (384, 6, 1536)
+    assert (config["image_size"], config["patch_size"], config["num_hidden_layers"]) == (224, 16, 1)
+    assert (tmp_path / "vits" / "preprocessor_config.json").is_file()
+    assert report["tower"].startswith("hf:") and report["size"] == 224 and report["images"] == 4
