@@ -7,6 +7,7 @@ type it wants. Names (towers, sources, benchmarks) are checked against their reg
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import typing
 from dataclasses import dataclass, field
@@ -162,12 +163,23 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
             setattr(obj, key, _check_type(full, value, hints[key]))
 
 
+def read_yaml(text: str, where: str) -> Any:
+    """YAML text -> data, or one line naming where the syntax error is."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise LocktuneError(f"{where} is not valid YAML{at}: {problem}") from None
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """`train.steps=100` -> {"train": {"steps": 100}} (the value parsed as YAML)."""
     if "=" not in text:
         raise LocktuneError(f"override '{text}' should look like key.sub=value (e.g. train.steps=100)")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = read_yaml(raw, f"the value of override '{text}'") if raw.strip() else ""
     nested: dict[str, Any] = {}
     node = nested
     parts = key.strip().split(".")
@@ -195,6 +207,7 @@ def validate(config: RunConfig) -> RunConfig:
         raise LocktuneError(f"model.image_head '{config.model.image_head}' is not one of {', '.join(IMAGE_HEADS)} "
                             "(linear: a projection to model.embed_dim; none: the image tower's output as is)")
     _validate_unlock(config)
+    _validate_numbers(config)
     if config.train.chunk_size < 0:
         raise LocktuneError("train.chunk_size must be 0 (off) or a positive number of rows")
     for key, value in [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
@@ -209,6 +222,21 @@ def validate(config: RunConfig) -> RunConfig:
     if not config.data.sources:
         raise LocktuneError("data.sources is empty; name at least one pair source")
     return config
+
+
+def _validate_numbers(config: RunConfig) -> None:
+    """Rates, decays and scales: finite and in range, checked before any data or model is loaded."""
+    t, m = config.train, config.model
+    for key, value, low, low_ok in [("train.lr", t.lr, 0.0, False), ("train.head_lr_multiplier", t.head_lr_multiplier, 0.0, False),
+                                    ("train.weight_decay", t.weight_decay, 0.0, True), ("train.grad_clip", t.grad_clip, 0.0, False),
+                                    ("model.logit_scale_max", m.logit_scale_max, 0.0, False),
+                                    ("model.logit_scale_init", m.logit_scale_init, 0.0, False)]:
+        if not math.isfinite(value) or value < low or (value == low and not low_ok):
+            bound = f">= {low:g}" if low_ok else f"> {low:g}"
+            raise LocktuneError(f"config key '{key}' must be a finite number {bound}, got {value!r}")
+    if m.logit_scale_init > m.logit_scale_max:
+        raise LocktuneError(f"model.logit_scale_init ({m.logit_scale_init:g}) is above model.logit_scale_max "
+                            f"({m.logit_scale_max:g}); the temperature would start clamped")
 
 
 def _validate_towers(config: RunConfig) -> None:
@@ -247,7 +275,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise LocktuneError(f"config file '{path}' does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text(), f"config file '{path}'") or {}
         if not isinstance(data, dict):
             raise LocktuneError(f"config file '{path}' should hold a mapping of sections (model:, train:, ...)")
         _apply(config, data)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from locktune.config import RunConfig, load_config
+from locktune.config import RunConfig, load_config, read_yaml
 from locktune.errors import LocktuneError
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -101,7 +101,7 @@ def load_grid(path: str | Path) -> Grid:
         path = CONFIGS / path
     if not path.is_file():
         raise LocktuneError(f"grid file '{path}' does not exist (grids ship in {CONFIGS / 'ablations'})")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path.read_text(), f"grid file '{path}'") or {}
     if not isinstance(data, dict):
         raise LocktuneError(f"grid file '{path}' should hold a mapping (name:, base:, arms:, ...)")
     unknown = set(data) - GRID_KEYS

@@ -39,6 +39,12 @@ class TwoTower(nn.Module):
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         self.preprocess: Preprocess = unwrap(image_tower).preprocess(config.image_size)
 
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Keep the learned log-scale at or below log(logit_scale_max) in parameter space, after each optimizer
+        step: clamped only in the forward pass, a parameter that overshoots gets no gradient and never returns."""
+        self.log_logit_scale.clamp_(max=math.log(self.config.logit_scale_max))
+
     @property
     def logit_scale(self) -> torch.Tensor:
         return self.log_logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()

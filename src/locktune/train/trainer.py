@@ -255,6 +255,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         grad_norm = distributed.clip_gradients(trainable, config.train.grad_clip)
         if math.isfinite(loss_value) and math.isfinite(float(grad_norm)):
             optimizer.step()
+            model.clamp_logit_scale()
             bad_in_a_row = 0
         else:
             # Skip the update, keep the data position and the schedule moving, count it.

@@ -1,0 +1,92 @@
+"""Config values a run cannot use are one line at load, before any data or model; the temperature stays
+clamped in parameter space so it can always come back down."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from locktune.config import load_config
+from locktune.errors import LocktuneError
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=.nan", "train.lr' must be a finite number > 0"),
+    ("train.lr=.inf", "train.lr' must be a finite number > 0"),
+    ("train.lr=-1e-4", "train.lr' must be a finite number > 0"),
+    ("train.lr=0", "train.lr' must be a finite number > 0"),
+    ("train.weight_decay=-0.1", "train.weight_decay' must be a finite number >= 0"),
+    ("train.grad_clip=nan", "train.grad_clip' must be a finite number > 0"),
+    ("train.head_lr_multiplier=0", "train.head_lr_multiplier' must be a finite number > 0"),
+    ("model.logit_scale_init=200", "logit_scale_init .* is above model.logit_scale_max"),
+    ("train.steps=[", "override 'train.steps=\\[' is not valid YAML"),
+])
+def test_bad_numbers_and_yaml_are_one_line(override, message):
+    with pytest.raises(LocktuneError, match=message):
+        load_config(None, [override])
+
+
+def test_a_yaml_syntax_error_in_a_config_file_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  setting: LU\ntrain: {steps: 3\n")
+    with pytest.raises(LocktuneError, match=r"bad.yaml' is not valid YAML at line \d+, column \d+"):
+        load_config(path)
+
+
+def test_cli_reports_a_yaml_error_without_a_traceback(tmp_path, capsys):
+    from locktune.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  steps: [1, 2\n")
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_overshot_temperature_comes_back_once_clamped_in_parameter_space():
+    """The reproduction: the log-scale overshoots log(100); the loss then pushes the scale down.  Clamped in
+    the forward pass only, its gradient is zero and it stays; clamped after each step it recovers."""
+    from locktune.loss.contrastive import contrastive_loss
+    from test_api import tiny_net
+
+    torch.manual_seed(0)
+    # Embeddings whose best temperature is well below the cap: noisy pairs want a small logit scale.
+    image = torch.nn.functional.normalize(torch.randn(32, 8), dim=-1)
+    text = torch.nn.functional.normalize(image + 2.0 * torch.randn(32, 8), dim=-1)
+
+    def run(clamp_in_parameter_space: bool) -> float:
+        net = tiny_net()
+        with torch.no_grad():
+            net.log_logit_scale.fill_(4.76)  # past log(100) = 4.605
+        optimizer = torch.optim.AdamW([net.log_logit_scale], lr=0.05, weight_decay=0.0)
+        for _ in range(100):
+            optimizer.zero_grad()
+            contrastive_loss(image, text, net.logit_scale).backward()
+            optimizer.step()
+            if clamp_in_parameter_space:
+                net.clamp_logit_scale()
+        return float(net.logit_scale.detach())
+
+    assert run(False) == pytest.approx(100.0)  # stuck at the cap for good
+    assert run(True) < 50.0  # came back down to what the data asks for
+
+
+def test_the_trainer_keeps_the_parameter_at_or_below_the_cap(tmp_path, emoji_pairs, monkeypatch):
+    import locktune.train.trainer as trainer
+    from tiny_configs import tiny_run
+
+    built = trainer.build_model
+
+    def overshot(*args, **kwargs):  # as if an earlier step had pushed the parameter past the cap
+        model = built(*args, **kwargs)
+        with torch.no_grad():
+            model.log_logit_scale.fill_(math.log(20.0))
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", overshot)
+    config = tiny_run(tmp_path / "run", steps=2)
+    config.model.logit_scale_init = config.model.logit_scale_max = 12.0
+    model = trainer.train(config, pairs=emoji_pairs).model
+    assert float(model.log_logit_scale.detach()) <= math.log(12.0) + 1e-7
