@@ -133,6 +133,7 @@ def test_killed_grid_resumes_without_redoing_finished_arms(tmp_path):
     # The resumed arm equals one that was never interrupted.
     straight = run_grid(grid, tmp_path / "b" / "towers", only_arms=["Lu"], smoke=True, **quiet)
     assert resumed.records[1]["train"]["curve"] == straight.records[0]["train"]["curve"]
+    import torch
     from safetensors.torch import load_file
 
     weights = [load_file(str(d / "Lu-s0" / "model" / "model.safetensors"))
