@@ -93,5 +93,39 @@ def test_zero_shot_classifier_batches_and_rejects_empty(saved_run):
     assert batch.shape == (4, 3)
     np.testing.assert_allclose(batch.sum(1), 1.0, atol=1e-6)
     np.testing.assert_allclose(batch[1], classifier(images[1]), atol=1e-6)
-    with pytest.raises(ValueError, match="at least one class"):
+    from locktune.errors import LocktuneError
+
+    with pytest.raises(LocktuneError, match="at least one class"):
         model.zero_shot_classifier([])
+
+
+def test_no_silent_wrong_answers_from_labels_and_templates(saved_run, capsys):
+    """A bare string is not a list of labels, a template must place the label, repeated labels are merged."""
+    import locktune
+    from locktune.errors import LocktuneError
+
+    model = locktune.load(saved_run[1])
+    image = shapes_images()["red"]
+    with pytest.raises(LocktuneError, match="not the single string 'cat'.*letter by letter"):
+        model.classify(image, "cat")
+    for template in ("a photo", "a photo of a {name}", "{1} and {}"):
+        with pytest.raises(LocktuneError, match="has no \\{\\} where the class name goes"):
+            model.zero_shot_classifier(["cat", "dog"], [template])
+    with pytest.raises(LocktuneError, match="class name 1 is None"):
+        model.classify(image, ["cat", None])
+    with pytest.raises(LocktuneError, match="class name 0 is ''"):
+        model.classify(image, ["", "dog"])
+    merged = model.classify(image, ["red", "blue", "red"])
+    assert sorted(label for label, _ in merged) == ["blue", "red"]
+    assert sum(p for _, p in merged) == pytest.approx(1.0)
+    assert "repeated labels merged: 'red'" in capsys.readouterr().err
+    assert dict(merged) == pytest.approx(dict(model.classify(image, ["red", "blue"])))
+
+
+def test_version_flag(capsys):
+    from locktune import __version__
+    from locktune.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"locktune {__version__}"

@@ -21,6 +21,47 @@ ImageLike = Union[str, Path, Image.Image]
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "an icon of a {}.", "{}")
 
 
+def checked_labels(class_names: Sequence[str]) -> list[str]:
+    """A list of distinct, non-empty labels: a bare string (which would be read letter by letter), a
+    non-string or an empty label is an error; repeated labels are merged, with a note on stderr."""
+    from locktune.errors import LocktuneError
+
+    if isinstance(class_names, (str, bytes)):
+        raise LocktuneError(f"class names should be a list of labels, e.g. [{class_names!r}, 'dog'], not the single "
+                            f"string {class_names!r} (it would be read letter by letter)")
+    names = list(class_names)
+    if not names:
+        raise LocktuneError("give at least one class name")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise LocktuneError(f"class name {i} is {name!r}; every class name must be a non-empty string")
+    distinct = list(dict.fromkeys(names))
+    if len(distinct) < len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        import sys
+
+        print(f"locktune: note: repeated labels merged: {', '.join(map(repr, repeated))}", file=sys.stderr)
+    return distinct
+
+
+def checked_templates(templates: Sequence[str]) -> list[str]:
+    """Prompt templates that each place the class name: one without `{}` would make every class identical."""
+    from locktune.errors import LocktuneError
+
+    if isinstance(templates, str):
+        templates = [templates]
+    out = list(templates) or ["{}"]
+    for template in out:
+        try:
+            placed = isinstance(template, str) and "\x00" in template.format("\x00")
+        except (IndexError, KeyError, ValueError):
+            placed = False
+        if not placed:
+            raise LocktuneError(f"prompt template {template!r} has no {{}} where the class name goes "
+                                "(e.g. 'a photo of a {}.'); without it every class gets the same text")
+    return out
+
+
 def _as_pil(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
@@ -92,9 +133,7 @@ class LitModel:
     def zero_shot_classifier(self, class_names: Sequence[str],
                              templates: Sequence[str] = DEFAULT_TEMPLATES) -> ZeroShotClassifier:
         """Each class's prompts ("a photo of a {}.") embedded, averaged and renormalised (prompt ensemble)."""
-        if not class_names:
-            raise ValueError("zero_shot_classifier needs at least one class name")
-        templates = list(templates) or ["{}"]
+        class_names, templates = checked_labels(class_names), checked_templates(templates)
         texts = [t.format(name) for name in class_names for t in templates]
         emb = self.encode_text(texts).reshape(len(class_names), len(templates), -1).mean(axis=1)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
@@ -103,9 +142,10 @@ class LitModel:
     def classify(self, image: ImageLike, class_names: Sequence[str],
                  templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[tuple[str, float]]:
         """One image against your labels -> [(label, probability)], most likely first; sums to 1."""
-        probs = self.zero_shot_classifier(class_names, templates)(image)
+        classifier = self.zero_shot_classifier(class_names, templates)
+        probs = classifier(image)
         order = np.argsort(-probs, kind="stable")
-        return [(class_names[i], float(probs[i])) for i in order]
+        return [(classifier.class_names[i], float(probs[i])) for i in order]
 
     def save(self, folder: str | Path) -> Path:
         """Write a saved-model folder that `locktune.load` reads in any process."""

@@ -145,6 +145,9 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="locktune", description=__doc__.splitlines()[0] if __doc__ else None)
+    from locktune import __version__
+
+    parser.add_argument("--version", action="version", version=f"locktune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build the offline data, cache embeddings, train LU, evaluate, report")

@@ -118,7 +118,7 @@ def create_app(model, index=None) -> FastAPI:
         classifier = model.zero_shot_classifier(names, TEMPLATES)
         probs = classifier.probabilities(embedding[None, :])[0]
         order = np.argsort(-probs, kind="stable")
-        return {"labels": [{"label": names[i], "probability": float(probs[i])} for i in order],
+        return {"labels": [{"label": classifier.class_names[i], "probability": float(probs[i])} for i in order],
                 "ms": _ms(start)}
 
     @app.post("/api/search", response_model=SearchResponse)
