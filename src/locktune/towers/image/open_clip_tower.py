@@ -27,7 +27,7 @@ from locktune.errors import LocktuneError
 from locktune.towers.hub import WEIGHT_SUFFIXES, read_json, resolve_model
 from locktune.towers.image.base import IMAGE_TOWER_KINDS, ImageTower, ImageTowerArgs, file_sha256
 from locktune.towers.image.preprocess import Preprocess
-from locktune.towers.image.timm_tower import checked_preprocess, first_line, import_extra, probe_dim
+from locktune.towers.image.optional import checked_preprocess, first_line, import_extra, probe_dim, split_spec
 
 SAVED_OPTIONS = "locktune_tower.json"
 RESIZE_MODES = {"shortest": "shortest_edge", "squash": "stretch"}
@@ -96,14 +96,11 @@ class OpenClipTower(ImageTower):
     def __init__(self, spec: str, args: ImageTowerArgs):
         super().__init__()
         self.name = f"open_clip:{spec}"
-        what = f"image tower '{self.name}'"
-        arch, _, tag = spec.partition("@")
+        what, arch, tag = split_spec("open_clip", spec, "open_clip:ARCH@TAG (read from the local Hugging Face "
+                                     "cache) or open_clip:ARCH@FILE, with ARCH one of open_clip.list_models()")
         if args.pool not in ("auto", "pooler"):
             raise LocktuneError(f"{what}: open_clip towers output their own pooled, projected embedding; "
                                 "model.image_pool must be auto")
-        if arch.startswith(("hf-hub:", "local-dir:")) or not arch:
-            raise LocktuneError(f"{what}: write open_clip:ARCH@TAG (read from the local Hugging Face cache) or "
-                                "open_clip:ARCH@FILE, with ARCH one of open_clip.list_models()")
         open_clip = import_extra("open_clip", "open_clip", what)
         self.pretrained, self.weights_file = args.pretrained, None
         if args.saved is not None:

@@ -29,36 +29,15 @@ import torch
 from locktune.errors import LocktuneError
 from locktune.towers.hub import read_json, resolve_model, weight_files
 from locktune.towers.image.base import IMAGE_TOWER_KINDS, ImageTower, ImageTowerArgs, file_sha256
-from locktune.towers.image.hf_processor import scaled
+from locktune.towers.image.optional import checked_preprocess, first_line, import_extra, probe_dim, split_spec
 from locktune.towers.image.preprocess import RESAMPLE, Preprocess
 
 SAVED_OPTIONS = "locktune_tower.json"
-TORCHVISION_NOTE = ("(timm and open_clip need torchvision, and PyPI's torchvision does not import beside a CPU-only "
-                    "torch build; install matching torch and torchvision builds)")
-HUB_SCHEMES = ("hf-hub:", "hf_hub:", "local-dir:")
 # timm's own preference among a hub repo's weight files (open_clip's are for open_clip, unless the
 # model's pretrained config names one: timm converts some CLIP towers from them).
 TIMM_FILES = ("model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
 SAFE_ALTERNATIVE = {"pytorch_model.bin": "model.safetensors",
                     "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}
-
-
-def import_extra(module: str, extra: str, what: str):
-    """Import an optional package, or one line naming the extra that installs it."""
-    try:
-        return __import__(module)
-    except ImportError as error:
-        raise LocktuneError(f"{what} needs the package '{module}', which is not installed: pip install "
-                            f"'locktune[{extra}]' ({error})") from None
-    except (RuntimeError, OSError, AttributeError) as error:  # torchvision's compiled operators failing to load
-        raise LocktuneError(f"{what}: '{module}' is installed but does not import "
-                            f"({str(error).splitlines()[0][:160]}) {TORCHVISION_NOTE}") from None
-
-
-def first_line(error: BaseException, limit: int = 240) -> str:
-    """An exception as one line: its type and the start of its message, newlines folded."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:limit] + ('...' if len(text) > limit else '')}"
 
 
 def _pretrained_cfg(timm, name: str, what: str) -> dict:
@@ -177,42 +156,12 @@ def create_model(timm, name: str, what: str, dynamic: bool | None, **kwargs):
         raise LocktuneError(f"{what}: {first_line(error)}") from None
 
 
-def probe_dim(tower: ImageTower, size: int) -> int:
-    """The tower's output width, from one forward pass on a blank `size` px image (eval mode, no gradients)."""
-    was = tower.training
-    tower.eval()
-    try:
-        with torch.no_grad():
-            return int(tower(torch.zeros(1, 3, size, size)).shape[-1])
-    finally:
-        tower.train(was)
-
-
-def checked_preprocess(tower: ImageTower, image_size: int) -> Preprocess:
-    """The tower's preprocessing at `image_size` (0: native), once checked that the tower runs at that size:
-    a model with a fixed input size is one line at build time, not an error inside the first batch."""
-    native = tower.native.image_size
-    checked = tower.__dict__.setdefault("_sizes_checked", {native})
-    if image_size and image_size not in checked:
-        try:
-            probe_dim(tower, image_size)
-        except Exception as error:
-            raise LocktuneError(f"image tower '{tower.name}' does not run at {image_size} px (its pretraining size is "
-                                f"{native}) ({first_line(error, 160)}); set model.image_size=0 or a size it "
-                                "takes") from None
-        checked.add(image_size)
-    return scaled(tower.native, image_size)
-
-
 class TimmTower(ImageTower):
     def __init__(self, spec: str, args: ImageTowerArgs):
         super().__init__()
         self.name = f"timm:{spec}"
-        what = f"image tower '{self.name}'"
-        model_name, _, source = spec.partition("@")
-        if model_name.startswith(HUB_SCHEMES) or not model_name:
-            raise LocktuneError(f"{what}: write timm:NAME, timm:NAME@ORG/REPO (read from the local Hugging Face "
-                                "cache) or timm:NAME@FILE")
+        what, model_name, source = split_spec("timm", spec, "timm:NAME, timm:NAME@ORG/REPO (read from the local "
+                                              "Hugging Face cache) or timm:NAME@FILE")
         timm = import_extra("timm", "timm", what)
         import timm.data  # noqa: F401
         import timm.models  # noqa: F401
