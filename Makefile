@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 setup: $(STAMP) data
 
 data:
-	@bash scripts/install-data.sh
+	@PY=$(PY) bash scripts/install-data.sh
 
 demo: setup
 	$(PY) -m locktune demo
@@ -30,7 +30,7 @@ test: setup
 # are kept, so a killed run continues where it stopped).
 GRIDS := towers text image loss schedules head multilingual
 results: setup
-	$(PY) -m locktune ablate $(foreach g,$(GRIDS),configs/ablations/$(g).yaml) --results RESULTS.md
+	$(PY) -m locktune ablate $(foreach g,$(GRIDS),ablations/$(g).yaml) --results RESULTS.md
 
 clean:
 	rm -rf $(VENV) .cache runs

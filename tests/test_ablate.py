@@ -14,14 +14,15 @@ from locktune.ablate.grid import load_grid
 from locktune.ablate.report import SUMMARY_COLUMNS, results_document, write_grid_report
 from locktune.ablate.runner import run_grid
 from locktune.errors import LocktuneError
+from locktune.packaged import configs_folder, find_config
 
 REPO = Path(__file__).resolve().parents[1]
-GRIDS = sorted(p for p in (REPO / "configs" / "ablations").glob("*.yaml") if p.name != "base.yaml")
+GRIDS = sorted(p for p in (configs_folder() / "ablations").glob("*.yaml") if p.name != "base.yaml")
 
 
 def test_every_issue_grid_ships():
     assert {p.stem for p in GRIDS} >= {"towers", "text", "image", "loss", "schedules", "head", "multilingual"}
-    towers = load_grid(REPO / "configs/ablations/towers.yaml")
+    towers = load_grid("ablations/towers.yaml")
     assert {a.name for a in towers.arms} == {"LU", "Lu", "LL", "UU", "Uu", "UL", "uU", "uu", "uL"}
     for name in ("LU", "Lu", "UU", "uu"):
         assert len(towers.arm(name).seeds) >= 3
@@ -116,7 +117,7 @@ def test_smoke_version_of_every_grid(grid_path, tmp_path):
 def test_killed_grid_resumes_without_redoing_finished_arms(tmp_path):
     from locktune.train.trainer import train
 
-    grid = load_grid(REPO / "configs/ablations/towers.yaml")
+    grid = load_grid("ablations/towers.yaml")
     quiet = dict(log=lambda line: None)
     first = run_grid(grid, tmp_path / "a" / "towers", only_arms=["LU"], smoke=True, **quiet)
     assert first.trained == ["LU-s0"]
@@ -188,7 +189,7 @@ def test_committed_results_document_is_what_the_records_say():
 
     text = (REPO / "RESULTS.md").read_text()
     command = re.search(r"Produced by: `([^`]*)`", text).group(1)
-    grid_paths = [REPO / word for word in command.split() if word.endswith(".yaml")]  # in the command's order
+    grid_paths = [find_config(word, "grid file") for word in command.split() if word.endswith(".yaml")]  # in the command's order
     assert sorted(grid_paths) == GRIDS, "RESULTS.md covers every shipped grid"
     sections = []
     for grid_path in grid_paths:
@@ -206,12 +207,12 @@ def test_committed_results_document_is_what_the_records_say():
 def test_identical_runs_are_reused_across_grids_but_not_across_process_counts(tmp_path):
     from locktune.ablate.runner import find_identical_run
 
-    towers = load_grid(REPO / "configs/ablations/towers.yaml")
+    towers = load_grid("ablations/towers.yaml")
     run_grid(towers, tmp_path / "towers", only_arms=["LU"], smoke=True, log=lambda line: None)
-    head = load_grid(REPO / "configs/ablations/head.yaml")  # linear-head is LU
+    head = load_grid("ablations/head.yaml")  # linear-head is LU
     run = run_grid(head, tmp_path / "head", only_arms=["linear-head"], seeds=[0], smoke=True, log=lambda line: None)
     assert run.reused == ["linear-head-s0"] and run.records[0]["reused_from"] == "towers/LU-s0"
-    loss = load_grid(REPO / "configs/ablations/loss.yaml")  # global-2proc: the same config, 2 processes
+    loss = load_grid("ablations/loss.yaml")  # global-2proc: the same config, 2 processes
     config = loss.run_config(loss.arm("global-2proc"), 0, tmp_path / "loss" / "x", list(__import__(
         "locktune.ablate.runner", fromlist=["SMOKE"]).SMOKE))
     assert find_identical_run(tmp_path, config, "ablation", 40, processes=1) is not None

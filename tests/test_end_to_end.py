@@ -16,8 +16,8 @@ def test_train_then_eval_on_real_data(tmp_path, capsys):
     assert (run / "model" / "model.safetensors").is_file() and not (run / "model.pt").exists()
 
     out = tmp_path / "results.json"
-    code = main(["eval", str(run), "--benchmark", "fashion_mnist", "--benchmark", "tuxpaint_retrieval",
-                 "--max-images", "60", "--out", str(out)])
+    code = main(["eval", "--model", str(run), "eval.benchmarks=[fashion_mnist,tuxpaint_retrieval]",
+                 "eval.max_images_per_benchmark=60", "--out", str(out)])
     assert code == 0
     results = json.loads(out.read_text())
     assert set(results) == {"fashion_mnist", "tuxpaint_retrieval"}

@@ -8,7 +8,10 @@ from locktune.errors import LocktuneError, MissingDataPackage
 
 
 def run_cli(capsys, *argv):
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's own errors (one line, exit 2)
+        code = exit_.code
     err = capsys.readouterr().err.strip()
     return code, err
 
@@ -18,8 +21,11 @@ def run_cli(capsys, *argv):
     (["train", "model.image_tower=resnet9"], "unknown image tower 'resnet9'; valid: efficientnet_lite0, mobilenet_v2"),
     (["train", "model.text_tower=gpt"], "unknown text tower 'gpt'; valid: clip, minilm"),
     (["train", "data.sources=[flickr]"], "unknown pair source 'flickr'; valid: emoji, openclipart"),
-    (["eval", "nowhere", "--benchmark", "imagenet"], "unknown benchmark 'imagenet'; valid: animal_mnist, fashion_mnist"),
-    (["eval", "nowhere"], "no model at"),
+    (["eval", "--model", "nowhere", "eval.benchmarks=[imagenet]"],
+     "unknown benchmark 'imagenet'; valid: animal_mnist, fashion_mnist"),
+    (["eval", "--model", "nowhere"], "no model at"),
+    (["eval", "runs/x"], "the following arguments are required: --model"),
+    (["ablate", "ablations/towers.yaml", "train.stpes=3"], "unknown config key 'train.stpes'"),
     (["train", "train.stpes=3"], "unknown config key 'train.stpes' (did you mean 'train.steps'?)"),
     (["train", "train.steps=many"], "config key 'train.steps' wants int"),
     (["train", "train.precision=fp8"], "train.precision 'fp8' is not one of fp32, bf16"),
@@ -50,9 +56,43 @@ def test_missing_npm_package_says_what_to_install(monkeypatch, tmp_path):
     from locktune.data.sources.emoji import emoji_pairs
 
     monkeypatch.setenv("LOCKTUNE_NPM_PREFIX", str(tmp_path))
-    monkeypatch.setattr(packages, "_REPO_ROOT", tmp_path)
-    with pytest.raises(MissingDataPackage, match=r"npm install --prefix .deps/npm emoji-datasource-google@16.0.0"):
+    with pytest.raises(MissingDataPackage, match=rf"npm install --prefix {tmp_path} emoji-datasource-google@16.0.0"):
         emoji_pairs()
+
+
+def test_npm_prefix_never_depends_on_the_checkout(monkeypatch, tmp_path):
+    """Without LOCKTUNE_NPM_PREFIX the data packages live in the user's data folder, wherever locktune runs."""
+    from locktune.data.offline_assets import npm_prefix
+
+    monkeypatch.delenv("LOCKTUNE_NPM_PREFIX", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert npm_prefix() == tmp_path / "locktune" / "npm"
+
+
+def test_missing_packages_are_listed_at_once(monkeypatch, tmp_path, capsys):
+    """The demo names every missing package (and what needs it) in one line, with the commands, before any work."""
+    from locktune.cli import main
+
+    monkeypatch.setenv("LOCKTUNE_NPM_PREFIX", str(tmp_path))  # both npm packages missing
+    assert main(["demo", f"run_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "2 package(s)" in err
+    assert "emoji-datasource-google@16.0.0 (pair source emoji)" in err and "openmoji@17.0.0" in err
+    assert f"npm install --prefix {tmp_path} emoji-datasource-google@16.0.0 openmoji@17.0.0" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_offline_asset_table_matches_the_pinned_requirements():
+    """One table of data packages: its pip entries are the ones `make` installs with --no-deps."""
+    from pathlib import Path
+
+    from locktune.data.offline_assets import ASSETS
+
+    def pins(name):
+        return {line.split("#")[0].strip() for line in (Path(__file__).parents[1] / name).read_text().splitlines()} - {""}
+
+    table = {a.spec for a in ASSETS if a.kind == "pip"}
+    assert pins("requirements-nodeps.txt") <= table <= pins("requirements-nodeps.txt") | pins("requirements.txt")
 
 
 def test_overrides_apply_in_order_and_coerce_types():

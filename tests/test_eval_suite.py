@@ -37,9 +37,8 @@ def test_eval_writes_results_markdown_and_plots(tiny_model_dir, tmp_path, capsys
             (tmp_path / "mine" / cls).mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (16, 16), colour).save(tmp_path / "mine" / cls / f"{i}.png")
     out = tmp_path / "res" / "results.json"
-    code = main(["eval", str(tiny_model_dir), "--benchmark", "foolbox_cifar10", "--benchmark",
-                 "tuxpaint_retrieval", "--benchmark", f"folder:{tmp_path / 'mine'}", "--max-images", "30",
-                 "--out", str(out)])
+    code = main(["eval", "--model", str(tiny_model_dir), "--out", str(out), "eval.max_images_per_benchmark=30",
+                 f"eval.benchmarks=[foolbox_cifar10,tuxpaint_retrieval,folder:{tmp_path / 'mine'}]"])
     assert code == 0, capsys.readouterr().err
     results = json.loads(out.read_text())
     assert set(results) == {"foolbox_cifar10", "tuxpaint_retrieval", f"folder:{tmp_path / 'mine'}"}

@@ -70,10 +70,10 @@ def test_table_errors_name_the_item(tmp_path, rows, classes, expected):
 
 
 def test_cli_reports_bad_input_in_one_line_before_loading_a_model(tmp_path, capsys):
-    assert main(["eval", str(tmp_path / "no-model"), "--benchmark", "caltech999:/x"]) == 2
+    assert main(["eval", "--model", str(tmp_path / "no-model"), "eval.benchmarks=[caltech999:/x]"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown local benchmark loader 'caltech999'" in err and len(err.splitlines()) == 1
-    assert main(["eval", str(tmp_path), "--suite", "nope"]) == 2
+    assert main(["eval", "--model", str(tmp_path), "eval.suite=nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown suite 'nope'; valid: " in err and "offline" in err and len(err.splitlines()) == 1
 

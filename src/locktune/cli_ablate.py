@@ -15,7 +15,13 @@ def cmd_ablate(args) -> int:
     from locktune.ablate.report import write_grid_report, write_results_document
     from locktune.ablate.runner import run_grid
 
-    grids = [load_grid(path) for path in args.grids]  # every file checked before any training
+    from locktune.errors import LocktuneError
+
+    overrides = [a for a in args.grids if "=" in a]  # positional key=value, as in every other command
+    paths = [a for a in args.grids if "=" not in a]
+    if not paths:
+        raise LocktuneError("give at least one grid, e.g. locktune ablate ablations/towers.yaml")
+    grids = [load_grid(path) for path in paths]  # every file checked before any training
     seeds = [int(s) for s in _names(args.seeds)] if args.seeds else None
     root = Path(args.out) if args.out else Path("runs") / ("ablations-smoke" if args.smoke else "ablations")
     runs = []
@@ -27,7 +33,7 @@ def cmd_ablate(args) -> int:
 
             run = GridRun(grid, out_dir, read_records(out_dir), [], [])
         else:
-            run = run_grid(grid, out_dir, only_arms=_names(args.arms), seeds=seeds, extra=args.set or [],
+            run = run_grid(grid, out_dir, only_arms=_names(args.arms), seeds=seeds, extra=overrides,
                            smoke=args.smoke, keep_checkpoints=args.keep_checkpoints)
         report = write_grid_report(run.grid, run.records, out_dir)
         print(f"report: {report}")
@@ -41,15 +47,24 @@ def cmd_ablate(args) -> int:
     return 0
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
-    ab = sub.add_parser("ablate", help="run a grid of training runs (arms x seeds), evaluate each, report")
-    ab.add_argument("grids", nargs="+", metavar="CONFIG", help="grid files, e.g. configs/ablations/towers.yaml "
-                    "(or ablations/towers.yaml)")
+def add_command(sub: argparse._SubParsersAction, listed: str = "") -> None:
+    from locktune.cli_common import examples
+    from locktune.packaged import shipped_configs
+
+    grids = ", ".join(name for name in shipped_configs("ablations") if not name.endswith("base.yaml"))
+    ab = sub.add_parser("ablate", help="run a grid of training runs (arms x seeds), evaluate each, report",
+                        epilog=examples("locktune ablate ablations/towers.yaml --smoke",
+                                        "locktune ablate ablations/towers.yaml --arms LU,UU --seeds 0,1",
+                                        "locktune ablate ablations/loss.yaml train.steps=60 data.max_pairs_per_source=500",
+                                        "locktune ablate --report-only --results RESULTS.md ablations/towers.yaml",
+                                        extra=f"shipped grids: {grids}\n{listed}"))
+    ab.add_argument("grids", nargs="+", metavar="GRID|key.sub=value",
+                    help="grid files (a path, or a shipped name such as ablations/towers.yaml), and config overrides "
+                         "for every arm")
     ab.add_argument("--out", help="folder for the grids' runs, one subfolder per grid "
                     "(default: runs/ablations, runs/ablations-smoke with --smoke)")
     ab.add_argument("--arms", help="only these arms, comma-separated")
     ab.add_argument("--seeds", help="only these seeds, comma-separated")
-    ab.add_argument("--set", action="append", metavar="key.sub=value", help="override for every arm (repeatable)")
     ab.add_argument("--smoke", action="store_true", help="the first two arms, one seed, a few steps on a few pairs")
     ab.add_argument("--keep-checkpoints", action="store_true",
                     help="keep each finished arm's training checkpoints (deleted by default; the model/ folder is kept)")

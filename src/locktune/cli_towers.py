@@ -41,7 +41,6 @@ def cmd_towers(args) -> int:
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     tw = sub.add_parser("towers", help="list tower kinds and bundled towers, or describe one tower",
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="examples:\n  locktune towers\n  locktune towers efficientnet_lite0\n"
                                "  locktune towers hf:./models/dinov2-small --pool cls\n"
                                "  locktune towers hf:xlm-roberta-base --json")

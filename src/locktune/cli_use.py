@@ -11,6 +11,10 @@ def cmd_export(args) -> int:
     import locktune
     from locktune.saved_model import load_pretrained, state_equal
 
+    if args.onnx:
+        from locktune.extras import require_extra
+
+        require_extra("onnx", "export --onnx")
     model = locktune.load(args.model)
     if args.format == "transformers":
         from locktune.export.transformers_dual import check_dual_encoder
@@ -19,8 +23,9 @@ def cmd_export(args) -> int:
     folder = model.save(args.out)
     # Reload from disk in this process: a folder that does not round-trip is never reported as saved.
     if not state_equal(model.net, load_pretrained(folder)):
-        print(f"locktune: error: the saved model in {folder} does not reload to the same weights")
-        return 1
+        from locktune.errors import LocktuneError
+
+        raise LocktuneError(f"the saved model in {folder} does not reload to the same weights; nothing else was written")
     print(f"saved model: {folder} (load it with locktune.load('{folder}'))")
     if args.onnx:
         from locktune.export.onnx import export_onnx
@@ -58,6 +63,9 @@ def cmd_index(args) -> int:
 
 def cmd_serve(args) -> int:
     import locktune
+    from locktune.extras import require_extra
+
+    require_extra("serve", "locktune serve")
     from locktune.index.store import ImageIndex
     from locktune.serve.app import serve
 
@@ -70,25 +78,38 @@ def cmd_serve(args) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register export, index and serve on the main parser's subcommands."""
-    ex = sub.add_parser("export", help="write a saved-model folder anyone can load (and ONNX towers)")
-    ex.add_argument("model", help="run folder, saved-model folder, or an old run's model.pt")
-    ex.add_argument("--out", required=True, help="the saved-model folder to write")
+    from locktune.cli_common import examples, model_arg
+
+    ex = sub.add_parser("export", help="write a saved-model folder anyone can load (and ONNX towers)",
+                        epilog=examples("locktune export --model runs/demo --out exported/",
+                                        "locktune export --model runs/demo --out exported/ --onnx",
+                                        "locktune export --model runs/hf --out exported/ --format transformers"))
+    model_arg(ex)
+    ex.add_argument("--out", required=True, metavar="FOLDER", help="the saved-model folder to write")
     ex.add_argument("--onnx", action="store_true", help="also write image.onnx and text.onnx into it")
     ex.add_argument("--format", choices=["locktune", "transformers"], default="locktune",
                     help="transformers: also write OUT/transformers/, a VisionTextDualEncoderModel folder that "
-                         "transformers alone loads (both towers hf:, model.image_pool=pooler model.text_pool=pooler)")
+                         "transformers alone loads (both towers hf:, model.image_pool=pooler model.text_pool=pooler) "
+                         "(default: %(default)s)")
     ex.set_defaults(run=cmd_export)
 
-    ix = sub.add_parser("index", help="embed a folder of images into a searchable index with thumbnails")
+    ix = sub.add_parser("index", help="embed a folder of images into a searchable index with thumbnails",
+                        epilog=examples("locktune index photos/ --model runs/demo",
+                                        "locktune index photos/ --model exported/ --out photos.index "
+                                        "--labels labels.txt"))
     ix.add_argument("folder", help="folder of images (searched recursively)")
-    ix.add_argument("--model", required=True, help="run folder, saved-model folder, or an old run's model.pt")
-    ix.add_argument("--out", help="index folder to write (default: FOLDERNAME.index)")
-    ix.add_argument("--labels", help="text file, one label per line, for image -> label (default: file names)")
+    model_arg(ix)
+    ix.add_argument("--out", metavar="FOLDER", help="index folder to write (default: FOLDERNAME.index)")
+    ix.add_argument("--labels", metavar="FILE",
+                    help="text file, one label per line, for image -> label (default: file names)")
     ix.set_defaults(run=cmd_index)
 
-    sv = sub.add_parser("serve", help="the zero-shot search page and JSON API")
-    sv.add_argument("--model", required=True, help="run folder, saved-model folder, or an old run's model.pt")
-    sv.add_argument("--index", help="an index folder from `locktune index`")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv = sub.add_parser("serve", help="the zero-shot search page and JSON API",
+                        epilog=examples("locktune serve --model runs/demo",
+                                        "locktune serve --model runs/demo --index photos.index --port 8080",
+                                        "locktune serve --model exported/ --host 0.0.0.0"))
+    model_arg(sv)
+    sv.add_argument("--index", metavar="FOLDER", help="an index folder from `locktune index`")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     sv.set_defaults(run=cmd_serve)

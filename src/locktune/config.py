@@ -100,6 +100,10 @@ class EvalConfig:
     )
     max_images_per_benchmark: int = 1000  # sampled evenly over classes, with a fixed seed; 0 = all
     batch_size: int = 256
+    # `locktune eval`: a named suite of tasks (offline, ablation, ...) run before `benchmarks` (a benchmark
+    # the suite already covers is not run twice); plots: write the plots beside the results.
+    suite: str = ""
+    plots: bool = True
 
 
 @dataclass
@@ -272,9 +276,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Defaults, then the YAML file (if any), then each override in order; validated."""
     config = RunConfig()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise LocktuneError(f"config file '{path}' does not exist")
+        from locktune.packaged import find_config
+
+        path = find_config(path)
         data = read_yaml(path.read_text(), f"config file '{path}'") or {}
         if not isinstance(data, dict):
             raise LocktuneError(f"config file '{path}' should hold a mapping of sections (model:, train:, ...)")

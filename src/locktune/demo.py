@@ -13,6 +13,9 @@ def run_demo(config: RunConfig) -> int:
     from locktune.report import results_table, write_results
     from locktune.train.trainer import train
 
+    from locktune.data.offline_assets import check_assets
+
+    check_assets("locktune demo")  # every missing package named at once, before any work
     started = time.time()
     print(f"locktune demo: setting {config.model.setting}, image tower {config.model.image_tower} "
           f"({config.model.image_size}px), text tower {config.model.text_tower}, data {'+'.join(config.data.sources)}, "

@@ -24,8 +24,8 @@ import yaml
 
 from locktune.config import RunConfig, load_config, read_yaml
 from locktune.errors import LocktuneError
+from locktune.packaged import find_config
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 GRID_KEYS = {"name", "title", "description", "base", "overrides", "seeds", "suite", "arms", "findings", "smoke"}
 ARM_KEYS = {"name", "overrides", "seeds", "processes", "label", "smoke"}
 
@@ -89,18 +89,13 @@ def _seeds(value, where: str, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _resolve(path: str, beside: Path) -> Path:
-    for candidate in (beside / path, CONFIGS / path, Path(path)):
-        if candidate.is_file():
-            return candidate.resolve()
-    raise LocktuneError(f"base config '{path}' not found beside {beside} or in {CONFIGS}")
+    if (beside / path).is_file():
+        return (beside / path).resolve()
+    return find_config(path, "base config").resolve()
 
 
 def load_grid(path: str | Path) -> Grid:
-    path = Path(path)
-    if not path.is_file() and (CONFIGS / path).is_file():
-        path = CONFIGS / path
-    if not path.is_file():
-        raise LocktuneError(f"grid file '{path}' does not exist (grids ship in {CONFIGS / 'ablations'})")
+    path = find_config(path, "grid file")
     data = read_yaml(path.read_text(), f"grid file '{path}'") or {}
     if not isinstance(data, dict):
         raise LocktuneError(f"grid file '{path}' should hold a mapping (name:, base:, arms:, ...)")

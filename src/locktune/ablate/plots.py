@@ -11,6 +11,9 @@ from locktune.ablate.records import arms_in_order, metric
 
 
 def _pyplot():
+    from locktune.extras import require_extra
+
+    require_extra("plots", "the ablation plots")
     import matplotlib
 
     matplotlib.use("Agg")

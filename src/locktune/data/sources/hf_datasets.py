@@ -18,7 +18,7 @@ from PIL import Image
 from locktune.data.images import ImageSet, load_image_file
 from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
 from locktune.data.validate import SkipCounter, check_captions, print_report
-from locktune.errors import LocktuneError, MissingDataPackage
+from locktune.errors import LocktuneError
 
 IMAGE_COLUMNS = ("image", "img", "jpg", "png", "image_path", "file_name", "path")
 CAPTION_COLUMNS = ("caption", "captions", "text", "sentences", "title")
@@ -30,10 +30,10 @@ def is_saved_dataset(path: Path) -> bool:
 
 def _open(path: Path, split: str | None):
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: never reach for the hub
-    try:
-        import datasets
-    except ImportError:
-        raise MissingDataPackage(f"pair source 'hf:{path}'", "datasets", "pip install datasets")
+    from locktune.extras import require_extra
+
+    require_extra("hf-datasets", f"pair source 'hf:{path}'")
+    import datasets
     if path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet")) and not is_saved_dataset(path)):
         files = [str(path)] if path.is_file() else sorted(str(p) for p in path.glob("*.parquet"))
         return datasets.load_dataset("parquet", data_files=files, split=split or "train")

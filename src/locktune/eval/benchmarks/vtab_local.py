@@ -91,6 +91,9 @@ def pets(root: Path, max_images: int = 0) -> ClassificationSet:
 def flowers102(root: Path, max_images: int = 0) -> ClassificationSet:
     """jpg/image_NNNNN.jpg + imagelabels.mat (+ setid.mat's test ids); class names from a classes.txt
     (102 names, one a line, in label order) beside them, which the dataset itself does not ship."""
+    from locktune.extras import require_extra
+
+    require_extra("local-benchmarks", "reading .mat files")
     from scipy.io import loadmat
 
     name = f"flowers102:{root}"
@@ -135,6 +138,9 @@ def cifar100(root: Path, max_images: int = 0) -> ClassificationSet:
 @LOCAL_BENCHMARKS.register("svhn")
 def svhn(root: Path, max_images: int = 0) -> ClassificationSet:
     """test_32x32.mat (the cropped-digits format); label 10 means the digit 0."""
+    from locktune.extras import require_extra
+
+    require_extra("local-benchmarks", "reading .mat files")
     from scipy.io import loadmat
 
     name = f"svhn:{root}"

@@ -101,7 +101,7 @@ class OpenClipTower(ImageTower):
         if args.pool not in ("auto", "pooler"):
             raise LocktuneError(f"{what}: open_clip towers output their own pooled, projected embedding; "
                                 "model.image_pool must be auto")
-        open_clip = import_extra("open_clip", "open_clip", what)
+        open_clip = import_extra("open_clip", "open-clip", what)
         self.pretrained, self.weights_file = args.pretrained, None
         if args.saved is not None:
             options = read_json(Path(args.saved) / SAVED_OPTIONS, what)
