@@ -129,3 +129,70 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"locktune {__version__}"
+
+
+def test_open_clip_conventions(saved_run, tmp_path):
+    """Inputs of every kind give the same embeddings; torch or numpy out; forward logits; log logit_scale."""
+    import locktune
+
+    net, path = saved_run
+    model = locktune.load(path)
+    image = shapes_images()["red"]
+    image.save(tmp_path / "red.png")
+    reference = model.encode_image(image)
+    array = np.asarray(image)
+    as_float = array.astype(np.float32) / 255.0
+    pixels = net.preprocess(image)
+    for given in (str(tmp_path / "red.png"), tmp_path / "red.png", array, as_float, [image], array[None], pixels,
+                  pixels[None]):
+        got = model.encode_image(given)
+        assert got.shape == (1, model.embed_dim)
+        np.testing.assert_allclose(got, reference, atol=1e-5, err_msg=type(given).__name__)
+    as_torch = model.encode_image([image, image], return_tensors="pt")
+    assert isinstance(as_torch, torch.Tensor) and as_torch.device == model.device and as_torch.shape == (2, model.embed_dim)
+    text = model.encode_text(["a red square", "a cat"], return_tensors="pt")
+    # open_clip: logit_scale is the log; logits = exp(logit_scale) * image @ text.T, and forward gives both ways.
+    assert isinstance(model.logit_scale, torch.Tensor)
+    assert float(model.logit_scale.exp()) == pytest.approx(model.scale, rel=1e-6)
+    logits_per_image, logits_per_text = model([image, image], ["a red square", "a cat"])
+    torch.testing.assert_close(logits_per_image, model.scale * as_torch @ text.T, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(logits_per_text, logits_per_image.T)
+    tokens = model.tokenizer(["a red square"])
+    assert set(tokens) >= {"ids", "mask"} and tokens["ids"].shape[0] == 1
+    assert model.to("cpu") is model and "setting=Lu" in repr(model) and "mobilenet_v2" in repr(model)
+
+
+def test_classify_takes_batches(saved_run):
+    import locktune
+
+    model = locktune.load(saved_run[1])
+    images = [shapes_images()["red"], shapes_images()["blue"]]
+    batch = model.classify(images, ["red", "blue"])
+    assert len(batch) == 2 and all(len(row) == 2 for row in batch)
+    single = model.classify(images[1], ["red", "blue"])
+    assert [label for label, _ in batch[1]] == [label for label, _ in single]
+    np.testing.assert_allclose([p for _, p in batch[1]], [p for _, p in single], atol=1e-6)
+    assert "2 classes" in repr(model.zero_shot_classifier(["red", "blue"]))
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("/nowhere/cat.png", "image 0: no image file at '/nowhere/cat.png'"),
+    ("TEXTFILE", "image 0: '.*not-an-image.png' is not a readable image"),
+    (np.zeros((2, 4, 4, 7)), "image 0: a numpy image should be H x W"),
+    (42, "image 0: expected a path, a PIL image, a numpy array or a preprocessed tensor, got int"),
+])
+def test_bad_images_are_one_clear_error(saved_run, tmp_path, given, expected):
+    import locktune
+    from locktune.errors import LocktuneError
+
+    if isinstance(given, str) and given == "TEXTFILE":
+        given = tmp_path / "not-an-image.png"
+        given.write_text("hello")
+    model = locktune.load(saved_run[1])
+    with pytest.raises(LocktuneError, match=expected) as caught:
+        model.encode_image([given] if not isinstance(given, np.ndarray) else given)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(LocktuneError, match="text 1 is int"):
+        model.encode_text(["ok", 5])
+    with pytest.raises(LocktuneError, match="return_tensors"):
+        model.encode_text(["ok"], return_tensors="tf")

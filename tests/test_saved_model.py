@@ -48,7 +48,7 @@ def test_saved_model_reloads_identically_in_a_fresh_process(tmp_path, text_tower
     fresh = np.load(out)
     here = np.concatenate([model.encode_text(TEXTS), model.encode_image(image_path)])
     np.testing.assert_allclose(fresh, here, atol=1e-6)
-    assert locktune.load(folder).logit_scale == pytest.approx(model.logit_scale)
+    assert locktune.load(folder).scale == pytest.approx(model.scale)
 
 
 def test_unknown_format_version_is_a_clear_error(tmp_path):

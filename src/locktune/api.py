@@ -4,8 +4,11 @@
     model = locktune.load("runs/demo")                 # run folder or saved-model folder
     model.classify("cat.png", ["cat", "dog", "car"])   # -> [("cat", 0.91), ("dog", 0.07), ("car", 0.02)]
 
-Everything returns float32 numpy arrays (embeddings are L2-normalised), so results go straight into
-numpy, scikit-learn or a search index without touching torch.
+Embeddings are L2-normalised float32, as numpy arrays by default (straight into numpy, scikit-learn or a
+search index) or as torch tensors on the model's device with `return_tensors="pt"`.  The conventions of
+open_clip / OpenAI CLIP hold where they apply: `model(images, texts)` gives `(logits_per_image,
+logits_per_text)`, `model.logit_scale` is the learned *log* scale (`model.logit_scale.exp()` multiplies
+cosines; `model.scale` is that number as a float), `.to(device)`, `model.tokenizer`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-ImageLike = Union[str, Path, Image.Image]
+ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "an icon of a {}.", "{}")
 
 
@@ -62,12 +65,40 @@ def checked_templates(templates: Sequence[str]) -> list[str]:
     return out
 
 
-def _as_pil(image: ImageLike) -> Image.Image:
+def _as_pil(image, where: str) -> Image.Image:
+    """A path, a PIL image or an HWC numpy array (uint8, or float in [0, 1]) as a PIL image; anything else,
+    a missing file or a file that is not an image is one error naming the input."""
+    from locktune.errors import LocktuneError
+
     if isinstance(image, Image.Image):
         return image
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4)):
+            if array.dtype != np.uint8:
+                array = (np.clip(array.astype(np.float64), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+            return Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
+        raise LocktuneError(f"{where}: a numpy image should be H x W (grey) or H x W x 3/4 (RGB/RGBA), "
+                            f"got shape {array.shape}")
+    if not isinstance(image, (str, Path)):
+        raise LocktuneError(f"{where}: expected a path, a PIL image, a numpy array or a preprocessed tensor, "
+                            f"got {type(image).__name__}")
     from locktune.data.images import load_image_file
 
-    return load_image_file(image)
+    if not Path(image).is_file():
+        raise LocktuneError(f"{where}: no image file at '{image}'")
+    try:
+        return load_image_file(image)
+    except Exception as error:  # Pillow / cairosvg raise many types for a file that is not an image
+        raise LocktuneError(f"{where}: '{image}' is not a readable image ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:120] if str(error) else 'unreadable'})") from None
+
+
+def _as_list(items, single_types) -> tuple[list, bool]:
+    """(the items as a list, whether one item was given)."""
+    if isinstance(items, single_types):
+        return [items], True
+    return list(items), False
 
 
 class ZeroShotClassifier:
@@ -79,17 +110,28 @@ class ZeroShotClassifier:
         self.weights = weights  # [classes, dim], L2-normalised
 
     def probabilities(self, image_embeddings: np.ndarray) -> np.ndarray:
-        """Softmax over classes of logit_scale * cosine similarity. [images, classes]"""
-        logits = self.model.logit_scale * (image_embeddings @ self.weights.T)
+        """Softmax over classes of scale * cosine similarity. [images, classes]"""
+        logits = self.model.scale * (np.asarray(image_embeddings) @ self.weights.T)
         logits -= logits.max(axis=1, keepdims=True)  # stable softmax
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """Probabilities [images, classes] (or [classes] for a single image)."""
-        single = not isinstance(images, (list, tuple))
-        probs = self.probabilities(self.model.encode_image([images] if single else images))
-        return probs[0] if single else probs
+        probs = self.probabilities(self.model.encode_image(images))
+        return probs[0] if _is_single_image(images) else probs
+
+    def __repr__(self) -> str:
+        shown = ", ".join(self.class_names[:5]) + (", ..." if len(self.class_names) > 5 else "")
+        return f"ZeroShotClassifier({len(self.class_names)} classes: {shown})"
+
+
+def _is_single_image(images) -> bool:
+    if isinstance(images, torch.Tensor):
+        return images.ndim == 3
+    if isinstance(images, np.ndarray):
+        return images.ndim in (2, 3) and not (images.ndim == 3 and images.shape[-1] not in (1, 3, 4))
+    return not isinstance(images, (list, tuple))
 
 
 class LitModel:
@@ -100,36 +142,88 @@ class LitModel:
         self.preprocess = net.preprocess
         self.embed_dim = int(net.embed_dim)
 
+    # ------------------------------------------------------------------ torch conventions
     @property
-    def logit_scale(self) -> float:
-        """1 / temperature, as learned in training: scales cosine similarities into softmax logits."""
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> "LitModel":
+        """Move the model (e.g. to "cuda"); returns itself, as torch modules do."""
+        self.net.to(device)
+        return self
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The learned log of the logit scale, as in open_clip: `logit_scale.exp()` multiplies cosines."""
+        return self.net.logit_scale.detach().log()
+
+    @property
+    def scale(self) -> float:
+        """1 / temperature (`logit_scale.exp()`), the number that turns cosine similarities into logits."""
         return float(self.net.logit_scale.detach())
 
-    @torch.inference_mode()
-    def encode_image(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 32) -> np.ndarray:
-        """Paths or PIL images -> L2-normalised embeddings [n, embed_dim] (one row for a single image)."""
-        items = [images] if not isinstance(images, (list, tuple)) else list(images)
-        out = []
-        for start in range(0, len(items), batch_size):
-            pixels = torch.stack([self.preprocess(_as_pil(x)) for x in items[start:start + batch_size]])
-            out.append(self.net.encode_image(pixels.contiguous(memory_format=torch.channels_last)))
-        return torch.cat(out).float().numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+    @property
+    def tokenizer(self):
+        """texts -> {"ids", "mask"} tensors, the text tower's own tokenizer and maximum length."""
+        return self.net.tokenize
 
-    def encode_image_features(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
+    def __repr__(self) -> str:
+        config = self.net.config
+        return (f"LitModel(setting={config.setting}, image_tower={config.image_tower} at "
+                f"{self.preprocess.image_size}px, text_tower={config.text_tower}, embed_dim={self.embed_dim}, "
+                f"scale={self.scale:.1f}, device={self.device})")
+
+    def __call__(self, images, texts) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits_per_image [images, texts], logits_per_text [texts, images]): scale x cosine, as CLIP's forward."""
+        image = self.encode_image(images, return_tensors="pt")
+        text = self.encode_text(texts, return_tensors="pt")
+        logits = self.net.logit_scale.detach() * image @ text.T
+        return logits, logits.T
+
+    # ------------------------------------------------------------------ embeddings
+    @torch.inference_mode()
+    def encode_image(self, images, batch_size: int = 32, return_tensors: str = "np"):
+        """Images -> L2-normalised embeddings [n, embed_dim] (one row for a single image).
+
+        Each image is a path, a PIL image or an H x W x 3 numpy array (a list of them, or an N x H x W x 3
+        array, for a batch), or already-preprocessed pixels: a [3, H, W] or [N, 3, H, W] tensor, as
+        `model.preprocess` makes them.  return_tensors: "np" (numpy) or "pt" (torch, on the model's device)."""
+        if isinstance(images, torch.Tensor):
+            pixels = images.unsqueeze(0) if images.ndim == 3 else images
+            batches = [pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)]
+        else:
+            batches = (self._preprocessed(images, start, batch_size) for start in range(0, _count(images), batch_size))
+        out = [self.net.encode_image(b.to(self.device).contiguous(memory_format=torch.channels_last)) for b in batches]
+        return _returned(out, self.embed_dim, self.device, return_tensors)
+
+    def _preprocessed(self, images, start: int, batch_size: int) -> torch.Tensor:
+        items = [images] if _is_single_image(images) else images
+        return torch.stack([self.preprocess(_as_pil(items[i], f"image {i}"))
+                            for i in range(start, min(start + batch_size, len(items)))])
+
+    def encode_image_features(self, features: np.ndarray | torch.Tensor, return_tensors: str = "np"):
         """Pooled image-tower outputs (e.g. from the embedding cache) -> L2-normalised embeddings."""
         with torch.inference_mode():
-            return self.net.embed_image_features(torch.as_tensor(features)).float().numpy()
+            out = self.net.embed_image_features(torch.as_tensor(features).to(self.device))
+        return _returned([out], self.embed_dim, self.device, return_tensors)
 
     @torch.inference_mode()
-    def encode_text(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Texts -> L2-normalised embeddings [n, embed_dim] (one row for a single string)."""
-        items = [texts] if isinstance(texts, str) else list(texts)
+    def encode_text(self, texts: str | Sequence[str], batch_size: int = 256, return_tensors: str = "np"):
+        """Texts -> L2-normalised embeddings [n, embed_dim] (one row for a single string).
+        return_tensors: "np" (numpy) or "pt" (torch, on the model's device)."""
+        from locktune.errors import LocktuneError
+
+        items, _ = _as_list(texts, str)
+        for i, text in enumerate(items):
+            if not isinstance(text, str):
+                raise LocktuneError(f"text {i} is {type(text).__name__} {text!r:.60}; encode_text takes strings")
         out = []
         for start in range(0, len(items), batch_size):
             tokens = self.net.tokenize(items[start:start + batch_size])
-            out.append(self.net.encode_text(tokens["ids"], tokens["mask"]))
-        return torch.cat(out).float().numpy() if out else np.zeros((0, self.embed_dim), np.float32)
+            out.append(self.net.encode_text(tokens["ids"].to(self.device), tokens["mask"].to(self.device)))
+        return _returned(out, self.embed_dim, self.device, return_tensors)
 
+    # ------------------------------------------------------------------ zero-shot
     def zero_shot_classifier(self, class_names: Sequence[str],
                              templates: Sequence[str] = DEFAULT_TEMPLATES) -> ZeroShotClassifier:
         """Each class's prompts ("a photo of a {}.") embedded, averaged and renormalised (prompt ensemble)."""
@@ -139,13 +233,14 @@ class LitModel:
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         return ZeroShotClassifier(self, class_names, emb.astype(np.float32))
 
-    def classify(self, image: ImageLike, class_names: Sequence[str],
-                 templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[tuple[str, float]]:
-        """One image against your labels -> [(label, probability)], most likely first; sums to 1."""
+    def classify(self, images, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES):
+        """Images against your labels -> [(label, probability)], most likely first, summing to 1; for a
+        batch (a list of images, or a batch array/tensor), one such list per image."""
         classifier = self.zero_shot_classifier(class_names, templates)
-        probs = classifier(image)
-        order = np.argsort(-probs, kind="stable")
-        return [(classifier.class_names[i], float(probs[i])) for i in order]
+        probs = classifier(images)
+        ranked = [[(classifier.class_names[i], float(row[i])) for i in np.argsort(-row, kind="stable")]
+                  for row in np.atleast_2d(probs)]
+        return ranked[0] if _is_single_image(images) else ranked
 
     def save(self, folder: str | Path) -> Path:
         """Write a saved-model folder that `locktune.load` reads in any process."""
@@ -154,8 +249,21 @@ class LitModel:
         return save_pretrained(self.net, folder)
 
 
-def load(path: str | Path) -> LitModel:
+def _count(images) -> int:
+    return 1 if _is_single_image(images) else len(images)
+
+
+def _returned(parts: list[torch.Tensor], dim: int, device, return_tensors: str):
+    from locktune.errors import LocktuneError
+
+    if return_tensors not in ("np", "pt"):
+        raise LocktuneError(f"return_tensors should be 'np' (numpy) or 'pt' (torch), not {return_tensors!r}")
+    out = torch.cat(parts).float() if parts else torch.zeros((0, dim), device=device)
+    return out if return_tensors == "pt" else out.cpu().numpy()
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> LitModel:
     """Load a trained model: a run folder, a saved-model folder, or an old run's model.pt (read safely)."""
     from locktune.saved_model import load_any
 
-    return LitModel(load_any(path))
+    return LitModel(load_any(path)).to(device)
