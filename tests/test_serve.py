@@ -176,3 +176,36 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_stays_up(served, name, reques
     if words:
         assert words in r.json()["error"], r.json()
     assert httpx.get(f"{url}/api/info").status_code == 200  # still serving
+
+
+def test_an_index_built_with_another_model_is_refused_or_reembedded(tmp_path):
+    """No silent wrong answers: serving an index with a model that did not build it is one clear error;
+    --reembed embeds its images again with the serving model (and equals a fresh index)."""
+    import torch
+
+    from locktune.api import LitModel
+    from locktune.errors import LocktuneError
+    from locktune.index.build import build_index, index_for_model
+    from locktune.saved_model import save_pretrained
+
+    builder = LitModel(tiny_net())
+    index = make_index(tmp_path, builder)
+    assert index_for_model(builder, tmp_path / "index").meta["model_fingerprint"] == builder.fingerprint
+    exported = LitModel(__import__("locktune").load(save_pretrained(builder.net, tmp_path / "saved")).net)
+    assert exported.fingerprint == builder.fingerprint  # a run and its export are the same model
+
+    other_net = tiny_net()
+    with torch.no_grad():
+        other_net.text_projection.weight.mul_(-1.0)
+        other_net.image_projection.weight.mul_(-1.0)
+    other = LitModel(other_net)
+    assert other.fingerprint != builder.fingerprint
+    with pytest.raises(LocktuneError, match="was built with another model .* --reembed") as caught:
+        index_for_model(other, tmp_path / "index")
+    assert "\n" not in str(caught.value)
+    reembedded = index_for_model(other, tmp_path / "index", reembed=True)
+    assert reembedded.meta["model_fingerprint"] == other.fingerprint
+    build_index(other, tmp_path / "photos", tmp_path / "fresh")
+    fresh = index_for_model(other, tmp_path / "fresh")
+    np.testing.assert_allclose(reembedded.embeddings, fresh.embeddings, atol=1e-6)
+    np.testing.assert_allclose(reembedded.label_embeddings, fresh.label_embeddings, atol=1e-6)

@@ -242,6 +242,15 @@ class LitModel:
                   for row in np.atleast_2d(probs)]
         return ranked[0] if _is_single_image(images) else ranked
 
+    @property
+    def fingerprint(self) -> str:
+        """The weights' fingerprint (`saved_model.weights_fingerprint`): equal for a run and its export."""
+        if getattr(self, "_fingerprint", None) is None:
+            from locktune.saved_model import weights_fingerprint
+
+            self._fingerprint = weights_fingerprint(self.net)
+        return self._fingerprint
+
     def save(self, folder: str | Path) -> Path:
         """Write a saved-model folder that `locktune.load` reads in any process."""
         from locktune.saved_model import save_pretrained

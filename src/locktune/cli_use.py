@@ -66,11 +66,11 @@ def cmd_serve(args) -> int:
     from locktune.extras import require_extra
 
     require_extra("serve", "locktune serve")
-    from locktune.index.store import ImageIndex
+    from locktune.index.build import index_for_model
     from locktune.serve.app import serve
 
     model = locktune.load(args.model)
-    index = ImageIndex.load(args.index) if args.index else None
+    index = index_for_model(model, args.index, reembed=args.reembed) if args.index else None
     print(f"locktune: serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C stops")
     serve(model, index, args.host, args.port)
     return 0
@@ -110,6 +110,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                         "locktune serve --model exported/ --host 0.0.0.0"))
     model_arg(sv)
     sv.add_argument("--index", metavar="FOLDER", help="an index folder from `locktune index`")
+    sv.add_argument("--reembed", action="store_true", help="an index built with another model: embed its images "
+                    "again with this model (otherwise such an index is refused)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     sv.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     sv.set_defaults(run=cmd_serve)

@@ -209,3 +209,16 @@ def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     """True when two models hold the same weights bit for bit (used by tests and `export --check`)."""
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def weights_fingerprint(net: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) of every tensor in the state dict, by name, dtype, shape and bytes: the same for
+    a run folder and its export, different for any other weights.  Indexes record it (`serve` checks it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        value = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
+        digest.update(f"{name}|{value.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()[:16]

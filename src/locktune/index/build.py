@@ -101,11 +101,32 @@ def build_index(model, folder: str | Path, out: str | Path, labels: Sequence[str
                 np.zeros((0, model.embed_dim), np.float32))
     (out / "labels.json").write_text(json.dumps(vocabulary))
     meta = {"format": INDEX_FORMAT, "root": str(folder), "dim": model.embed_dim, "count": len(entries),
-            "model": model.net.config.__dict__, "images": entries,
+            "model": model.net.config.__dict__, "model_fingerprint": model.fingerprint,
+            "labels_given": bool(labels), "images": entries,
             "skipped": {str(Path(k).relative_to(folder)) if k.startswith(str(folder)) else k: v
                         for k, v in failed.items()}}
     (out / "index.json").write_text(json.dumps(meta))
     return meta
+
+
+def index_for_model(model, folder: str | Path, reembed: bool = False):
+    """Open an index for serving with `model`: one built by another model (or by a locktune too old to record
+    which) is refused, or, with `reembed`, its images are embedded again with this model in place."""
+    from locktune.index.store import ImageIndex
+
+    index = ImageIndex.load(folder)
+    built_by = index.meta.get("model_fingerprint")
+    if built_by == model.fingerprint:
+        return index
+    if not reembed:
+        why = (f"was built with another model (weights {built_by}, this model's {model.fingerprint})" if built_by
+               else "does not record which model built it (an older locktune)")
+        raise LocktuneError(f"index '{folder}' {why}, so its search results would be wrong; rebuild it with "
+                            f"`locktune index {index.meta['root']} --model MODEL --out {folder}`, or pass --reembed "
+                            "to embed its images again with this model")
+    labels = index.labels if index.meta.get("labels_given") else None
+    build_index(model, index.meta["root"], folder, labels)
+    return ImageIndex.load(folder)
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
