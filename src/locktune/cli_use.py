@@ -72,7 +72,7 @@ def cmd_serve(args) -> int:
     model = locktune.load(args.model)
     index = index_for_model(model, args.index, reembed=args.reembed) if args.index else None
     print(f"locktune: serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C stops")
-    serve(model, index, args.host, args.port)
+    serve(model, index, args.host, args.port, max_batch=args.max_batch)
     return 0
 
 
@@ -114,4 +114,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "again with this model (otherwise such an index is refused)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     sv.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    sv.add_argument("--max-batch", type=int, default=64, help="concurrent search queries encoded together, at most "
+                    "this many at a time; 1 = one at a time (default: %(default)s)")
     sv.set_defaults(run=cmd_serve)

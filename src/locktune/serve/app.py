@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from locktune.serve.batcher import TextBatcher
 from locktune.serve.uploads import MAX_LABELS, MAX_UPLOAD_BYTES, BadInput, parse_labels, read_image
 
 STATIC = Path(__file__).parent / "static"
@@ -68,19 +69,14 @@ class NeighborsResponse(BaseModel):
     ms: float
 
 
-def create_app(model, index=None) -> FastAPI:
-    """The app for a `locktune.api.LitModel` and an optional `locktune.index.ImageIndex`."""
+def create_app(model, index=None, max_batch: int = 64) -> FastAPI:
+    """The app for a `locktune.api.LitModel` and an optional `locktune.index.ImageIndex`.  Concurrent search
+    queries are encoded together, up to `max_batch` at a time (1: one at a time)."""
     app = FastAPI(title="locktune", version="1", description=__doc__)
     _install_error_handlers(app)
+    app.state.text_batcher = batcher = TextBatcher(model.encode_text, max_batch=max_batch)
 
-    @app.middleware("http")
-    async def cap_body(request: Request, call_next):
-        # Refuse an oversized upload from its header, before any of it is read or spooled to disk.
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 1024 * 1024:
-            return _error(413, f"request is {int(length) / 1e6:.1f} MB; images are limited to "
-                               f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
-        return await call_next(request)
+    app.add_middleware(CapBody)
 
     def image_from(upload: Optional[UploadFile], image_id: Optional[int]):
         """The request's image: an upload, or an indexed image chosen by id -> embedding [dim]."""
@@ -106,7 +102,8 @@ def create_app(model, index=None) -> FastAPI:
         return {"embed_dim": model.embed_dim, "setting": model.net.config.setting,
                 "image_tower": model.net.config.image_tower, "text_tower": model.net.config.text_tower,
                 "images": len(index) if index is not None else 0, "labels": len(index.labels) if index else 0,
-                "limits": {"upload_bytes": MAX_UPLOAD_BYTES, "labels": MAX_LABELS}}
+                "limits": {"upload_bytes": MAX_UPLOAD_BYTES, "labels": MAX_LABELS},
+                "text_batches": {"max_batch": batcher.max_batch, "calls": batcher.batches, "queries": batcher.queries}}
 
     @app.post("/api/classify", response_model=ClassifyResponse)
     def classify(labels: str = Form(..., description="labels, one per line or comma-separated"),
@@ -122,11 +119,11 @@ def create_app(model, index=None) -> FastAPI:
                 "ms": _ms(start)}
 
     @app.post("/api/search", response_model=SearchResponse)
-    def search(body: SearchRequest):
-        """Text -> the k indexed images nearest to it."""
+    async def search(body: SearchRequest):
+        """Text -> the k indexed images nearest to it (concurrent queries are encoded in one batch)."""
         start = time.perf_counter()
         _need_index(index)
-        rows, scores = index.search(model.encode_text([body.query])[0], body.k)
+        rows, scores = index.search(await batcher.encode_one(body.query), body.k)
         return {"query": body.query, "results": hits(rows, scores), "ms": _ms(start)}
 
     @app.post("/api/neighbors", response_model=NeighborsResponse)
@@ -165,6 +162,23 @@ def create_app(model, index=None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+class CapBody:
+    """Refuse an oversized upload from its header, before any of it is read or spooled to disk (a plain ASGI
+    middleware: the decorator form costs every request a task and a stream copy)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or []).get(b"content-length", b"")
+            if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 1024 * 1024:
+                response = _error(413, f"request is {int(length) / 1e6:.1f} MB; images are limited to "
+                                       f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 def _rank(matrix: np.ndarray, query: np.ndarray, k: int):
@@ -213,9 +227,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error: {type(error).__name__}")
 
 
-def serve(model, index, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(model, index, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 64) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(model, index), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(model, index, max_batch), host=host, port=port, log_level="warning")
 
