@@ -256,6 +256,9 @@ def build_parser(names: bool = False) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(names="-h" in argv or "--help" in argv).parse_args(argv)
+    from locktune.quiet import quiet_third_party
+
+    quiet_third_party()
     try:
         return args.run(args)
     except LocktuneError as error:

@@ -275,7 +275,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         losses.append(loss_value)
         pairs_seen += config.train.batch_size
         rate = pairs_seen / max(1e-9, time.time() - tick)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / model.logit_scale.item():.3f}")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / model.logit_scale.item():.3f}",
+                        refresh=False)  # update() below draws it: one write per step
         bar.update(1)
         if main and (step % config.train.log_every == 0 or step == end):
             entry = {"step": step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
