@@ -200,6 +200,20 @@ def _error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+# What the page shows for a request the API's schema refuses: (field, pydantic error type) -> message.
+FRIENDLY = {
+    ("labels", "missing"): "type at least one label (one per line, or separated by commas)",
+    ("query", "missing"): "type what to look for, e.g. 'a red car'",
+    ("query", "string_too_short"): "type what to look for, e.g. 'a red car'",
+    ("query", "string_too_long"): "the query is longer than 500 characters; shorten it",
+    ("query", "string_type"): "the query must be text, e.g. 'a red car'",
+    ("k", "*"): "k (how many images) must be a whole number from 1 to 200",
+    ("image_id", "*"): "image_id must be the number of an indexed image",
+    ("offset", "*"): "offset must be a whole number, 0 or more",
+    ("limit", "*"): "limit must be a whole number from 1 to 200",
+}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, error: BadInput):
@@ -212,7 +226,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             if e.get("type") == "json_invalid":
                 return _error(400, "the request body is not valid JSON; send e.g. {\"query\": \"a red car\", \"k\": 12}")
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-            problems.append(f"{where}: {e.get('msg')}" if where else e.get("msg"))
+            problems.append(FRIENDLY.get((where, e.get("type")), FRIENDLY.get((where, "*")))
+                            or (f"{where}: {e.get('msg')}" if where else e.get("msg")))
         return _error(422, "; ".join(problems) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
