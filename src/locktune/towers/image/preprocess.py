@@ -27,6 +27,16 @@ RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Ima
             "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
 
 
+def on_background(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """RGB with any transparency composited on `background` (white): what the towers see, and what plots and
+    thumbnails must show (a plain RGB conversion would turn transparent areas black)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        canvas = Image.new("RGBA", image.size, tuple(background) + (255,))
+        image = Image.alpha_composite(canvas, image)
+    return image.convert("RGB")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     image_size: int
@@ -76,11 +86,7 @@ class Preprocess:
             raise LocktuneError(f"preprocessing description has fields this locktune does not know: {error}")
 
     def to_rgb(self, image: Image.Image) -> Image.Image:
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            image = image.convert("RGBA")
-            canvas = Image.new("RGBA", image.size, self.background + (255,))
-            image = Image.alpha_composite(canvas, image)
-        return image.convert("RGB")
+        return on_background(image, self.background)
 
     def _resized(self, image: Image.Image) -> Image.Image:
         size, resample = self.image_size, RESAMPLE[self.resample]
