@@ -101,53 +101,21 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import time
 
-    from locktune.eval.benchmarks import check_benchmark_name
-    from locktune.eval.suites import SUITES, default_task, run_tasks
-    from locktune.saved_model import load_any
+    from locktune.eval.driver import check_eval_config, evaluate_model
+    from locktune.saved_model import WEIGHTS, load_any, model_folder
 
     started = time.time()
     config = load_run_config(args)
-    suite = SUITES.get(config.eval.suite) if config.eval.suite else []  # unknown names fail before any work
-    for name in config.eval.benchmarks:
-        check_benchmark_name(name)
-    if config.eval.plots:
-        from locktune.extras import require_extra
-
-        require_extra("plots", "locktune eval's plots", "or give eval.plots=false")
-    model = load_any(Path(args.model))  # a run folder or a saved-model folder (`locktune export`)
-    covered = {task.benchmark for task in suite}
-    tasks = list(suite) + [default_task(name, config.eval.max_images_per_benchmark)
-                           for name in config.eval.benchmarks if name not in covered]
-    evaluations = run_tasks(model, tasks, workers=config.data.image_workers, train_sources=tuple(config.data.sources))
-    _write_evaluation(args, config, model, evaluations)
-    print(f"evaluated in {time.time() - started:.0f}s")
-    return 0
-
-
-def _write_evaluation(args, config, model, evaluations) -> None:
-    """results.json (each result with the model's fingerprint), the markdown table, and the plots."""
-    from locktune.report import file_fingerprint, markdown_table, results_table, write_results
-    from locktune.saved_model import WEIGHTS, model_folder
-
+    check_eval_config(config)  # unknown names or a missing extra fail before any model is loaded
     model_path = Path(args.model)
+    model = load_any(model_path)  # a run folder or a saved-model folder (`locktune export`)
     folder = model_folder(model_path)
     model_file = folder / WEIGHTS if folder is not None else (model_path / "model.pt" if model_path.is_dir()
                                                                else model_path)  # an old run's model.pt
-    fingerprint = file_fingerprint(model_file)
-    results = {key: {**evaluation.metrics, "model_fingerprint": fingerprint} for key, evaluation in evaluations.items()}
     out = Path(args.out) if args.out else (model_path if model_path.is_dir() else model_path.parent) / "results.json"
-    write_results(results, out)
-    table = out.with_suffix(".md")
-    table.write_text(f"Model `{model_file}` (sha256 {fingerprint}), setting {model.config.setting}, "
-                     f"{model.config.image_tower} at {model.preprocess.image_size}px + {model.config.text_tower}.\n\n"
-                     + markdown_table(results))
-    print(results_table(results))
-    if config.eval.plots:
-        from locktune.eval.plots import plot_all
-
-        plots = plot_all(evaluations, out.parent / f"{out.stem}_plots")
-        print(f"plots: {len(plots)} in {out.parent / (out.stem + '_plots')}")
-    print(f"results: {out}\ntable: {table}")
+    evaluate_model(model, config, model_file, out)
+    print(f"evaluated in {time.time() - started:.0f}s")
+    return 0
 
 
 def cmd_demo(args) -> int:

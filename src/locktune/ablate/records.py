@@ -37,46 +37,25 @@ def _is_record(path: Path) -> bool:
 
 
 def metric(record: dict, key: str) -> float | None:
-    """`task|metric` from the record's evaluation (e.g. `fashion_mnist|top1`), `train|final_loss`,
-    or a summary over tasks (`mean_zero_shot_top1`, `mean_fewshot_10shot_top1`, `mean_retrieval_R@1`)."""
-    if key in SUMMARIES:
-        return SUMMARIES[key](record)
+    """`task|metric` from the record's evaluation (e.g. `fashion_mnist|top1`), `train|final_loss`, or a
+    summary value an evaluator registers over its tasks (`mean_zero_shot_top1`, `mean_retrieval_R@1`, ...)."""
+    summary = summary_values().get(key)
+    if summary is not None:
+        return summary(record)
     task, _, name = key.partition("|")
     section = record["train"] if task == "train" else record["eval"].get(task, {})
     value = section.get(name)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def summary_values() -> dict:
+    """key -> record -> value, from every evaluator's registered summaries (`eval/evaluators/`)."""
+    from locktune.eval.evaluation import of_kind, reporters
 
+    def over(reporter, summary):
+        return lambda record: summary.value(of_kind(record["eval"], reporter.kind))
 
-def _zero_shot_tasks(record: dict) -> list[str]:
-    return [t for t, m in record["eval"].items() if "top1" in m and "mean_per_class_recall" in m]
-
-
-def _multilingual(record: dict, english: bool) -> float | None:
-    """Mean R@1 (both directions) for English, or averaged over every other language."""
-    for metrics in record["eval"].values():
-        if "languages" in metrics:
-            langs = sorted({k.split(":")[0] for k in metrics if ":" in k} - {"mean"})
-            langs = [lang for lang in langs if (lang == "en") == english]
-            return _mean([(metrics[f"{lang}:image_to_text_R@1"] + metrics[f"{lang}:text_to_image_R@1"]) / 2
-                          for lang in langs])
-    return None
-
-
-SUMMARIES = {
-    "mean_zero_shot_top1": lambda r: _mean([r["eval"][t]["top1"] for t in _zero_shot_tasks(r)]),
-    "mean_fewshot_10shot_top1": lambda r: _mean([m["10shot_top1"] for t, m in r["eval"].items()
-                                                 if t.startswith("fewshot/") and "10shot_top1" in m]),
-    "mean_zero_shot_chance": lambda r: _mean([r["eval"][t]["chance_top1"] for t in _zero_shot_tasks(r)]),
-    "mean_retrieval_R@1": lambda r: _mean([m[k] for m in r["eval"].values()
-                                           if "image_to_text_R@1" in m and "languages" not in m
-                                           for k in ("image_to_text_R@1", "text_to_image_R@1")]),
-    "multilingual_en_R@1": lambda r: _multilingual(r, english=True),
-    "multilingual_other_R@1": lambda r: _multilingual(r, english=False),
-}
+    return {summary.key: over(reporter, summary) for reporter in reporters() for summary in reporter.summaries}
 
 
 @dataclass(frozen=True)

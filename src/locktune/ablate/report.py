@@ -12,17 +12,18 @@ from locktune.ablate.grid import Grid
 from locktune.ablate.plots import plot_curves, plot_metric_bars
 from locktune.ablate.records import arms_in_order, metric, summarize, write_record
 
-SUMMARY_COLUMNS = [  # (record key, column title); percentages unless the key is a loss or seconds
-    ("mean_zero_shot_top1", "zero-shot top-1 (mean)"),
-    ("mean_retrieval_R@1", "retrieval R@1 (mean I→T, T→I)"),
-    ("mean_fewshot_10shot_top1", "10-shot probe top-1 (mean)"),
-    ("ood_loss|train_loss", "loss, training pairs"),
-    ("ood_loss|heldout_loss", "loss, held-out pairs"),
-    ("multilingual_en_R@1", "English R@1"),
-    ("multilingual_other_R@1", "other languages R@1"),
-    ("train|final_loss", "final training loss"),
-    ("train|seconds", "training s"),
-]
+TRAIN_COLUMNS = [("train|final_loss", "final training loss"), ("train|seconds", "training s")]
+
+
+def summary_columns() -> list[tuple[str, str]]:
+    """(record key, column title): each evaluator's registered summary values, then the training columns;
+    percentages unless the key is a loss or seconds."""
+    from locktune.eval.evaluation import reporters
+
+    return [(s.key, s.title) for r in reporters() for s in r.summaries if s.column] + TRAIN_COLUMNS
+
+
+SUMMARY_COLUMNS = summary_columns()
 
 
 BAR_PLOTS = [  # (record key, title, file-name part): one bar plot per key a grid's records have
@@ -59,23 +60,21 @@ def summary_table(records: list[dict]) -> list[str]:
 
 
 def task_table(records: list[dict]) -> list[str]:
-    """Every task's headline metric per arm (the summary's parts)."""
+    """Every task's headline metrics per arm (the summary's parts), as each kind registers them."""
+    from locktune.eval.evaluation import REPORTERS, kind_of
+
     first = records[0]["eval"]
-    keys = []
+    keys, chance = [], []
     for task, metrics in first.items():
-        for name in ("top1", "image_to_text_R@1", "text_to_image_R@1", "10shot_top1", "mean:image_to_text_R@1",
-                     "mean:text_to_image_R@1"):
+        reporter = REPORTERS.get(kind_of(metrics))
+        for name in reporter.task_columns:
             if name in metrics:
                 keys.append(f"{task}|{name}")
+                value = metrics.get(reporter.chance)
+                chance.append(f"{100 * value:.1f}" if isinstance(value, (int, float)) else "-")
     lines = ["| arm | " + " | ".join(k.replace("|", " ") for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for arm in arms_in_order(records):
         lines.append(f"| {arm} | " + " | ".join(cell(records, arm, k) for k in keys) + " |")
-    chance = []
-    for key in keys:
-        task, _, name = key.partition("|")
-        m = first[task]
-        value = m.get("chance_top1") if "top1" in name else m.get("chance_R@1", m.get("mean:chance_R@1"))
-        chance.append(f"{100 * value:.1f}" if isinstance(value, (int, float)) else "-")
     lines.append("| chance | " + " | ".join(chance) + " |")
     return lines
 

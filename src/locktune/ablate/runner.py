@@ -148,7 +148,7 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
                   "image_forward_passes": trained["image_forward_passes"], "skipped_images": trained["skipped_images"],
                   "first_loss": curve[0][1] if curve else None, "final_loss": curve[-1][1] if curve else None,
                   "curve": curve},
-        "eval": {key: evaluation.metrics for key, evaluation in evaluations.items()},
+        "eval": {key: evaluation.recorded() for key, evaluation in evaluations.items()},
         "suite": grid.suite, "eval_max_images": eval_max_images,
         "eval_seconds": round(time.time() - started, 1),
         "model_fingerprint": file_fingerprint(run_dir / RUN_MODEL_DIR / WEIGHTS),

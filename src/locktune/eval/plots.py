@@ -128,14 +128,10 @@ def retrieval_grid(name: str, details: dict, folder: Path, queries: int = 5, top
 
 
 def plot_all(evaluations: dict, folder: Path) -> list[Path]:
-    """Every plot the evaluations' details allow, written under `folder`."""
+    """Every plot the evaluations' kinds draw (`Reporter.plots`), written under `folder`."""
+    from locktune.eval.evaluation import REPORTERS, reporters
+
+    reporters()
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, evaluation in evaluations.items():
-        details = evaluation.details
-        if details.get("kind") == "classification":
-            paths.append(per_class_plot(name, details, folder))
-            paths.append(confusion_plot(name, details, folder))
-        elif details.get("kind") == "retrieval":
-            paths.append(retrieval_grid(name, details, folder))
-    return paths
+    return [path for name, evaluation in evaluations.items()
+            for path in REPORTERS.get(evaluation.kind).plots(name, evaluation, folder)]

@@ -1,0 +1,46 @@
+"""Few-shot linear probes on the image tower's pooled features (the representation LiT keeps or degrades)."""
+
+from __future__ import annotations
+
+import torch
+
+from locktune.eval.benchmarks import ClassificationSet, get_benchmark
+from locktune.eval.evaluation import (EVALUATORS, Evaluation, Reporter, SummaryValue, mean, pct,
+                                      register_reporter)
+from locktune.eval.fewshot import fewshot_metrics
+from locktune.eval.run import image_features
+
+KIND = "fewshot"
+SHOTS = (1, 5, 10, 25)
+
+
+def fewshot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) -> Evaluation:
+    features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
+    labels = torch.tensor(benchmark.labels)[valid]
+    metrics = fewshot_metrics(features[valid].numpy(), labels.numpy())
+    metrics["images"] = int(valid.sum())
+    return Evaluation(KIND, metrics)
+
+
+@EVALUATORS.register("fewshot")
+def evaluate(model, name: str, max_images: int, workers: int, **_) -> Evaluation:
+    benchmark = get_benchmark(name, max_images)
+    result = fewshot_evaluation(model, benchmark, workers)
+    result.metrics["dataset_fingerprint"] = benchmark.fingerprint()
+    return result
+
+
+def markdown(results: dict[str, dict]) -> list[str]:
+    lines = ["| few-shot linear probe, image tower features (top-1 %, mean ± std over seeds) | 1-shot | 5-shot "
+             "| 10-shot | 25-shot | chance |", "|---|---|---|---|---|---|"]
+    lines += [f"| {n} | " + " | ".join(pct(m, f"{k}shot_top1", f"{k}shot_top1_std") for k in SHOTS)
+              + f" | {pct(m, 'chance_top1')} |" for n, m in results.items()]
+    return lines + [""]
+
+
+register_reporter(Reporter(
+    KIND, headline=("1shot_top1", "5shot_top1", "10shot_top1", "25shot_top1", "chance_top1"), markdown=markdown,
+    recognise=lambda m: "1shot_top1" in m or "seeds" in m,
+    summaries=(SummaryValue("mean_fewshot_10shot_top1", "10-shot probe top-1 (mean)",
+                            lambda results: mean([m["10shot_top1"] for m in results.values() if "10shot_top1" in m])),),
+    task_columns=("10shot_top1",), chance="chance_top1"))
