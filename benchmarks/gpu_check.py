@@ -47,7 +47,7 @@ def precompute_args(smoke: bool) -> list[str]:
     if smoke:
         return ["--pipeline", "features", "--images", "8", "--batch-size", "4", "--workers", "0", "--rounds", "1",
                 "--device", "cpu"]
-    return ["--images", "4096", "--batch-size", "256", "--workers", "12", "--rounds", "2", "--device", "cuda"]
+    return ["--images", "2048", "--batch-size", "256", "--workers", "12", "--rounds", "2", "--device", "cuda"]
 
 
 class Check:

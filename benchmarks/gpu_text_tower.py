@@ -174,6 +174,8 @@ def main() -> None:
                 row["speedup_vs_text_only"] = round(row["locktune_pairs_s"] / row["open_clip_text_only_pairs_s"], 2)
             except ImportError as error:
                 row["open_clip"] = f"not installed ({error}); pip install open_clip_torch==3.3.0"
+            except (RuntimeError, AttributeError, OSError) as error:  # e.g. torchvision built for another torch
+                row["open_clip"] = f"does not import here: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
             except torch.cuda.OutOfMemoryError:
                 row["open_clip"] = "out of memory"
                 torch.cuda.empty_cache()
