@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LOCKTUNE_NPM_PREFIX := $(CURDIR)/.deps/npm
 export LOCKTUNE_CACHE := $(CURDIR)/.cache/locktune
 
-.PHONY: setup data demo test results clean
+.PHONY: setup data demo test results clean gpu-check
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: setup
 GRIDS := towers text image loss schedules head multilingual
 results: setup
 	$(PY) -m locktune ablate $(foreach g,$(GRIDS),ablations/$(g).yaml) --results RESULTS.md
+
+# On a bare GPU machine (torch with CUDA installed, no network; run benchmarks/gpu_wheels.sh beforehand where PyPI
+# is reachable): installs the fetched wheels, runs the `cuda` tests and the GPU benchmarks, writes
+# results/gpu-check/<time>/gpu_check.json and gpu_check.log, all within 8 minutes.  GPU_CHECK_ALLOW_CPU=1: the same
+# on CPU with tiny sizes (a smoke run).  GPU_CHECK_ARGS=--out-dir DIR to choose the folder.
+gpu-check:
+	timeout -k 10 480 $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -10,7 +10,9 @@ image embeddings.  Then locktune's largest batch: gradient caching in chunks up 
     python benchmarks/gpu_text_tower.py --tiny --device cpu   # smoke test here (tests run it)
 
 Achieved TFLOP/s counts 6 x non-embedding parameters x tokens plus attention's 12 x layers x tokens^2
-x width per pair (forward + backward), against --peak-tflops (H200 bf16 dense: ~790).
+x width per pair (forward + backward), against the part's dense bf16 peak (`gpu_device.py`: H200 / H100 SXM
+989, H200 NVL / H100 NVL 835, H100 PCIe 756 TFLOP/s), or --peak-tflops.  The JSON records the device name
+from torch and nvidia-smi, its memory, the part matched and the peak used.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ os.environ.setdefault("LOCKTUNE_QUIET", "1")
 from locktune.config import ModelConfig  # noqa: E402
 from locktune.model import build_model  # noqa: E402
 from locktune.train.step import Batch, gradient_cached_step, whole_step  # noqa: E402
+
+from gpu_device import device_report  # noqa: E402  (beside this script)
 
 VIT_B16_TEXT = {"width": 512, "layers": 12, "heads": 8, "tokens": 77, "vocab": 49408, "embed": 512, "image_dim": 768}
 TINY_TEXT = {"width": 64, "layers": 2, "heads": 2, "tokens": 16, "vocab": 1000, "embed": 64, "image_dim": 96}
@@ -143,21 +147,24 @@ def main() -> None:
     parser.add_argument("--no-open-clip", action="store_true")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--peak-tflops", type=float, default=790.0)
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="dense bf16 peak of this part (default: from the device name, gpu_device.py)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     shape = TINY_TEXT if args.tiny else VIT_B16_TEXT
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "shape": shape,
-              "torch": torch.__version__, "compile": args.compile, "rows": []}
+    machine = device_report(device, args.peak_tflops)
+    peak = machine["peak_bf16_tflops"]
+    report = {"device": machine["name"], "machine": machine, "shape": shape, "torch": torch.__version__,
+              "compile": args.compile, "rows": []}
     for batch_size in [int(b) for b in args.batches.split(",")]:
         seconds, params, memory = locktune_arm(shape, device, batch_size, 0, autocast, args.compile, args.warmup,
                                                args.iters)
         flops = flops_per_pair(shape, params) * batch_size / seconds
         row = {"batch": batch_size, "locktune_pairs_s": round(batch_size / seconds),
-               "locktune_tflops": round(flops / 1e12, 2), "fraction_of_peak": round(flops / 1e12 / args.peak_tflops, 3),
+               "locktune_tflops": round(flops / 1e12, 2), "fraction_of_peak": round(flops / 1e12 / peak, 3) if peak else None,
                "locktune_peak_gib": memory}
         if not args.no_open_clip:
             try:
@@ -167,6 +174,8 @@ def main() -> None:
                 row["speedup_vs_text_only"] = round(row["locktune_pairs_s"] / row["open_clip_text_only_pairs_s"], 2)
             except ImportError as error:
                 row["open_clip"] = f"not installed ({error}); pip install open_clip_torch==3.3.0"
+            except (RuntimeError, AttributeError, OSError) as error:  # e.g. torchvision built for another torch
+                row["open_clip"] = f"does not import here: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
             except torch.cuda.OutOfMemoryError:
                 row["open_clip"] = "out of memory"
                 torch.cuda.empty_cache()

@@ -1,5 +1,5 @@
-"""Benchmark scripts run end to end on CPU with tiny shapes: the GPU text-tower benchmark (no GPU here) and
-the precompute-throughput benchmark with an hf: image tower."""
+"""Benchmark scripts run end to end on CPU with tiny shapes: the GPU text-tower benchmark (no GPU here), the
+precompute-throughput benchmark with an hf: image tower, and `make gpu-check`'s script in its smoke mode."""
 
 import json
 import subprocess
@@ -18,6 +18,7 @@ def test_gpu_benchmark_script_smoke_on_cpu(tmp_path):
     report = json.loads(out.read_text())
     assert report["rows"][0]["batch"] == 32 and report["rows"][0]["locktune_pairs_s"] > 0
     assert report["max_batch"]["batch"] == 256 and report["max_batch"]["pairs_s"] > 0
+    assert report["machine"]["name"] == "cpu" and report["rows"][0]["fraction_of_peak"] is None  # no CPU peak
 
 
 def _precompute(tmp_path, *extra):
@@ -49,3 +50,36 @@ def test_precompute_benchmark_makes_a_small_vit(tmp_path):
     assert (config["image_size"], config["patch_size"], config["num_hidden_layers"]) == (224, 16, 1)
     assert (tmp_path / "vits" / "preprocessor_config.json").is_file()
     assert report["tower"].startswith("hf:") and report["size"] == 224 and report["images"] == 4
+
+
+def test_gpu_peak_is_the_parts_dense_bf16_datasheet_figure():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_device import peak_for
+
+    # Names as torch.cuda.get_device_name reports them; NVIDIA's sparse figures halved (gpu_device.py).
+    assert peak_for("NVIDIA H200") == ("H200 SXM", 989.0)
+    assert peak_for("NVIDIA H200 NVL") == ("H200 NVL", 835.0)
+    assert peak_for("NVIDIA H100 80GB HBM3") == ("H100 SXM5", 989.0)
+    assert peak_for("NVIDIA H100 PCIe") == ("H100 PCIe", 756.0)
+    assert peak_for("NVIDIA H100 NVL") == ("H100 NVL", 835.0)
+    assert peak_for("NVIDIA GeForce RTX 4090") == (None, None)
+
+
+def test_gpu_check_smoke_run_on_cpu(tmp_path):
+    """`make gpu-check`'s script end to end on CPU (`--smoke`): the CUDA tests are collected and skip with their
+    reason, both benchmarks run at tiny sizes, and one JSON and one log come out."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--out-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["ok"] and report["mode"] == "smoke (CPU)" and report["machine"]["name"] == "cpu"
+    tests = report["cuda_tests"]
+    assert tests["skipped"] >= 6 and tests["failed"] == 0
+    assert all("CUDA" in t["reason"] for t in tests["tests"].values())
+    assert {"test_gpu::test_cached_step_equals_whole_step_with_dropout_on_cuda",
+            "test_gpu::test_global_loss_over_nccl_equals_float64_reference[2]"} <= set(tests["tests"])
+    assert report["gpu_text_tower"]["rows"][0]["locktune_pairs_s"] > 0
+    assert report["precompute_throughput"]["images"] == 8
+    assert all(report["steps"][s]["rc"] == 0 for s in ("tests", "gpu_text_tower", "precompute"))
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "gpu_text_tower: exit 0" in log and "precompute: exit 0" in log

@@ -1,4 +1,4 @@
-"""Faults: a full disk, NaN losses, a damaged cache, kills at random points, a rank that dies."""
+"""Faults: a full disk, NaN losses, a damaged cache, kills at exact and random points, a rank that dies."""
 
 import errno
 import json
@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,40 +123,82 @@ TRAIN_ARGS = ["data.sources=[emoji]", "data.max_pairs_per_source=64", "data.imag
               "train.batch_size=16", "train.warmup_steps=2", "train.checkpoint_every=1", "train.log_every=1"]
 
 
-def cli(*args, cache):
-    env = {**os.environ, "LOCKTUNE_QUIET": "1", "LOCKTUNE_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+def cli(*args, cache, env=None):
+    env = {**os.environ, "LOCKTUNE_QUIET": "1", "LOCKTUNE_CACHE": str(cache), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "locktune", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_training_killed_at_random_points_resumes_to_the_same_model(tmp_path):
-    """SIGKILL three times at random moments (mid-step, mid-checkpoint, whatever comes), resume each time;
-    the final weights equal an uninterrupted run's bit for bit (same seed, same thread count)."""
-    cache = tmp_path / "cache"
+def paused(proc, marker, timeout=240) -> dict:
+    """Wait until the process reports it is paused at its `LOCKTUNE_TEST_PAUSE_AT` point."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, f"exited ({proc.returncode}) before the pause point: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "never reached the pause point"
+        time.sleep(0.05)
+    return json.loads(marker.read_text())
+
+
+def test_training_killed_mid_checkpoint_write_and_mid_step_resumes_to_the_same_model(tmp_path):
+    """SIGKILL at two exact points (`LOCKTUNE_TEST_PAUSE_AT`, runtime/pause_point.py): with the third
+    checkpoint's temporary file written but not renamed, then mid-step after a resume.  The temporary file
+    is there when killed and gone after the next start; the final weights equal an uninterrupted run's
+    bit for bit (same seed, same thread count)."""
+    cache, run = tmp_path / "cache", tmp_path / "killed"
     whole = cli("train", *TRAIN_ARGS, f"run_dir={tmp_path / 'whole'}", cache=cache)
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
 
-    rng = random.Random(7)
-    run, kills = tmp_path / "killed", 0
-    for attempt in range(12):
-        proc = cli("train", *TRAIN_ARGS, f"run_dir={run}", *(["--resume"] if attempt else []), cache=cache)
-        if kills < 3:
-            time.sleep(rng.uniform(2.5, 5.0))  # start-up is ~2 s; steps and checkpoint writes follow
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait(timeout=60)
-            continue
-        assert proc.wait(timeout=300) == 0, proc.stderr.read()
-        break
-    assert kills == 3
+    marker = tmp_path / "paused.json"
+    pause = {"LOCKTUNE_TEST_PAUSE_FILE": str(marker), "LOCKTUNE_TEST_PAUSE_AT": "checkpoint-write:3"}
+    proc = cli("train", *TRAIN_ARGS, f"run_dir={run}", cache=cache, env=pause)
+    where = paused(proc, marker)
+    temporary = Path(where["temporary"])
+    assert where["point"] == "checkpoint-write" and temporary.name == f".step_00000003.pt.tmp{proc.pid}"
+    assert temporary.stat().st_size > 100_000, "the whole checkpoint is in the temporary file"
+    assert not (run / "checkpoints" / "step_00000003.pt").exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert temporary.exists(), "a kill leaves the temporary file"
+
+    marker.unlink()
+    proc = cli("train", *TRAIN_ARGS, f"run_dir={run}", "--resume", cache=cache,
+               env={**pause, "LOCKTUNE_TEST_PAUSE_AT": "train-step:2"})
+    assert paused(proc, marker)["point"] == "train-step"
+    assert not temporary.exists(), "the stale temporary file was removed at start"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+    proc = cli("train", *TRAIN_ARGS, f"run_dir={run}", "--resume", cache=cache)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
     from safetensors.torch import load_file
 
     a = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
     b = load_file(str(run / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    losses = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
-    assert losses[-1] == 14
+    steps = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 14
+    assert not [p.name for p in (run / "checkpoints").iterdir() if ".tmp" in p.name]
+
+
+def test_stale_checkpoint_temporaries_of_dead_writers_are_removed_and_nothing_else(tmp_path):
+    from locktune.train.checkpoint import remove_stale_temporaries
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    names = {f".step_00000003.pt.tmp{gone.pid}": "removed", f".step_00000004.pt.tmp{os.getpid()}": "ours, writing",
+             f".step_00000004.pt.tmp{os.getppid()}": "a live writer", "step_00000002.pt": "a checkpoint",
+             f".model.pt.tmp{gone.pid}": "not a checkpoint's", f".step_3.pt.tmp{gone.pid}": "not our pattern",
+             "notes.txt": "someone else's"}
+    for name in names:
+        (folder / name).write_bytes(b"x" * 10)
+    (folder / f".step_00000009.pt.tmp{gone.pid}").mkdir()  # a folder is never ours
+    removed = remove_stale_temporaries(tmp_path)
+    assert [p.name for p in removed] == [f".step_00000003.pt.tmp{gone.pid}"]
+    kept = {p.name for p in folder.iterdir()}
+    assert kept == {n for n, why in names.items() if why != "removed"} | {f".step_00000009.pt.tmp{gone.pid}"}
+    assert remove_stale_temporaries(tmp_path / "no-such-run") == []
 
 
 def test_precompute_killed_midway_gives_the_same_cache(tmp_path):

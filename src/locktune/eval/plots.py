@@ -8,7 +8,7 @@ from pathlib import Path
 
 from locktune.extras import require_extra
 
-require_extra("plots", "evaluation plots", "or pass --no-plots")
+require_extra("plots", "evaluation plots", "or give eval.plots=false")
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # files only; never needs a display

@@ -55,15 +55,17 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
                      gather=gather_with_grad) -> torch.Tensor:
     """Mean of image->text and text->image cross-entropy; pair i's positive is column i.
 
-    Embeddings are expected L2-normalised.  The matmuls run in float32 whatever the autocast dtype.
+    Embeddings are expected L2-normalised.  Computed in float32 even when called inside an autocast region
+    (autocast is switched off here: under it the matmuls would run in bf16).
     """
-    image_emb, text_emb = image_emb.float(), text_emb.float()
-    all_images, offset = gather(image_emb)
-    all_texts, _ = gather(text_emb)
-    labels = torch.arange(image_emb.shape[0], device=image_emb.device) + offset
-    logits_image_to_text = logit_scale * image_emb @ all_texts.T
-    logits_text_to_image = logit_scale * text_emb @ all_images.T
-    return (F.cross_entropy(logits_image_to_text, labels) + F.cross_entropy(logits_text_to_image, labels)) / 2
+    with torch.autocast(device_type=image_emb.device.type, enabled=False):
+        image_emb, text_emb = image_emb.float(), text_emb.float()
+        all_images, offset = gather(image_emb)
+        all_texts, _ = gather(text_emb)
+        labels = torch.arange(image_emb.shape[0], device=image_emb.device) + offset
+        logits_image_to_text = logit_scale * image_emb @ all_texts.T
+        logits_text_to_image = logit_scale * text_emb @ all_images.T
+        return (F.cross_entropy(logits_image_to_text, labels) + F.cross_entropy(logits_text_to_image, labels)) / 2
 
 
 def _gather_plain(x: torch.Tensor) -> torch.Tensor:
@@ -77,9 +79,15 @@ def contrastive_loss_grads(image_emb: torch.Tensor, text_emb: torch.Tensor, logi
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, d loss/d image_emb, d loss/d text_emb) for this rank's embeddings, computed in row chunks.
 
-    The same loss as `contrastive_loss`; the logit scale's gradient is accumulated into its `.grad`.
-    Memory: chunk_rows x global batch logits at a time.
+    The same loss as `contrastive_loss`, in float32 on the embeddings' device; the logit scale's gradient is
+    accumulated into its `.grad`.  Memory: chunk_rows x global batch logits at a time.
     """
+    with torch.autocast(device_type=image_emb.device.type, enabled=False):
+        return _contrastive_loss_grads(image_emb, text_emb, logit_scale, chunk_rows, global_loss)
+
+
+def _contrastive_loss_grads(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                            chunk_rows: int, global_loss: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     image_emb, text_emb = image_emb.detach().float(), text_emb.detach().float()
     distributed = global_loss and _distributed()
     rows = image_emb.shape[0]
@@ -88,8 +96,9 @@ def contrastive_loss_grads(image_emb: torch.Tensor, text_emb: torch.Tensor, logi
     all_texts = (_gather_plain(text_emb) if distributed else text_emb).requires_grad_()
     # A leaf copy of the scale: each chunk's backward stops here; the graph that made the scale from its
     # parameter is walked once at the end.
-    scale = logit_scale.detach().requires_grad_()
-    total = torch.zeros((), dtype=torch.float64)
+    scale = logit_scale.detach().float().requires_grad_()
+    # On the embeddings' device (a CPU total would pull every chunk's part over to the host).
+    total = torch.zeros((), dtype=torch.float64, device=image_emb.device)
     for start in range(0, rows, chunk_rows):
         stop = min(rows, start + chunk_rows)
         labels = torch.arange(start, stop, device=image_emb.device) + offset

@@ -3,17 +3,26 @@
 `whole_step`: one graph over this rank's batch.  `gradient_cached_step` (GradCache, Gao et al. 2021):
 embed the batch without a graph, take the loss's gradient with respect to the embeddings in row chunks,
 then rerun each chunk of the towers with a graph and backpropagate that chunk's slice of the gradient.
-Memory is bounded by the chunk, not the batch, and the parameter gradients are the same as
-`whole_step`'s (each chunk's dropout masks are replayed by restoring the RNG state; batch norm in an
-unlocked image tower sees chunk statistics instead of batch statistics).
+Memory is bounded by the chunk, not the batch.
+
+When is the cached step equal to the whole step?  Given the same `chunk` and `seed`, `whole_step` runs the
+towers chunk by chunk too (one graph), and both draw each chunk's dropout masks from a generator seeded
+with (seed, first row of the chunk) on the CPU and on the batch's CUDA device, so the masks are the same
+in both paths and in the cached step's replay; batch norm in a trained image tower sees each chunk's
+statistics in both, and its running statistics are updated once per chunk (the no-graph pass restores
+them).  The parameter gradients then differ by float rounding only (tests/test_step.py: relative error 2e-7 in
+float32, bf16 autocast within the 1e-3 stated there).  The loss is computed in float32 outside autocast in both.
+Without `chunk`, `whole_step` runs the batch at once and dropout draws from the global generator.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import hashlib
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from locktune.loss.contrastive import contrastive_loss, contrastive_loss_grads, gather_with_grad, no_gather
 
@@ -48,35 +57,89 @@ def embed(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return image, model.encode_text(*trim_padding(batch.ids, batch.mask))
 
 
-def whole_step(model, batch: Batch, autocast: AbstractContextManager, global_loss: bool = True) -> torch.Tensor:
-    with autocast:
-        image, text = embed(model, batch)
-        loss = contrastive_loss(image, text, model.logit_scale, gather=gather_with_grad if global_loss else no_gather)
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, step, row): stable across processes and Python versions."""
+    digest = hashlib.blake2b(":".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+@contextmanager
+def seeded_rng(seed: int, device: torch.device):
+    """Inside: the CPU generator and, for a CUDA `device`, that device's generator seeded with `seed`.
+    Outside, both are as they were (the global streams do not move)."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _resolve_seed(seed: int | None) -> int:
+    # No seed given (benchmarks, direct callers): one draw from the global generator.
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64)) if seed is None else seed
+
+
+def _embed_chunk(model, batch: Batch, start: int, chunk: int, autocast: AbstractContextManager, seed: int,
+                 first_row: int) -> tuple[torch.Tensor, torch.Tensor]:
+    with seeded_rng(mix_seed(seed, first_row + start), batch.ids.device), autocast:
+        return embed(model, batch.rows(start, start + chunk))
+
+
+def _running_stats(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(buffer, copy) for every running statistic a train-mode forward would update."""
+    saved = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training and module.track_running_stats:
+            for buffer in (module.running_mean, module.running_var, module.num_batches_tracked):
+                if buffer is not None:
+                    saved.append((buffer, buffer.clone()))
+    return saved
+
+
+def _loss(model, image: torch.Tensor, text: torch.Tensor, global_loss: bool) -> torch.Tensor:
+    return contrastive_loss(image.float(), text.float(), model.logit_scale,
+                            gather=gather_with_grad if global_loss else no_gather)
+
+
+def whole_step(model, batch: Batch, autocast: AbstractContextManager, global_loss: bool = True, chunk: int = 0,
+               seed: int | None = None, first_row: int = 0) -> torch.Tensor:
+    """Forward and backward in one graph; the float32 loss, detached.  With `chunk`, the towers run chunk by
+    chunk with seeded dropout exactly as in `gradient_cached_step` (the reference it must equal);
+    `first_row` is this rank's first row in the global batch, so every rank seeds different rows."""
+    if chunk and chunk < len(batch):
+        seed = _resolve_seed(seed)
+        parts = [_embed_chunk(model, batch, start, chunk, autocast, seed, first_row)
+                 for start in range(0, len(batch), chunk)]
+        image, text = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    else:
+        with autocast:
+            image, text = embed(model, batch)
+    loss = _loss(model, image, text, global_loss)
     loss.backward()
     return loss.detach()
 
 
 def gradient_cached_step(model, batch: Batch, autocast: AbstractContextManager, chunk: int,
-                         global_loss: bool = True) -> torch.Tensor:
-    rng_states, images, texts = [], [], []
+                         global_loss: bool = True, seed: int | None = None, first_row: int = 0) -> torch.Tensor:
+    """The gradients of `whole_step(..., chunk=chunk, seed=seed)` with memory bounded by the chunk."""
+    seed = _resolve_seed(seed)
+    starts = range(0, len(batch), chunk)
+    running = _running_stats(model)
     with torch.no_grad():
-        for start in range(0, len(batch), chunk):
-            rng_states.append(torch.get_rng_state())
-            with autocast:
-                image, text = embed(model, batch.rows(start, start + chunk))
-            images.append(image.float())
-            texts.append(text.float())
-    after = torch.get_rng_state()
-    loss, image_grad, text_grad = contrastive_loss_grads(torch.cat(images), torch.cat(texts), model.logit_scale,
+        parts = [_embed_chunk(model, batch, start, chunk, autocast, seed, first_row) for start in starts]
+    for buffer, before in running:  # the replay below updates them, once per chunk
+        buffer.copy_(before)
+    loss, image_grad, text_grad = contrastive_loss_grads(torch.cat([p[0].float() for p in parts]),
+                                                         torch.cat([p[1].float() for p in parts]), model.logit_scale,
                                                          chunk_rows=chunk, global_loss=global_loss)
-    for k, start in enumerate(range(0, len(batch), chunk)):
-        torch.set_rng_state(rng_states[k])
-        with autocast:
-            image, text = embed(model, batch.rows(start, start + chunk))
+    del parts
+    for start in starts:
+        image, text = _embed_chunk(model, batch, start, chunk, autocast, seed, first_row)
         # An image side with nothing to train (locked or frozen tower and no head) has no graph.
         pairs = [(out.float(), grad[start:start + chunk]) for out, grad in ((image, image_grad), (text, text_grad))
                  if out.requires_grad]
         if pairs:
             torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
-    torch.set_rng_state(after)
     return loss

@@ -26,11 +26,12 @@ from locktune.model import TwoTower, build_model
 from locktune.progress import progress
 from locktune.towers.setting import unwrap
 from locktune.train.batches import BatchPlan
-from locktune.train.checkpoint import latest_checkpoint, restore_rng, rng_state
+from locktune.train.checkpoint import latest_checkpoint, remove_stale_temporaries, restore_rng, rng_state
 from locktune.train.checkpoint import save_checkpoint as save_checkpoint_file
 from locktune.runtime import distributed
+from locktune.runtime.pause_point import pause_point
 from locktune.train.schedule import build_scheduler
-from locktune.train.step import Batch, gradient_cached_step, whole_step
+from locktune.train.step import Batch, gradient_cached_step, mix_seed, whole_step
 from locktune.train.unlock import image_unlock_schedule
 
 
@@ -134,6 +135,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     started = time.time()
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():  # a checkpoint write killed earlier left its temporary file (checkpoint-sized)
+        remove_stale_temporaries(run_dir)
     torch.manual_seed(config.train.seed)
     sharded = ShardedCache.open(config.data.embedding_cache) if config.data.embedding_cache else None
     if sharded is None and pairs is None:
@@ -247,9 +250,13 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         optimizer.zero_grad(set_to_none=True)  # a frozen parameter's grad stays None: AdamW skips it
         unlocked = unlock.apply(step) if unlock is not None else None  # after model.train(): sets BN modes
         if config.train.chunk_size and config.train.chunk_size < local:
-            loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, global_loss)
+            # Dropout seeded per (run seed, step, global row of the chunk): a pure function of the step, so
+            # resume stays exact and the replay draws the no-graph pass's masks on every device.
+            loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, global_loss,
+                                        seed=mix_seed(config.train.seed, step), first_row=rank * local)
         else:
             loss = whole_step(model, batch, autocast, global_loss)
+        pause_point("train-step")  # tests kill here: gradients computed, weights not yet updated
         loss_value = distributed.mean_over_ranks(loss)  # identical on every rank, so all skip together
         distributed.average_gradients(distributed.replicated(trainable))
         grad_norm = distributed.clip_gradients(trainable, config.train.grad_clip)
