@@ -11,8 +11,7 @@ from contextlib import contextmanager
 
 import torch
 
-from locktune.cache.embedding_cache import cached_features, compute_features
-from locktune.towers.setting import unwrap
+from locktune.cache.image_side import image_set_features, reads_cache
 
 _remembered: dict | None = None  # set inside `remembered_features()`
 
@@ -32,17 +31,12 @@ def remembered_features():
 
 def image_features(model, images, workers: int = 1, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """The image tower's pooled features [N, D] (zeros where unreadable) and the valid mask [N]."""
-    tower = unwrap(model.image_tower)
-    if model.setting.image_locked:
-        result = cached_features(tower, model.preprocess, images, workers=workers, desc=desc)
-        return torch.nan_to_num(result.features), result.valid
     key = (id(model), images.fingerprint(), repr(model.preprocess.describe()))
-    if _remembered is not None and key in _remembered:
+    if not reads_cache(model) and _remembered is not None and key in _remembered:
         return _remembered[key]
-    features, _ = compute_features(tower, model.preprocess, images, workers=workers, desc=desc)
-    valid = ~torch.isnan(features).any(1)
-    out = (torch.nan_to_num(features), valid)
-    if _remembered is not None:
+    side = image_set_features(model, images, workers=workers, desc=desc)
+    out = (side.zeroed(), side.valid)
+    if not reads_cache(model) and _remembered is not None:
         _remembered[key] = out
     return out
 

@@ -39,21 +39,13 @@ def default_labels(paths: Sequence[Path], root: Path) -> list[str]:
 
 
 def _image_embeddings(net, paths: list[Path]) -> tuple[np.ndarray, dict[str, str]]:
-    from locktune.cache.embedding_cache import cached_features, compute_features
+    from locktune.cache.image_side import image_set_features
     from locktune.data.images import FileImages
-    from locktune.towers.setting import LockedTower
 
-    images = FileImages(paths)
-    if isinstance(net.image_tower, LockedTower):
-        result = cached_features(net.image_tower, net.preprocess, images, desc="indexing images")
-        features, failed = result.features, result.failed
-    else:
-        # An unlocked tower was trained: its features are not the cached pretrained ones.
-        features, failed = compute_features(net.image_tower, net.preprocess, images, desc="indexing images")
+    side = image_set_features(net, FileImages(paths), desc="indexing images")  # cache for a locked tower
     with torch.inference_mode():
-        safe = torch.nan_to_num(features)  # unreadable rows are dropped below; keep NaN out of the matmul
-        embeddings = net.embed_image_features(safe).float().numpy()
-    return embeddings, failed
+        embeddings = net.embed_image_features(side.zeroed()).float().numpy()  # unreadable rows dropped below
+    return embeddings, side.failed
 
 
 def _thumbnail(path: Path, out: Path) -> bool:

@@ -1,0 +1,43 @@
+"""Where a model's image side comes from, decided in one place from its tower setting: a locked image tower
+is read from the embedding cache (computed once per tower, weights, preprocessing and image set, then shared
+by training, evaluation, indexing and other runs); a trained one is run over the decoded images.
+
+Training (`train/images.py`), evaluation (`eval/run.py`) and indexing (`index/build.py`) all ask here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from locktune.cache.embedding_cache import cached_features, compute_features
+from locktune.towers.setting import unwrap
+
+
+def reads_cache(model) -> bool:
+    """True when the model's image side comes from the cache: its image tower is locked (`L?`)."""
+    return model.setting.image_locked
+
+
+@dataclass
+class ImageFeatures:
+    features: torch.Tensor  # [N, D] float32, the image tower's pooled outputs; NaN rows where unreadable
+    valid: torch.Tensor  # [N] bool
+    failed: dict[str, str]  # image key -> why it could not be read
+    forward_passes: int  # images the tower ran over for this call (0 when the cache had them)
+
+    def zeroed(self) -> torch.Tensor:
+        """The features with unreadable rows as zeros (safe in a matrix product; mask them with `valid`)."""
+        return torch.nan_to_num(self.features)
+
+
+def image_set_features(model, images, workers: int = 1, desc: str = "embedding images",
+                       recompute_corrupt: bool = False) -> ImageFeatures:
+    """The image tower's features for every image of `images`, from the cache or from the tower."""
+    tower = unwrap(model.image_tower)
+    if reads_cache(model):
+        cached = cached_features(tower, model.preprocess, images, workers=workers, desc=desc,
+                                 recompute_corrupt=recompute_corrupt)
+        return ImageFeatures(cached.features, cached.valid, cached.failed, len(images) if cached.computed else 0)
+    features, failed = compute_features(tower, model.preprocess, images, workers=workers, desc=desc)
+    return ImageFeatures(features, ~torch.isnan(features).any(1), failed, len(images))
