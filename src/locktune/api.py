@@ -3,6 +3,7 @@
     import locktune
     model = locktune.load("runs/demo")                 # run folder or saved-model folder
     model.classify("cat.png", ["cat", "dog", "car"])   # -> [("cat", 0.91), ("dog", 0.07), ("car", 0.02)]
+    # (a model trained with train.loss=sigmoid scores each label on its own: the numbers need not sum to 1)
 
 Everything returns float32 numpy arrays (embeddings are L2-normalised), so results go straight into
 numpy, scikit-learn or a search index without touching torch.
@@ -79,11 +80,13 @@ class ZeroShotClassifier:
         self.weights = weights  # [classes, dim], L2-normalised
 
     def probabilities(self, image_embeddings: np.ndarray) -> np.ndarray:
-        """Softmax over classes of logit_scale * cosine similarity. [images, classes]"""
-        logits = self.model.logit_scale * (image_embeddings @ self.weights.T)
-        logits -= logits.max(axis=1, keepdims=True)  # stable softmax
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        """[images, classes]: for a softmax-trained model, softmax over classes of logit_scale * cosine (rows
+        sum to 1); for a sigmoid-trained one, sigmoid(logit_scale * cosine + logit_bias) for each class on
+        its own (rows need not sum to 1).  `model.scores` says which."""
+        from locktune.loss import label_probabilities
+
+        return label_probabilities(image_embeddings @ self.weights.T, self.model.loss, self.model.logit_scale,
+                                   self.model.logit_bias)
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """Probabilities [images, classes] (or [classes] for a single image)."""
@@ -104,6 +107,24 @@ class LitModel:
     def logit_scale(self) -> float:
         """1 / temperature, as learned in training: scales cosine similarities into softmax logits."""
         return float(self.net.logit_scale.detach())
+
+    @property
+    def logit_bias(self) -> float | None:
+        """The sigmoid loss's learned bias b in sigmoid(logit_scale * cos + b); None for a softmax-trained model."""
+        bias = getattr(self.net, "logit_bias", None)
+        return None if bias is None else float(bias.detach())
+
+    @property
+    def loss(self) -> str:
+        """The loss the model was trained with: global | local (softmax) | sigmoid."""
+        return self.net.loss
+
+    @property
+    def scores(self) -> str:
+        """What `classify` returns: 'softmax' (over your labels, sums to 1) or 'sigmoid' (each label on its own)."""
+        from locktune.loss import get_loss
+
+        return get_loss(self.loss).scores
 
     @torch.inference_mode()
     def encode_image(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 32) -> np.ndarray:
@@ -141,7 +162,9 @@ class LitModel:
 
     def classify(self, image: ImageLike, class_names: Sequence[str],
                  templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[tuple[str, float]]:
-        """One image against your labels -> [(label, probability)], most likely first; sums to 1."""
+        """One image against your labels -> [(label, probability)], most likely first.  Softmax-trained models:
+        the probabilities sum to 1; sigmoid-trained (`train.loss=sigmoid`): each is the chance that this label
+        matches the image, on its own (see `scores`)."""
         classifier = self.zero_shot_classifier(class_names, templates)
         probs = classifier(image)
         order = np.argsort(-probs, kind="stable")

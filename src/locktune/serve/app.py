@@ -54,6 +54,8 @@ class LabelScore(BaseModel):
 
 class ClassifyResponse(BaseModel):
     labels: list[LabelScore]
+    scores: str = Field(description="softmax: shares of the labels given, summing to 1 | sigmoid (a model trained "
+                                    "with train.loss=sigmoid): each label's own chance of matching, not summing to 1")
     ms: float
 
 
@@ -105,13 +107,15 @@ def create_app(model, index=None) -> FastAPI:
         """The model and index being served, and the request limits."""
         return {"embed_dim": model.embed_dim, "setting": model.net.config.setting,
                 "image_tower": model.net.config.image_tower, "text_tower": model.net.config.text_tower,
+                "loss": model.loss, "scores": model.scores,
                 "images": len(index) if index is not None else 0, "labels": len(index.labels) if index else 0,
                 "limits": {"upload_bytes": MAX_UPLOAD_BYTES, "labels": MAX_LABELS}}
 
     @app.post("/api/classify", response_model=ClassifyResponse)
     def classify(labels: str = Form(..., description="labels, one per line or comma-separated"),
                  image: Optional[UploadFile] = File(None), image_id: Optional[int] = Form(None)):
-        """Zero-shot classification: probability of each label (softmax of logit_scale * cosine)."""
+        """Zero-shot classification: probability of each label.  Softmax-trained model: softmax over the labels of
+        logit_scale * cosine; sigmoid-trained: sigmoid(logit_scale * cosine + logit_bias) per label (`scores`)."""
         start = time.perf_counter()
         names = parse_labels(labels)
         embedding = image_from(image, image_id)
@@ -119,7 +123,7 @@ def create_app(model, index=None) -> FastAPI:
         probs = classifier.probabilities(embedding[None, :])[0]
         order = np.argsort(-probs, kind="stable")
         return {"labels": [{"label": classifier.class_names[i], "probability": float(probs[i])} for i in order],
-                "ms": _ms(start)}
+                "scores": model.scores, "ms": _ms(start)}
 
     @app.post("/api/search", response_model=SearchResponse)
     def search(body: SearchRequest):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from locktune.loss.contrastive import contrastive_loss, contrastive_loss_grads, gather_with_grad, no_gather
+from locktune.loss import get_loss
 
 
 @dataclass
@@ -48,16 +48,16 @@ def embed(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return image, model.encode_text(*trim_padding(batch.ids, batch.mask))
 
 
-def whole_step(model, batch: Batch, autocast: AbstractContextManager, global_loss: bool = True) -> torch.Tensor:
+def whole_step(model, batch: Batch, autocast: AbstractContextManager, loss_name: str = "global") -> torch.Tensor:
     with autocast:
         image, text = embed(model, batch)
-        loss = contrastive_loss(image, text, model.logit_scale, gather=gather_with_grad if global_loss else no_gather)
+        loss = get_loss(loss_name).whole(model, image, text)
     loss.backward()
     return loss.detach()
 
 
 def gradient_cached_step(model, batch: Batch, autocast: AbstractContextManager, chunk: int,
-                         global_loss: bool = True) -> torch.Tensor:
+                         loss_name: str = "global") -> torch.Tensor:
     rng_states, images, texts = [], [], []
     with torch.no_grad():
         for start in range(0, len(batch), chunk):
@@ -67,8 +67,7 @@ def gradient_cached_step(model, batch: Batch, autocast: AbstractContextManager, 
             images.append(image.float())
             texts.append(text.float())
     after = torch.get_rng_state()
-    loss, image_grad, text_grad = contrastive_loss_grads(torch.cat(images), torch.cat(texts), model.logit_scale,
-                                                         chunk_rows=chunk, global_loss=global_loss)
+    loss, image_grad, text_grad = get_loss(loss_name).grads(model, torch.cat(images), torch.cat(texts), chunk)
     for k, start in enumerate(range(0, len(batch), chunk)):
         torch.set_rng_state(rng_states[k])
         with autocast:

@@ -108,8 +108,8 @@ def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            is_head = name.startswith(("image_projection", "text_projection", "log_logit_scale"))
-            # Biases, norms and the temperature are not decayed (as in CLIP/LiT trainers).
+            is_head = name.startswith(("image_projection", "text_projection", "log_logit_scale", "logit_bias"))
+            # Biases, norms and the temperature (and the sigmoid loss's bias) are not decayed (as in CLIP/LiT trainers).
             decays = p.ndim >= 2 and "log_logit_scale" not in name
             groups.setdefault((is_head, decays), []).append(p)
     lr, mult, wd = config.train.lr, config.train.head_lr_multiplier, config.train.weight_decay
@@ -150,7 +150,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     if resume and (path := latest_checkpoint(run_dir)) is not None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(config.model, corpus=corpus,
-                        tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None)
+                        tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None, loss=config.train.loss)
 
     # Image side: cached features for a locked tower, else decode per batch.
     image_tower = unwrap(model.image_tower)
@@ -221,7 +221,6 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         raise LocktuneError(f"train.batch_size ({config.train.batch_size}) must divide evenly over {world} processes")
     local = config.train.batch_size // world
     trainable = [p for p in model.parameters() if p.requires_grad]
-    global_loss = config.train.loss == "global"
     end = min(config.train.steps, stop_after) if stop_after is not None else config.train.steps
     model.train()
     main = distributed.is_main()
@@ -247,9 +246,9 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         optimizer.zero_grad(set_to_none=True)  # a frozen parameter's grad stays None: AdamW skips it
         unlocked = unlock.apply(step) if unlock is not None else None  # after model.train(): sets BN modes
         if config.train.chunk_size and config.train.chunk_size < local:
-            loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, global_loss)
+            loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, config.train.loss)
         else:
-            loss = whole_step(model, batch, autocast, global_loss)
+            loss = whole_step(model, batch, autocast, config.train.loss)
         loss_value = distributed.mean_over_ranks(loss)  # identical on every rank, so all skip together
         distributed.average_gradients(distributed.replicated(trainable))
         grad_norm = distributed.clip_gradients(trainable, config.train.grad_clip)
@@ -281,6 +280,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
             entry = {"step": step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
                      "grad_norm": float(grad_norm), "logit_scale": model.logit_scale.item(),
                      "pairs_per_s": round(rate, 1)}
+            if model.logit_bias is not None:
+                entry["logit_bias"] = model.logit_bias.item()
             if unlocked is not None:
                 entry["image_unlocked"] = round(unlocked, 4)  # share of image-tower layer groups trained
             log.write(json.dumps(entry) + "\n")
