@@ -12,8 +12,12 @@ of the losses, and of the parameter gradients, is the single-process full batch'
 
 Two ways to take the step, as for the softmax loss (`loss.contrastive`):
 - `sigmoid_loss`: one autograd graph over this rank's rows x the global batch.
-- `sigmoid_loss_grads`: the loss and its gradients with respect to the embeddings, in row chunks (memory
-  chunk x global batch), for the gradient cache; the scale's and bias's gradients go into their `.grad`.
+- `sigmoid_loss_grads`: the loss and its gradients with respect to the embeddings, written out and taken in
+  row chunks (memory: three chunk x global-batch matrices, no graph), for the gradient cache; the scale's
+  and bias's gradients go into their `.grad`.
+
+Texts are gathered rather than passed around a ring: a global batch of 32,768 texts at 512 dimensions is
+64 MiB, while the chunk's logits are what bound memory.
 """
 
 from __future__ import annotations
@@ -49,30 +53,45 @@ def sigmoid_loss_grads(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sc
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, d loss/d image_emb, d loss/d text_emb) for this rank's embeddings, computed in row chunks.
 
-    The same loss as `sigmoid_loss`.  The gradients of the scale and the bias are accumulated through
-    them into their parameters' `.grad`.  Memory: chunk_rows x global batch logits at a time.
+    The same loss as `sigmoid_loss`, its gradients written out instead of taken by autograd, so a chunk
+    holds three chunk_rows x global-batch matrices (cosines, logits turned in place into their gradient,
+    softplus) and no graph.  With x = t * cos + b, a negative pair costs softplus(x) and a positive one
+    softplus(-x); d/dx is sigmoid(x), minus 1 for a positive.  The gradients of the scale and the bias
+    are accumulated through them into their parameters' `.grad`.
     """
-    images = image_emb.detach().float().clone().requires_grad_()
+    images = image_emb.detach().float()
     text_emb = text_emb.detach().float()
     distributed = _distributed()
     rows = images.shape[0]
     offset = dist.get_rank() * rows if distributed else 0
-    all_texts = (_gather_plain(text_emb) if distributed else text_emb.clone()).requires_grad_()
-    # Leaf copies: each chunk's backward stops here; the graphs that made them are walked once at the end.
-    scale = logit_scale.detach().float().requires_grad_()
-    bias = logit_bias.detach().float().requires_grad_()
-    total = torch.zeros((), dtype=torch.float64, device=images.device)
+    all_texts = _gather_plain(text_emb) if distributed else text_emb
+    t, b = float(logit_scale.detach()), float(logit_bias.detach())
+    image_grad, text_grad = torch.empty_like(images), torch.zeros_like(all_texts)
+    total, scale_grad, bias_grad = (torch.zeros((), dtype=torch.float64, device=images.device) for _ in range(3))
     for start in range(0, rows, chunk_rows):
         stop = min(rows, start + chunk_rows)
-        logits = scale * images[start:stop] @ all_texts.T + bias
-        signs = _signs(start, stop, offset, all_texts.shape[0], images.device)
-        part = -F.logsigmoid(signs * logits).sum() / rows
-        part.backward()  # into images.grad, all_texts.grad, scale.grad, bias.grad
-        total += part.detach().double()
-    for source, leaf in ((logit_scale, scale), (logit_bias, bias)):
+        chunk = images[start:stop]
+        cos = chunk @ all_texts.T
+        logits = cos * t + b
+        positives = slice(offset + start, offset + stop)  # image row r's text is column offset + r
+        x_pos = logits[:, positives].diagonal().clone()
+        cost = F.softplus(logits)
+        # Negatives' softplus(x) summed, positives' swapped for softplus(-x) (not cancelled: exact for large x).
+        total += (cost.sum().double() - cost[:, positives].diagonal().sum().double()
+                  + F.softplus(-x_pos).sum().double()) / rows
+        del cost
+        grad = logits.sigmoid_()  # d cost / d x, in place
+        grad[:, positives].diagonal().sub_(1.0)
+        grad /= rows
+        bias_grad += grad.sum().double()
+        scale_grad += torch.dot(grad.reshape(-1), cos.reshape(-1)).double()
+        torch.mm(grad, all_texts, out=image_grad[start:stop])
+        text_grad.addmm_(grad.T, chunk)
+    image_grad *= t
+    text_grad *= t
+    for source, grad in ((logit_scale, scale_grad), (logit_bias, bias_grad)):
         if source.requires_grad:
-            source.backward(leaf.grad.to(source.dtype))
-    text_grad = all_texts.grad
+            source.backward(grad.to(source.dtype))
     if distributed:
         dist.all_reduce(text_grad)  # every rank's rows met this rank's texts
-    return total.float(), images.grad, text_grad[offset:offset + rows]
+    return total.float(), image_grad, text_grad[offset:offset + rows]
