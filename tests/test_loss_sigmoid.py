@@ -59,17 +59,18 @@ def test_reference_gradients_are_the_derivatives_of_the_reference_loss():
     img, txt = embeddings()
     log_scale, bias, h = math.log(7.0), -3.0, 1e-6
     ref = reference(img, txt, log_scale, bias)
-    numeric_scale = (reference(img, txt, log_scale + h, bias)["loss"] - reference(img, txt, log_scale - h, bias)["loss"]) / (2 * h)
-    numeric_bias = (reference(img, txt, log_scale, bias + h)["loss"] - reference(img, txt, log_scale, bias - h)["loss"]) / (2 * h)
-    assert ref["log_scale"] == pytest.approx(numeric_scale, abs=1e-7)
-    assert ref["bias"] == pytest.approx(numeric_bias, abs=1e-7)
+
+    def loss(i=img, t=txt, s=log_scale, b=bias) -> float:
+        return reference(i, t, s, b)["loss"]
+
+    assert ref["log_scale"] == pytest.approx((loss(s=log_scale + h) - loss(s=log_scale - h)) / (2 * h), abs=1e-7)
+    assert ref["bias"] == pytest.approx((loss(b=bias + h) - loss(b=bias - h)) / (2 * h), abs=1e-7)
     for which, array in (("image", img), ("text", txt)):
-        bumped = array.copy()
-        bumped[2, 3] += h
-        up = reference(bumped if which == "image" else img, bumped if which == "text" else txt, log_scale, bias)["loss"]
-        bumped[2, 3] -= 2 * h
-        down = reference(bumped if which == "image" else img, bumped if which == "text" else txt, log_scale, bias)["loss"]
-        assert ref[which][2, 3] == pytest.approx((up - down) / (2 * h), abs=1e-7)
+        up, down = array.copy(), array.copy()
+        up[2, 3] += h
+        down[2, 3] -= h
+        slope = ((loss(i=up) - loss(i=down)) if which == "image" else (loss(t=up) - loss(t=down))) / (2 * h)
+        assert ref[which][2, 3] == pytest.approx(slope, abs=1e-7)
 
 
 def _whole(img: np.ndarray, txt: np.ndarray, log_scale: float, bias: float) -> dict:
@@ -85,8 +86,8 @@ def _whole(img: np.ndarray, txt: np.ndarray, log_scale: float, bias: float) -> d
 def _chunked(img: np.ndarray, txt: np.ndarray, log_scale: float, bias: float, chunk: int) -> dict:
     s = torch.tensor(log_scale, requires_grad=True)
     b = torch.tensor(bias, requires_grad=True)
-    loss, g_img, g_txt = sigmoid_loss_grads(torch.tensor(img, dtype=torch.float32), torch.tensor(txt, dtype=torch.float32),
-                                            s.exp(), b, chunk_rows=chunk)
+    as32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    loss, g_img, g_txt = sigmoid_loss_grads(as32(img), as32(txt), s.exp(), b, chunk_rows=chunk)
     return {"loss": float(loss), "image": g_img, "text": g_txt, "log_scale": float(s.grad), "bias": float(b.grad)}
 
 
