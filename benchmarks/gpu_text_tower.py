@@ -5,6 +5,8 @@ heads, 77 tokens, vocab 49,408, embed 512) with bf16 autocast on random data, an
 one run.  locktune's arm reads cached image embeddings (no image tower at all); open_clip's
 `--lock-image` arm runs the frozen ViT-B/16 forward each step, its text-only arm is given precomputed
 image embeddings.  Then locktune's largest batch: gradient caching in chunks up to --max-batch.
+Every locktune arm runs once per loss in --losses (default: softmax `global` and `sigmoid`), side by side
+in the same row: pairs/s and peak GPU memory at the same batch.
 
     python benchmarks/gpu_text_tower.py                    # on the GPU machine
     python benchmarks/gpu_text_tower.py --tiny --device cpu   # smoke test here (tests run it)
@@ -61,11 +63,11 @@ def flops_per_pair(shape: dict, params_no_embedding: int) -> float:
     return 6 * params_no_embedding * t + 12 * layers * t * t * w
 
 
-def locktune_model(shape: dict, device: torch.device, compile_tower: bool):
+def locktune_model(shape: dict, device: torch.device, compile_tower: bool, loss: str = "global"):
     config = ModelConfig(setting="Lu", text_tower="clip", image_tower="mobilenet_v2", embed_dim=shape["embed"],
                          max_text_len=shape["tokens"], clip_width=shape["width"], clip_layers=shape["layers"],
                          clip_heads=shape["heads"])
-    model = build_model(config, corpus=lambda: ["a photo of a cat", "a dog"] * 10)
+    model = build_model(config, corpus=lambda: ["a photo of a cat", "a dog"] * 10, loss=loss)
     tower = model.text_tower
     tower.token_embedding = nn.Embedding(shape["vocab"], shape["width"])  # CLIP's vocabulary size
     model.image_projection = nn.Linear(shape["image_dim"], shape["embed"], bias=False)  # ViT-B/16 width
@@ -77,8 +79,8 @@ def locktune_model(shape: dict, device: torch.device, compile_tower: bool):
     return model, params
 
 
-def locktune_arm(shape, device, batch_size, chunk, autocast, compile_tower, warmup, iters):
-    model, params = locktune_model(shape, device, compile_tower)
+def locktune_arm(shape, device, batch_size, chunk, autocast, compile_tower, warmup, iters, loss="global"):
+    model, params = locktune_model(shape, device, compile_tower, loss)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda")
@@ -88,16 +90,33 @@ def locktune_arm(shape, device, batch_size, chunk, autocast, compile_tower, warm
     def step():
         optimizer.zero_grad(set_to_none=True)
         if chunk and chunk < batch_size:
-            gradient_cached_step(model, batch, autocast, chunk)
+            gradient_cached_step(model, batch, autocast, chunk, loss)
         else:
-            whole_step(model, batch, autocast)
+            whole_step(model, batch, autocast, loss)
         optimizer.step()
 
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     seconds = timed(step, device, warmup, iters)
     memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     return seconds, params, memory
+
+
+def other_loss(loss, reference_pairs_s, shape, device, batch_size, chunk, autocast, args, iters=None,
+               warmup=None) -> dict:
+    """The locktune arm again with another train.loss, at the same batch (and chunk): `{loss}_pairs_s`,
+    `{loss}_peak_gib`, and its speed relative to the first loss."""
+    try:
+        seconds, _, memory = locktune_arm(shape, device, batch_size, chunk, autocast, args.compile,
+                                          args.warmup if warmup is None else warmup,
+                                          args.iters if iters is None else iters, loss)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {f"{loss}_pairs_s": "out of memory"}
+    pairs_s = round(batch_size / seconds)
+    return {f"{loss}_pairs_s": pairs_s, f"{loss}_peak_gib": memory,
+            f"{loss}_speed_vs_first": round(pairs_s / reference_pairs_s, 3)}
 
 
 def open_clip_arms(shape, device, batch_size, autocast, warmup, iters) -> dict:
@@ -149,6 +168,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="dense bf16 peak of this part (default: from the device name, gpu_device.py)")
+    parser.add_argument("--losses", default="global,sigmoid",
+                        help="locktune arms, by train.loss name; the first is the reference for the ratios")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
 
@@ -157,15 +178,18 @@ def main() -> None:
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     machine = device_report(device, args.peak_tflops)
     peak = machine["peak_bf16_tflops"]
+    losses = [name for name in args.losses.split(",") if name]
     report = {"device": machine["name"], "machine": machine, "shape": shape, "torch": torch.__version__,
-              "compile": args.compile, "rows": []}
+              "compile": args.compile, "losses": losses, "rows": []}
     for batch_size in [int(b) for b in args.batches.split(",")]:
         seconds, params, memory = locktune_arm(shape, device, batch_size, 0, autocast, args.compile, args.warmup,
-                                               args.iters)
+                                               args.iters, losses[0])
         flops = flops_per_pair(shape, params) * batch_size / seconds
-        row = {"batch": batch_size, "locktune_pairs_s": round(batch_size / seconds),
+        row = {"batch": batch_size, "loss": losses[0], "locktune_pairs_s": round(batch_size / seconds),
                "locktune_tflops": round(flops / 1e12, 2), "fraction_of_peak": round(flops / 1e12 / peak, 3) if peak else None,
                "locktune_peak_gib": memory}
+        for loss in losses[1:]:
+            row.update(other_loss(loss, row["locktune_pairs_s"], shape, device, batch_size, 0, autocast, args))
         if not args.no_open_clip:
             try:
                 peers = open_clip_arms(shape, device, batch_size, autocast, args.warmup, args.iters)
@@ -182,9 +206,12 @@ def main() -> None:
         report["rows"].append(row)
         print(json.dumps(row), flush=True)
     seconds, params, memory = locktune_arm(shape, device, args.max_batch, args.chunk, autocast, args.compile, 1,
-                                           max(1, args.iters // 5))
-    report["max_batch"] = {"batch": args.max_batch, "chunk": args.chunk, "pairs_s": round(args.max_batch / seconds),
-                           "peak_gib": memory}
+                                           max(1, args.iters // 5), losses[0])
+    report["max_batch"] = {"batch": args.max_batch, "chunk": args.chunk, "loss": losses[0],
+                           "pairs_s": round(args.max_batch / seconds), "peak_gib": memory}
+    for loss in losses[1:]:
+        report["max_batch"].update(other_loss(loss, report["max_batch"]["pairs_s"], shape, device, args.max_batch,
+                                              args.chunk, autocast, args, iters=max(1, args.iters // 5), warmup=1))
     print(json.dumps(report["max_batch"]), flush=True)
     if args.out:
         with open(args.out, "w") as f:

@@ -5,6 +5,7 @@ content).  Reports the step time and the process's peak resident memory; with `-
 also runs the whole-batch step (one autograd graph) on a smaller batch to show what it costs.
 
     .venv/bin/python benchmarks/huge_batch.py --batch 32768 --chunk 1024 --width 128 --layers 2
+    .venv/bin/python benchmarks/huge_batch.py --batch 32768 --chunk 1024 --width 128 --layers 2 --loss sigmoid
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--width", type=int, default=256, help="clip tower width")
     parser.add_argument("--layers", type=int, default=4, help="clip tower layers")
+    parser.add_argument("--loss", default="global", help="train.loss: global (softmax) | local | sigmoid")
     parser.add_argument("--whole", action="store_true", help="take the step as one graph instead (for comparison)")
     args = parser.parse_args()
 
@@ -44,7 +46,7 @@ def main() -> None:
     setting = "Lu" if args.text_tower == "clip" else "LU"
     model = build_model(ModelConfig(setting=setting, text_tower=args.text_tower, max_text_len=args.tokens,
                                     clip_width=args.width, clip_layers=args.layers, image_tower="mobilenet_v2"),
-                        corpus=corpus)
+                        corpus=corpus, loss=args.loss)
     del model.image_tower  # image side comes from (synthetic) cached features
     model.train()
     g = torch.Generator().manual_seed(0)
@@ -56,12 +58,12 @@ def main() -> None:
     before = peak_rss_mib()
     start = time.perf_counter()
     if args.whole:
-        loss = whole_step(model, batch, nullcontext())
+        loss = whole_step(model, batch, nullcontext(), args.loss)
     else:
-        loss = gradient_cached_step(model, batch, nullcontext(), args.chunk)
+        loss = gradient_cached_step(model, batch, nullcontext(), args.chunk, args.loss)
     seconds = time.perf_counter() - start
     grads = sum(p.grad.norm() ** 2 for p in model.parameters() if p.grad is not None) ** 0.5
-    print(json.dumps({"batch": args.batch, "chunk": None if args.whole else args.chunk, "text_tower": args.text_tower,
+    print(json.dumps({"loss_name": args.loss, "batch": args.batch, "chunk": None if args.whole else args.chunk, "text_tower": args.text_tower,
                       "width": args.width, "layers": args.layers, "tokens": args.tokens, "loss": round(float(loss), 4), "grad_norm": round(float(grads), 4),
                       "step_s": round(seconds, 1), "pairs_per_s": round(args.batch / seconds, 1),
                       "peak_rss_mib_before_step": round(before), "peak_rss_mib": round(peak_rss_mib())}, indent=1))

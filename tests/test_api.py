@@ -10,7 +10,7 @@ from PIL import Image
 CORPUS = ["a red square", "a blue circle", "a green tree", "a yellow sun", "a black cat", "a white dog"] * 8
 
 
-def tiny_net(setting: str = "Lu", text_tower: str = "clip"):
+def tiny_net(setting: str = "Lu", text_tower: str = "clip", loss: str = "global"):
     """A seconds-fast TwoTower: MobileNetV2 at 64 px and a one-layer CLIP text tower (or MiniLM-shaped)."""
     from locktune.config import ModelConfig
     from locktune.model import build_model
@@ -18,7 +18,26 @@ def tiny_net(setting: str = "Lu", text_tower: str = "clip"):
     torch.manual_seed(0)
     config = ModelConfig(setting=setting, text_tower=text_tower, image_tower="mobilenet_v2", image_size=64,
                          clip_width=32, clip_layers=1, clip_heads=2, clip_vocab_size=300, max_text_len=16)
-    return build_model(config, corpus=lambda: CORPUS).eval()
+    return build_model(config, corpus=lambda: CORPUS, loss=loss).eval()
+
+
+def sigmoid_net():
+    """A tiny sigmoid-trained model whose temperature and bias are not the initial ones (as after training)."""
+    net = tiny_net(loss="sigmoid")
+    with torch.no_grad():
+        net.log_logit_scale.fill_(np.log(7.5))
+        net.logit_bias.fill_(1.25)  # high enough that several labels match at once
+    return net
+
+
+def by_hand_similarities(net, image, labels, templates) -> np.ndarray:
+    """Cosine of the image with each label's prompt ensemble (mean of template embeddings, renormalised)."""
+    with torch.no_grad():
+        rows = []
+        for label in labels:
+            tokens = net.tokenize([t.format(label) for t in templates])
+            rows.append(torch.nn.functional.normalize(net.encode_text(tokens["ids"], tokens["mask"]).mean(0), dim=0))
+        return (net.encode_image(net.preprocess(image)[None]) @ torch.stack(rows).T)[0].double().numpy()
 
 
 def shapes_images() -> dict[str, Image.Image]:
@@ -196,3 +215,43 @@ def test_bad_images_are_one_clear_error(saved_run, tmp_path, given, expected):
         model.encode_text(["ok", 5])
     with pytest.raises(LocktuneError, match="return_tensors"):
         model.encode_text(["ok"], return_tensors="tf")
+
+
+def test_a_sigmoid_trained_model_reports_one_sigmoid_per_label(tmp_path):
+    """train.loss=sigmoid: the saved folder records the loss; `locktune.load` restores t and b; classify gives
+    sigmoid(t * cos + b) for each label on its own, which need not sum to 1."""
+    import json
+
+    import locktune
+    from locktune.saved_model import save_pretrained
+
+    net = sigmoid_net()
+    folder = save_pretrained(net, tmp_path / "model")
+    assert json.loads((folder / "locktune_model.json").read_text())["loss"] == "sigmoid"
+    model = locktune.load(folder)
+    assert model.loss == "sigmoid" and model.scores == "sigmoid"
+    assert model.scale == pytest.approx(7.5, rel=1e-6) and model.logit_bias == pytest.approx(1.25)
+    labels, templates = ["square", "circle", "tree"], ["a photo of a {}.", "{}"]
+    image = shapes_images()["red"]
+    probs = dict(model.classify(image, labels, templates))
+    cos = by_hand_similarities(net, image, labels, templates)
+    expected = 1 / (1 + np.exp(-(7.5 * cos + 1.25)))
+    np.testing.assert_allclose([probs[label] for label in labels], expected, atol=1e-5)
+    assert sum(probs.values()) > 1.2  # independent per label: nothing makes them sum to 1
+
+
+def test_a_saved_model_without_the_loss_field_is_softmax(saved_run, tmp_path):
+    """Folders written before the manifest named the loss were all softmax-trained."""
+    import json
+    import shutil
+
+    import locktune
+
+    folder = shutil.copytree(saved_run[1], tmp_path / "old")
+    manifest = json.loads((folder / "locktune_model.json").read_text())
+    assert manifest.pop("loss") == "global"
+    (folder / "locktune_model.json").write_text(json.dumps(manifest))
+    model = locktune.load(folder)
+    assert model.loss == "global" and model.scores == "softmax" and model.logit_bias is None
+    probs = model.zero_shot_classifier(["red", "green"])(shapes_images()["red"])
+    assert float(probs.sum()) == pytest.approx(1.0, abs=1e-6)

@@ -19,6 +19,10 @@ def test_gpu_benchmark_script_smoke_on_cpu(tmp_path):
     assert report["rows"][0]["batch"] == 32 and report["rows"][0]["locktune_pairs_s"] > 0
     assert report["max_batch"]["batch"] == 256 and report["max_batch"]["pairs_s"] > 0
     assert report["machine"]["name"] == "cpu" and report["rows"][0]["fraction_of_peak"] is None  # no CPU peak
+    # The sigmoid arm, side by side at the same batch (and the same chunk through the gradient cache).
+    assert report["losses"] == ["global", "sigmoid"]
+    assert report["rows"][0]["sigmoid_pairs_s"] > 0 and "sigmoid_peak_gib" in report["rows"][0]
+    assert report["max_batch"]["sigmoid_pairs_s"] > 0
 
 
 def _precompute(tmp_path, *extra):

@@ -81,6 +81,7 @@ def test_classify_an_uploaded_image_against_typed_labels(browser, site):
     assert shown == [label for label, _ in expected]
     assert percents == pytest.approx([100 * p for _, p in expected], abs=0.051)  # shown to one decimal
     assert sum(percents) == pytest.approx(100, abs=0.3)
+    assert "Shares of 100%" in page.inner_text("#scores-meaning")
     assert page.locator("#preview-classify").is_visible()
     # Bars are drawn to scale: the widest is the most likely label.
     widths = page.eval_on_selector_all("#result-classify .bar", "bars => bars.map(b => b.getBoundingClientRect().width)")
@@ -94,6 +95,31 @@ def test_classify_an_uploaded_image_against_typed_labels(browser, site):
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}; page load {load_ms:.0f} ms")
     assert shot.stat().st_size > 10_000
+
+
+def test_a_sigmoid_trained_model_s_scores_are_labelled_as_independent(browser, tmp_path):
+    """train.loss=sigmoid: the bars show each label's own sigmoid probability, and the page says they need not
+    add up to 100%."""
+    from locktune.api import LitModel
+    from locktune.serve.app import TEMPLATES, create_app
+    from test_api import sigmoid_net
+
+    model = LitModel(sigmoid_net())
+    upload = tmp_path / "upload.png"
+    shapes_images()["red"].resize((240, 180)).save(upload)
+    labels = ["square", "circle", "tree"]
+    with running_server(create_app(model)) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.fill("#labels", "\n".join(labels))
+        page.set_input_files("#file-classify", str(upload))
+        page.wait_for_function("document.querySelectorAll('#result-classify .pct').length === 3")
+        percents = [float(t.rstrip("%")) for t in page.locator("#result-classify .pct").all_inner_texts()]
+        note = page.inner_text("#scores-meaning")
+    expected = model.classify(upload, labels, TEMPLATES)
+    assert percents == pytest.approx([100 * p for _, p in expected], abs=0.051)
+    assert sum(percents) > 120  # several labels match at once: nothing makes them share 100%
+    assert "on its own" in note and "do not add up to 100%" in note
 
 
 def test_search_and_describe_from_the_keyboard(browser, site):

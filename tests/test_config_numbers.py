@@ -22,6 +22,9 @@ from locktune.errors import LocktuneError
     ("train.head_lr_multiplier=0", "train.head_lr_multiplier' must be a finite number > 0"),
     ("model.logit_scale_init=200", "logit_scale_init .* is above model.logit_scale_max"),
     ("train.steps=[", "override 'train.steps=\\[' is not valid YAML"),
+    ("train.loss=siglip", "train.loss 'siglip' is not one of global, local, sigmoid"),
+    ("model.logit_bias_init=-150", "model.logit_bias_init' must be a finite number within \\+-model.logit_scale_max"),
+    ("model.logit_bias_init=.nan", "model.logit_bias_init' must be a finite number within"),
 ])
 def test_bad_numbers_and_yaml_are_one_line(override, message):
     with pytest.raises(LocktuneError, match=message):
@@ -90,3 +93,31 @@ def test_the_trainer_keeps_the_parameter_at_or_below_the_cap(tmp_path, emoji_pai
     config.model.logit_scale_init = config.model.logit_scale_max = 12.0
     model = trainer.train(config, pairs=emoji_pairs).model
     assert float(model.log_logit_scale.detach()) <= math.log(12.0) + 1e-7
+
+
+def test_sigmoid_loss_config_and_its_bias_clamped_in_parameter_space(tmp_path, emoji_pairs, monkeypatch):
+    """train.loss=sigmoid loads with the paper's defaults (t = 10, b = -10); a bias pushed past
+    +-logit_scale_max comes back within it after the step, as the temperature does."""
+    import locktune.train.trainer as trainer
+    from tiny_configs import tiny_run
+
+    config = load_config(None, ["train.loss=sigmoid"])
+    assert config.train.loss == "sigmoid" and config.model.logit_scale_init == 10.0
+    assert config.model.logit_bias_init == -10.0
+    built = trainer.build_model
+
+    def overshot(*args, **kwargs):
+        model = built(*args, **kwargs)
+        with torch.no_grad():
+            model.logit_bias.fill_(-40.0)
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", overshot)
+    run = tiny_run(tmp_path / "run", steps=2, train={"loss": "sigmoid"})
+    run.model.logit_scale_init = run.model.logit_scale_max = 12.0
+    model = trainer.train(run, pairs=emoji_pairs).model
+    assert -12.0 <= float(model.logit_bias.detach()) <= -12.0 + 2 * 1e-4 * 1.01  # clamped, then two AdamW steps at most
+    import json
+
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert "logit_bias" in log[-1]

@@ -61,8 +61,8 @@ def poison_steps(monkeypatch, bad: set[int]):
 
     real, counter = trainer.whole_step, {"step": 0}
 
-    def step(model, batch, autocast, global_loss=True):
-        loss = real(model, batch, autocast, global_loss)
+    def step(model, batch, autocast, loss_name="global"):
+        loss = real(model, batch, autocast, loss_name)
         current = counter["step"]
         counter["step"] += 1
         if current in bad:

@@ -92,9 +92,36 @@ def test_classify_upload_matches_the_api(served):
     assert [row["label"] for row in rows] == [label for label, _ in model.classify(image, ["square", "circle", "tree"],
                                                                                   _templates())]
     assert sum(row["probability"] for row in rows) == pytest.approx(1.0, abs=1e-6)
+    assert r.json()["scores"] == "softmax"
     expected = dict(model.classify(image, ["square", "circle", "tree"], _templates()))
     for row in rows:
         assert row["probability"] == pytest.approx(expected[row["label"]], abs=1e-5)
+
+
+def test_classify_with_a_sigmoid_trained_model_reports_a_sigmoid_per_label():
+    import httpx
+
+    from locktune.api import LitModel
+    from locktune.serve.app import TEMPLATES, create_app
+    from test_api import by_hand_similarities, sigmoid_net
+
+    net = sigmoid_net()
+    image = shapes_images()["red"]
+    labels = ["square", "circle", "tree"]
+    with running_server(create_app(LitModel(net))) as url:
+        info = httpx.get(f"{url}/api/info").json()
+        r = httpx.post(f"{url}/api/classify", data={"labels": ", ".join(labels)},
+                       files={"image": ("red.png", png_bytes(image), "image/png")})
+    assert info["loss"] == "sigmoid" and info["scores"] == "sigmoid"
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["scores"] == "sigmoid"
+    got = {row["label"]: row["probability"] for row in body["labels"]}
+    # The upload went through PNG; the by-hand embedding takes the same decoded pixels.
+    decoded = Image.open(io.BytesIO(png_bytes(image)))
+    cos = by_hand_similarities(net, decoded, labels, TEMPLATES)
+    np.testing.assert_allclose([got[label] for label in labels], 1 / (1 + np.exp(-(7.5 * cos + 1.25))), atol=1e-5)
+    assert sum(got.values()) > 1.2
 
 
 def _templates():

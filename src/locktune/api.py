@@ -3,6 +3,7 @@
     import locktune
     model = locktune.load("runs/demo")                 # run folder or saved-model folder
     model.classify("cat.png", ["cat", "dog", "car"])   # -> [("cat", 0.91), ("dog", 0.07), ("car", 0.02)]
+    # (a model trained with train.loss=sigmoid scores each label on its own: the numbers need not sum to 1)
 
 Embeddings are L2-normalised float32, as numpy arrays by default (straight into numpy, scikit-learn or a
 search index) or as torch tensors on the model's device with `return_tensors="pt"`.  The conventions of
@@ -110,11 +111,13 @@ class ZeroShotClassifier:
         self.weights = weights  # [classes, dim], L2-normalised
 
     def probabilities(self, image_embeddings: np.ndarray) -> np.ndarray:
-        """Softmax over classes of scale * cosine similarity. [images, classes]"""
-        logits = self.model.scale * (np.asarray(image_embeddings) @ self.weights.T)
-        logits -= logits.max(axis=1, keepdims=True)  # stable softmax
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        """[images, classes]: for a softmax-trained model, softmax over classes of scale * cosine (rows sum
+        to 1); for a sigmoid-trained one, sigmoid(scale * cosine + logit_bias) for each class on its own (rows
+        need not sum to 1).  `model.scores` says which."""
+        from locktune.loss import label_probabilities
+
+        return label_probabilities(np.asarray(image_embeddings) @ self.weights.T, self.model.loss, self.model.scale,
+                                   self.model.logit_bias)
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """Probabilities [images, classes] (or [classes] for a single image)."""
@@ -167,6 +170,24 @@ class LitModel:
         """texts -> {"ids", "mask"} tensors, the text tower's own tokenizer and maximum length."""
         return self.net.tokenize
 
+    @property
+    def logit_bias(self) -> float | None:
+        """The sigmoid loss's learned bias b in sigmoid(scale * cos + b); None for a softmax-trained model."""
+        bias = getattr(self.net, "logit_bias", None)
+        return None if bias is None else float(bias.detach())
+
+    @property
+    def loss(self) -> str:
+        """The loss the model was trained with: global | local (softmax) | sigmoid."""
+        return self.net.loss
+
+    @property
+    def scores(self) -> str:
+        """What `classify` returns: 'softmax' (over your labels, sums to 1) or 'sigmoid' (each label on its own)."""
+        from locktune.loss import get_loss
+
+        return get_loss(self.loss).scores
+
     def __repr__(self) -> str:
         config = self.net.config
         return (f"LitModel(setting={config.setting}, image_tower={config.image_tower} at "
@@ -174,10 +195,11 @@ class LitModel:
                 f"scale={self.scale:.1f}, device={self.device})")
 
     def __call__(self, images, texts) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits_per_image [images, texts], logits_per_text [texts, images]): scale x cosine, as CLIP's forward."""
+        """(logits_per_image [images, texts], logits_per_text [texts, images]): scale x cosine, as CLIP's forward
+        (plus the learned bias for a sigmoid-trained model: the logits its loss saw)."""
         image = self.encode_image(images, return_tensors="pt")
         text = self.encode_text(texts, return_tensors="pt")
-        logits = self.net.logit_scale.detach() * image @ text.T
+        logits = self.net.logit_scale.detach() * image @ text.T + (self.logit_bias or 0.0)
         return logits, logits.T
 
     # ------------------------------------------------------------------ embeddings
@@ -234,8 +256,10 @@ class LitModel:
         return ZeroShotClassifier(self, class_names, emb.astype(np.float32))
 
     def classify(self, images, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES):
-        """Images against your labels -> [(label, probability)], most likely first, summing to 1; for a
-        batch (a list of images, or a batch array/tensor), one such list per image."""
+        """Images against your labels -> [(label, probability)], most likely first; for a batch (a list of
+        images, or a batch array/tensor), one such list per image.  Softmax-trained models: the probabilities
+        sum to 1; sigmoid-trained (`train.loss=sigmoid`): each is the chance that this label matches the image,
+        on its own (see `scores`)."""
         classifier = self.zero_shot_classifier(class_names, templates)
         probs = classifier(images)
         ranked = [[(classifier.class_names[i], float(row[i])) for i in np.argsort(-row, kind="stable")]

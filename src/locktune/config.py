@@ -38,6 +38,9 @@ class ModelConfig:
     image_head: str = "linear"
     logit_scale_init: float = 10.0
     logit_scale_max: float = 100.0
+    # train.loss=sigmoid only: the learned bias b of sigmoid(t * cos + b), from SigLIP (-10); kept within
+    # +-logit_scale_max, beyond which every pair would get the same answer.
+    logit_bias_init: float = -10.0
     # Pixels fed to the image tower (part of the embedding cache's key); 0: the tower's own pretraining size
     # (224 for the bundled towers, the image processor's for hf:, timm's data config for timm:).
     image_size: int = 0
@@ -79,7 +82,9 @@ class TrainConfig:
     max_bad_steps: int = 5  # NaN/Inf loss or gradient: updates are skipped; this many in a row stops the run
     log_every: int = 10
     # batch_size is the global batch: under torchrun each of N processes takes batch_size / N rows.
-    loss: str = "global"  # global: negatives gathered from every process | local: own rows only
+    # global: softmax, negatives gathered from every process | local: softmax, own rows only |
+    # sigmoid: SigLIP's pairwise sigmoid over the global batch, with a learned bias (model.logit_bias_init)
+    loss: str = "global"
     chunk_size: int = 0  # >0: gradient caching in chunks of this many rows (huge batches); 0: whole batch
     parallel: str = "replicate"  # replicate (DDP-style) | fsdp (shard the text tower over processes)
     compile: bool = False  # torch.compile the text tower
@@ -119,7 +124,6 @@ class RunConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
-LOSSES = ("global", "local")
 DEVICES = ("auto", "cpu", "cuda")
 PARALLEL = ("replicate", "fsdp")
 IMAGE_HEADS = ("linear", "none")
@@ -201,8 +205,9 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_towers(config)
     if config.train.precision not in PRECISIONS:
         raise LocktuneError(f"train.precision '{config.train.precision}' is not one of {', '.join(PRECISIONS)}")
-    if config.train.loss not in LOSSES:
-        raise LocktuneError(f"train.loss '{config.train.loss}' is not one of {', '.join(LOSSES)}")
+    from locktune.loss import get_loss
+
+    get_loss(config.train.loss)  # the loss registry owns the names
     if config.train.device not in DEVICES:
         raise LocktuneError(f"train.device '{config.train.device}' is not one of {', '.join(DEVICES)}")
     if config.train.parallel not in PARALLEL:
@@ -238,6 +243,9 @@ def _validate_numbers(config: RunConfig) -> None:
         if not math.isfinite(value) or value < low or (value == low and not low_ok):
             bound = f">= {low:g}" if low_ok else f"> {low:g}"
             raise LocktuneError(f"config key '{key}' must be a finite number {bound}, got {value!r}")
+    if not math.isfinite(m.logit_bias_init) or abs(m.logit_bias_init) > m.logit_scale_max:
+        raise LocktuneError(f"config key 'model.logit_bias_init' must be a finite number within "
+                            f"+-model.logit_scale_max ({m.logit_scale_max:g}), got {m.logit_bias_init!r}")
     if m.logit_scale_init > m.logit_scale_max:
         raise LocktuneError(f"model.logit_scale_init ({m.logit_scale_init:g}) is above model.logit_scale_max "
                             f"({m.logit_scale_max:g}); the temperature would start clamped")

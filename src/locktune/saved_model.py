@@ -2,7 +2,8 @@
 
 Layout (format version 1):
 
-    locktune_model.json   format version, model config, tower setting, preprocessing description
+    locktune_model.json   format version, model config, tower setting, preprocessing description, and the
+                          loss that trained it (`loss`: global | local | sigmoid; absent in older folders: softmax)
     model.safetensors     every weight of both towers, the projections and the temperature
     tokenizer/            the text tower's tokenizer: `tokenizer.json` for the from-scratch CLIP tower,
                           or a Hugging Face folder (config + tokenizer files + pooling) for a pretrained encoder
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from locktune.config import ModelConfig, config_from_dict
 from locktune.errors import LocktuneError
+from locktune.loss import DEFAULT_LOSS, LOSS_NAMES
 from locktune.towers.image.preprocess import Preprocess
 
 FORMAT_VERSION = 1
@@ -71,6 +73,8 @@ def save_pretrained(model, folder: str | Path, state: dict | None = None) -> Pat
         "text_tokenizer": text_format,
         "preprocess": model.preprocess.describe(),
         "embed_dim": model.embed_dim,
+        # What the similarities mean (softmax over labels, or a sigmoid each with the learned bias).
+        "loss": model.loss,
         # What the embedding cache keys the locked tower by, so a loaded model reuses its training's cache.
         "image_identity": image.cache_identity(),
     }
@@ -115,7 +119,11 @@ def load_pretrained(folder: str | Path):
         image.saved_identity = manifest["image_identity"]
     state = load_file(str(folder / WEIGHTS))
     text = _build_text_tower(folder, manifest, config, state)
-    model = TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text))
+    loss = manifest.get("loss", DEFAULT_LOSS)  # folders written before the field: a softmax loss
+    if loss not in LOSS_NAMES:
+        raise LocktuneError(f"'{folder / MANIFEST}' names loss {loss!r}, which this locktune does not know "
+                            f"({', '.join(LOSS_NAMES)}); upgrade locktune")
+    model = TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text), loss=loss)
     # The exact transform the model was trained and cached with, whatever this machine's defaults.
     model.preprocess = Preprocess.from_description(manifest["preprocess"])
     if not any(".encoder.pooler." in k for k in model.state_dict()):

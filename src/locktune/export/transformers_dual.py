@@ -205,8 +205,18 @@ text_embeddings = F.normalize(model.get_text_features(input_ids=tokens.input_ids
 ```
 
 The model was trained with texts of at most {net.config.max_text_len} tokens; `model(...)` gives the
-logits with the trained temperature (`logit_scale` holds its log).
+logits with the trained temperature (`logit_scale` holds its log).{_sigmoid_note(net)}
 """)
+
+
+def _sigmoid_note(net) -> str:
+    """A sigmoid-trained model's bias has no place in VisionTextDualEncoderModel: the README carries it."""
+    bias = getattr(net, "logit_bias", None)
+    if bias is None:
+        return ""
+    return (f"\n\nIt was trained with the pairwise sigmoid loss (SigLIP): the probability that a text matches an "
+            f"image is `sigmoid(logits_per_image + b)` with the learned bias b = {float(bias.detach()):.6g}, "
+            "for each text on its own (not a softmax over texts).")
 
 
 def export_dual_encoder(net, folder: str | Path) -> Path:

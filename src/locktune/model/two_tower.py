@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from locktune.config import ModelConfig
+from locktune.loss import DEFAULT_LOSS, get_loss
 from locktune.towers.image import build_image_tower
 from locktune.towers.image.preprocess import Preprocess
 from locktune.towers.setting import apply_letter, is_pretrained, parse_setting, unwrap
@@ -23,9 +24,10 @@ from locktune.towers.text.base import TextTowerArgs
 
 
 class TwoTower(nn.Module):
-    def __init__(self, config: ModelConfig, image_tower: nn.Module, text_tower: nn.Module):
+    def __init__(self, config: ModelConfig, image_tower: nn.Module, text_tower: nn.Module, loss: str = DEFAULT_LOSS):
         super().__init__()
         self.config = config
+        self.loss = loss  # the training loss (`train.loss`): what its similarities mean at use time
         self.setting = parse_setting(config.setting)
         self.image_tower = image_tower
         self.text_tower = text_tower
@@ -37,13 +39,19 @@ class TwoTower(nn.Module):
         self.text_projection = nn.Linear(unwrap(text_tower).output_dim, self.embed_dim, bias=False)
         # Learned log of the logit scale (1/temperature), initialised to log(logit_scale_init).
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        # The sigmoid loss's learned bias b in sigmoid(t * cos + b); softmax models have none (nor its state key).
+        self.logit_bias = (nn.Parameter(torch.tensor(float(config.logit_bias_init))) if get_loss(loss).learns_bias
+                           else None)
         self.preprocess: Preprocess = unwrap(image_tower).preprocess(config.image_size)
 
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:
         """Keep the learned log-scale at or below log(logit_scale_max) in parameter space, after each optimizer
-        step: clamped only in the forward pass, a parameter that overshoots gets no gradient and never returns."""
+        step: clamped only in the forward pass, a parameter that overshoots gets no gradient and never returns.
+        The sigmoid loss's bias likewise stays within +-logit_scale_max (|t * cos| never exceeds it)."""
         self.log_logit_scale.clamp_(max=math.log(self.config.logit_scale_max))
+        if self.logit_bias is not None:
+            self.logit_bias.clamp_(-self.config.logit_scale_max, self.config.logit_scale_max)
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -74,10 +82,11 @@ def text_tower_args(config: ModelConfig, pretrained: bool, **extra) -> TextTower
 
 
 def build_model(config: ModelConfig, corpus: Callable[[], Iterable[str]] | None = None,
-                tokenizer_json: str | None = None) -> TwoTower:
-    """Build both towers from their names and letters.  `corpus` feeds a from-scratch tokenizer."""
+                tokenizer_json: str | None = None, loss: str = DEFAULT_LOSS) -> TwoTower:
+    """Build both towers from their names and letters.  `corpus` feeds a from-scratch tokenizer; `loss`
+    (`train.loss`) adds the parameters that loss learns beside the temperature."""
     setting = parse_setting(config.setting)
     image = build_image_tower(config.image_tower, pretrained=is_pretrained(setting.image), pool=config.image_pool)
     text = build_text_tower(config.text_tower, text_tower_args(config, is_pretrained(setting.text), corpus=corpus,
                                                               tokenizer_json=tokenizer_json))
-    return TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text))
+    return TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text), loss=loss)

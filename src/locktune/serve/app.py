@@ -55,6 +55,8 @@ class LabelScore(BaseModel):
 
 class ClassifyResponse(BaseModel):
     labels: list[LabelScore]
+    scores: str = Field(description="softmax: shares of the labels given, summing to 1 | sigmoid (a model trained "
+                                    "with train.loss=sigmoid): each label's own chance of matching, not summing to 1")
     ms: float
 
 
@@ -101,6 +103,7 @@ def create_app(model, index=None, max_batch: int = 64) -> FastAPI:
         """The model and index being served, and the request limits."""
         return {"embed_dim": model.embed_dim, "setting": model.net.config.setting,
                 "image_tower": model.net.config.image_tower, "text_tower": model.net.config.text_tower,
+                "loss": model.loss, "scores": model.scores,
                 "images": len(index) if index is not None else 0, "labels": len(index.labels) if index else 0,
                 "limits": {"upload_bytes": MAX_UPLOAD_BYTES, "labels": MAX_LABELS},
                 "text_batches": {"max_batch": batcher.max_batch, "calls": batcher.batches, "queries": batcher.queries}}
@@ -108,7 +111,8 @@ def create_app(model, index=None, max_batch: int = 64) -> FastAPI:
     @app.post("/api/classify", response_model=ClassifyResponse)
     def classify(labels: str = Form(..., description="labels, one per line or comma-separated"),
                  image: Optional[UploadFile] = File(None), image_id: Optional[int] = Form(None)):
-        """Zero-shot classification: probability of each label (softmax of logit_scale * cosine)."""
+        """Zero-shot classification: probability of each label.  Softmax-trained model: softmax over the labels of
+        logit_scale * cosine; sigmoid-trained: sigmoid(logit_scale * cosine + logit_bias) per label (`scores`)."""
         start = time.perf_counter()
         names = parse_labels(labels)
         embedding = image_from(image, image_id)
@@ -116,7 +120,7 @@ def create_app(model, index=None, max_batch: int = 64) -> FastAPI:
         probs = classifier.probabilities(embedding[None, :])[0]
         order = np.argsort(-probs, kind="stable")
         return {"labels": [{"label": classifier.class_names[i], "probability": float(probs[i])} for i in order],
-                "ms": _ms(start)}
+                "scores": model.scores, "ms": _ms(start)}
 
     @app.post("/api/search", response_model=SearchResponse)
     async def search(body: SearchRequest):

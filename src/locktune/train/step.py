@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from locktune.loss.contrastive import contrastive_loss, contrastive_loss_grads, gather_with_grad, no_gather
+from locktune.loss import get_loss
 
 
 @dataclass
@@ -98,12 +98,13 @@ def _running_stats(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return saved
 
 
-def _loss(model, image: torch.Tensor, text: torch.Tensor, global_loss: bool) -> torch.Tensor:
-    return contrastive_loss(image.float(), text.float(), model.logit_scale,
-                            gather=gather_with_grad if global_loss else no_gather)
+def _loss(model, image: torch.Tensor, text: torch.Tensor, loss_name: str) -> torch.Tensor:
+    """The named loss (`loss/`), in float32 outside autocast whatever the towers ran in."""
+    with torch.autocast(device_type=image.device.type, enabled=False):
+        return get_loss(loss_name).whole(model, image.float(), text.float())
 
 
-def whole_step(model, batch: Batch, autocast: AbstractContextManager, global_loss: bool = True, chunk: int = 0,
+def whole_step(model, batch: Batch, autocast: AbstractContextManager, loss_name: str = "global", chunk: int = 0,
                seed: int | None = None, first_row: int = 0) -> torch.Tensor:
     """Forward and backward in one graph; the float32 loss, detached.  With `chunk`, the towers run chunk by
     chunk with seeded dropout exactly as in `gradient_cached_step` (the reference it must equal);
@@ -116,13 +117,13 @@ def whole_step(model, batch: Batch, autocast: AbstractContextManager, global_los
     else:
         with autocast:
             image, text = embed(model, batch)
-    loss = _loss(model, image, text, global_loss)
+    loss = _loss(model, image, text, loss_name)
     loss.backward()
     return loss.detach()
 
 
 def gradient_cached_step(model, batch: Batch, autocast: AbstractContextManager, chunk: int,
-                         global_loss: bool = True, seed: int | None = None, first_row: int = 0) -> torch.Tensor:
+                         loss_name: str = "global", seed: int | None = None, first_row: int = 0) -> torch.Tensor:
     """The gradients of `whole_step(..., chunk=chunk, seed=seed)` with memory bounded by the chunk."""
     seed = _resolve_seed(seed)
     starts = range(0, len(batch), chunk)
@@ -131,9 +132,9 @@ def gradient_cached_step(model, batch: Batch, autocast: AbstractContextManager, 
         parts = [_embed_chunk(model, batch, start, chunk, autocast, seed, first_row) for start in starts]
     for buffer, before in running:  # the replay below updates them, once per chunk
         buffer.copy_(before)
-    loss, image_grad, text_grad = contrastive_loss_grads(torch.cat([p[0].float() for p in parts]),
-                                                         torch.cat([p[1].float() for p in parts]), model.logit_scale,
-                                                         chunk_rows=chunk, global_loss=global_loss)
+    with torch.autocast(device_type=batch.ids.device.type, enabled=False):
+        loss, image_grad, text_grad = get_loss(loss_name).grads(model, torch.cat([p[0].float() for p in parts]),
+                                                                torch.cat([p[1].float() for p in parts]), chunk)
     del parts
     for start in starts:
         image, text = _embed_chunk(model, batch, start, chunk, autocast, seed, first_row)

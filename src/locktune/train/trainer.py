@@ -109,8 +109,8 @@ def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            is_head = name.startswith(("image_projection", "text_projection", "log_logit_scale"))
-            # Biases, norms and the temperature are not decayed (as in CLIP/LiT trainers).
+            is_head = name.startswith(("image_projection", "text_projection", "log_logit_scale", "logit_bias"))
+            # Biases, norms and the temperature (and the sigmoid loss's bias) are not decayed (as in CLIP/LiT trainers).
             decays = p.ndim >= 2 and "log_logit_scale" not in name
             groups.setdefault((is_head, decays), []).append(p)
     lr, mult, wd = config.train.lr, config.train.head_lr_multiplier, config.train.weight_decay
@@ -153,7 +153,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     if resume and (path := latest_checkpoint(run_dir)) is not None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(config.model, corpus=corpus,
-                        tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None)
+                        tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None, loss=config.train.loss)
 
     # Image side: cached features for a locked tower, else decode per batch.
     image_tower = unwrap(model.image_tower)
@@ -224,7 +224,6 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         raise LocktuneError(f"train.batch_size ({config.train.batch_size}) must divide evenly over {world} processes")
     local = config.train.batch_size // world
     trainable = [p for p in model.parameters() if p.requires_grad]
-    global_loss = config.train.loss == "global"
     end = min(config.train.steps, stop_after) if stop_after is not None else config.train.steps
     model.train()
     main = distributed.is_main()
@@ -252,10 +251,10 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         if config.train.chunk_size and config.train.chunk_size < local:
             # Dropout seeded per (run seed, step, global row of the chunk): a pure function of the step, so
             # resume stays exact and the replay draws the no-graph pass's masks on every device.
-            loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, global_loss,
+            loss = gradient_cached_step(model, batch, autocast, config.train.chunk_size, config.train.loss,
                                         seed=mix_seed(config.train.seed, step), first_row=rank * local)
         else:
-            loss = whole_step(model, batch, autocast, global_loss)
+            loss = whole_step(model, batch, autocast, config.train.loss)
         pause_point("train-step")  # tests kill here: gradients computed, weights not yet updated
         loss_value = distributed.mean_over_ranks(loss)  # identical on every rank, so all skip together
         distributed.average_gradients(distributed.replicated(trainable))
@@ -289,6 +288,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
             entry = {"step": step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
                      "grad_norm": float(grad_norm), "logit_scale": model.logit_scale.item(),
                      "pairs_per_s": round(rate, 1)}
+            if model.logit_bias is not None:
+                entry["logit_bias"] = model.logit_bias.item()
             if unlocked is not None:
                 entry["image_unlocked"] = round(unlocked, 4)  # share of image-tower layer groups trained
             log.write(json.dumps(entry) + "\n")

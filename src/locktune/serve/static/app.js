@@ -97,7 +97,12 @@ async function classify() {
                   el("div", { class: "bar-track", "aria-hidden": "true" }, bar),
                   el("span", { class: "pct", text: `${pct}%` }));
     });
-    out.replaceChildren(bars, el("p", { class: "muted small", text: `${body.labels.length} labels · ${body.ms} ms` }));
+    // A sigmoid-trained model scores each label on its own: say so beside the numbers, which need not add up.
+    const meaning = body.scores === "sigmoid"
+      ? "Each label scored on its own (sigmoid): the chance it matches; scores do not add up to 100%."
+      : "Shares of 100% across your labels (softmax).";
+    out.replaceChildren(el("p", { class: "muted small", id: "scores-meaning", text: meaning }), bars,
+                        el("p", { class: "muted small", text: `${body.labels.length} labels · ${body.ms} ms` }));
   } catch (error) { showError(out, error); } finally { button.disabled = false; }
 }
 $("form-classify").addEventListener("submit", (e) => { e.preventDefault(); classify(); });
