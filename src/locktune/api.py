@@ -63,11 +63,10 @@ def checked_templates(templates: Sequence[str]) -> list[str]:
 
 
 def _as_pil(image: ImageLike) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
-    from locktune.data.images import load_image_file
+    """A path or a PIL image through the decoder training used: size bounds, EXIF orientation, 8-bit."""
+    from locktune.data.decode import decode_image
 
-    return load_image_file(image)
+    return decode_image(image)
 
 
 class ZeroShotClassifier:

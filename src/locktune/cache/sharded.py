@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from locktune.cache.embedding_cache import _sha256
+from locktune.data.decode import failure_reason
 from locktune.data.pairs import PairSet
 from locktune.data.validate import SkipCounter
 from locktune.errors import LocktuneError
@@ -44,17 +45,6 @@ from locktune.progress import progress
 from locktune.runtime import distributed
 
 SHARDED_FORMAT = 2  # 2: sidecars list failed rows
-
-
-def image_failure_reason(error: str) -> str:
-    """A short reason for the counts, from the decode error text `_Views` reports."""
-    if "DecompressionBomb" in error:
-        return "image too large"
-    if "UnidentifiedImageError" in error:
-        return "not an image"
-    if "truncated" in error or "cut short" in error:
-        return "truncated image"
-    return "unreadable image"
 
 
 class ShardWriter:
@@ -122,7 +112,7 @@ class ShardWriter:
                 raise LocktuneError(f"cache shard {shard:05d} in '{self.folder}' is missing or damaged; rerun "
                                     "`locktune embed` to compute it")
             shards.append({"file": f"shards/{shard:05d}.npy", "rows": meta["rows"], "sha256": meta["sha256"]})
-            reasons.update(image_failure_reason(e) for e in meta["failed"].values())
+            reasons.update(failure_reason(e) for e in meta["failed"].values())
             failed_total += len(meta["failed"])
         manifest = {**self.plan, "plan_id": self.plan_id, "shards": shards, "valid": self.plan["count"] - failed_total,
                     "image_failures": dict(reasons), **extra}

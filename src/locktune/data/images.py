@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-SVG_RENDER_SIZE = 256
+from locktune.data.decode import decode_image
 
 
 def load_image_file(path: str | Path) -> Image.Image:
-    """PNG/JPEG/... through Pillow; SVG rendered with cairosvg at SVG_RENDER_SIZE on its longer side."""
-    path = Path(path)
-    if path.suffix.lower() == ".svg":
-        import cairosvg
-
-        png = cairosvg.svg2png(url=str(path), output_width=SVG_RENDER_SIZE)
-        return Image.open(io.BytesIO(png))
-    with warnings.catch_warnings():
-        # Pillow only warns about a decompression bomb below twice its limit; we refuse it outright
-        # (it is skipped and counted like any unreadable image) rather than spend minutes decoding it.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(path)
-        image.load()
-    return image
+    """PNG/JPEG/... through Pillow, SVG rendered with cairosvg; bounded, upright and 8-bit (`data/decode.py`)."""
+    return decode_image(Path(path))
 
 
 class ImageSet:

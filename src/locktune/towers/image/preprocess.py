@@ -3,7 +3,8 @@
 Transparent images are composited on white (clip art and stamps are drawn on transparency).  Then one of
 three resize modes, so a tower pretrained with its own recipe gets exactly that recipe:
 
-    pad_square     pad to a square with white, so nothing is cropped away, then resize (the bundled towers)
+    pad_square     pad to a square with white, so nothing is cropped away, then resize (the bundled towers);
+                   an image over MAX_PAD_SIDE on its long side is first box-reduced by a whole factor
     shortest_edge  resize the shorter side to `resize_to`, then centre-crop `image_size` (CLIP, ConvNeXt, timm)
     stretch        resize straight to `image_size` x `image_size`, aspect ratio not kept (ViT, SigLIP)
 
@@ -19,12 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from locktune.data.decode import to_8bit
 from locktune.errors import LocktuneError
 
 PREPROCESS_VERSION = 1
 RESIZE_MODES = ("pad_square", "shortest_edge", "stretch")
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
             "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
+# pad_square never builds a square larger than this many pixels on a side (4096^2 RGB: 48 MiB).
+MAX_PAD_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,9 @@ class Preprocess:
             raise LocktuneError(f"preprocessing description has fields this locktune does not know: {error}")
 
     def to_rgb(self, image: Image.Image) -> Image.Image:
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            image = image.convert("RGBA")
+        """8-bit RGB, transparency composited on `background` (the one place that composites)."""
+        image = to_8bit(image)
+        if image.mode == "RGBA":
             canvas = Image.new("RGBA", image.size, self.background + (255,))
             image = Image.alpha_composite(canvas, image)
         return image.convert("RGB")
@@ -99,6 +104,12 @@ class Preprocess:
                 left, top = (new_w - size) // 2, (new_h - size) // 2
             return image.crop((left, top, left + size, top + size))
         side = max(w, h)
+        if side > MAX_PAD_SIDE:
+            # Padding first would allocate side x side (a 1 x 20,000 strip: 1.2 GB); a box reduction
+            # by a whole factor first bounds that, and changes nothing for images up to MAX_PAD_SIDE.
+            image = image.reduce(-(-side // MAX_PAD_SIDE))
+            w, h = image.size
+            side = max(w, h)
         if w != h:
             square = Image.new("RGB", (side, side), self.background)
             square.paste(image, ((side - w) // 2, (side - h) // 2))
