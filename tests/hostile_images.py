@@ -77,6 +77,7 @@ def encoded(image: Image.Image, fmt: str, **options) -> bytes:
 GREY16 = (np.arange(24 * 10).reshape(10, 24) * 273).astype(np.uint16)  # 0 .. 65247, every step of 1/257 hit
 RGB16 = np.stack([GREY16, GREY16[:, ::-1], np.full_like(GREY16, 40000)], axis=2)
 NON_UTF8_NAME = os.fsdecode(b"ok_non_utf8_\xff\xfe.png")
+NON_UTF8_BAD_NAME = os.fsdecode(b"bad_non_utf8_\xe9t\xe9.jpg")  # Latin-1 bytes, as old cameras and zips write
 
 
 def write_corpus(folder: Path) -> dict[str, str]:
@@ -114,6 +115,7 @@ def write_corpus(folder: Path) -> dict[str, str]:
         "bad_zero_bytes.png": (b"", "not an image"),
         "bad_text_named.jpg": (b"this is a caption, not a picture\n", "not an image"),
         "bad_html_named.png": (b"<!doctype html><title>404 Not Found</title>", "not an image"),
+        NON_UTF8_BAD_NAME: (b"\xff\xd8\xff\xe0" + b"\0" * 40, "not an image"),  # a JPEG header and nothing more
         "bad_random_bytes.jpg": (rng.integers(0, 255, 300, dtype=np.uint8).tobytes(), "not an image"),
         "bad_truncated.jpg": (good_jpeg[: len(good_jpeg) // 2], "truncated image"),
         "bad_truncated.png": (good_png[: len(good_png) // 2], "truncated image"),

@@ -277,3 +277,28 @@ def test_api_refuses_a_thin_image_in_one_line():
 
     with pytest.raises(LocktuneError, match=r"image too thin: 20000x2 pixels; the long side may be at most 1000"):
         _as_pil(Image.new("RGB", (20_000, 2)))
+
+
+def test_cli_embed_over_hostile_images_and_captions_finishes_and_counts_everything(corpus, tmp_path, monkeypatch):
+    """`locktune embed` on a JSONL manifest mixing the corpus with hostile captions (this ended in a
+    traceback): exit 0, every valid image embedded, every bad record in the manifest's counts by reason."""
+    from locktune.cli import main
+    from locktune.towers.image import IMAGE_TOWERS
+
+    folder, expected = corpus
+    # json.dumps writes the non-UTF-8 name's undecodable bytes as \udcff escapes; read back, they name the file.
+    rows = [json.dumps({"image": name, "caption": f"file {i}"}).encode() for i, name in enumerate(expected)]
+    good = next(name for name, outcome in expected.items() if outcome == "ok")
+    rows += [json.dumps({"image": good, "caption": caption}).encode() for caption in (["ok", 5], [None], 7, "  ")]
+    (folder / "pairs.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+    monkeypatch.setattr("locktune.towers.image.build_image_tower",
+                        lambda name, pretrained, **options: IMAGE_TOWERS.get(name)(False))
+    args = ["embed", "--sharded", str(tmp_path / "cache"), f"data.sources=['{folder / 'pairs.jsonl'}']",
+            "model.image_tower=mobilenet_v2", "model.image_size=32", "data.image_workers=0"]
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    bad = [outcome for outcome in expected.values() if outcome != "ok"]
+    assert manifest["image_failures"] == {reason: bad.count(reason) for reason in set(bad)}
+    assert manifest["source_skipped"] == {"caption dropped: non-string caption": 1, "non-string caption": 2,
+                                          "empty caption": 1}
+    assert manifest["valid"] == sum(outcome == "ok" for outcome in expected.values())  # records lost: 0

@@ -32,7 +32,7 @@ class ImageSet:
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for key in self.keys:
-            digest.update(key.encode())
+            digest.update(key.encode("utf-8", "surrogateescape"))  # file names need not be UTF-8
             digest.update(b"\0")
         return digest.hexdigest()[:16]
 
@@ -49,7 +49,7 @@ class FileImages(ImageSet):
         digest = hashlib.sha256()
         for path in self.paths:
             size = os.stat(path).st_size if os.path.exists(path) else -1
-            digest.update(f"{path}\0{size}\0".encode())
+            digest.update(f"{path}\0{size}\0".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()[:16]
 
 

@@ -65,7 +65,7 @@ class TarImages(ImageSet):
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for key, (path, offset, size) in zip(self.keys, self.locations):
-            digest.update(f"{key}\0{path}\0{offset}\0{size}\0".encode())
+            digest.update(f"{key}\0{path}\0{offset}\0{size}\0".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()[:16]
 
 
