@@ -302,3 +302,15 @@ def test_cli_embed_over_hostile_images_and_captions_finishes_and_counts_everythi
     assert manifest["source_skipped"] == {"caption dropped: non-string caption": 1, "non-string caption": 2,
                                           "empty caption": 1}
     assert manifest["valid"] == sum(outcome == "ok" for outcome in expected.values())  # records lost: 0
+
+
+def test_hf_dataset_null_captions_are_counted_not_a_traceback(tmp_path):
+    import datasets
+
+    rows = {"image": [{"bytes": png(), "path": None}] * 5,
+            "caption": [["fine", None], [None], None, ["also fine"], ["\ufeffa BOM"]]}
+    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Sequence(datasets.Value("string"))})
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "pairs.parquet"))
+    pairs = load_pairs([str(tmp_path / "pairs.parquet")])
+    assert pairs.captions == [["fine"], ["also fine"], ["a BOM"]]
+    assert pairs.skipped == {"caption dropped: non-string caption": 1, "non-string caption": 1, "missing caption": 1}
