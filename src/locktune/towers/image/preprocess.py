@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from locktune.data.decode import to_8bit
+from locktune.data.decode import on_background
 from locktune.errors import LocktuneError
 
 PREPROCESS_VERSION = 1
@@ -80,12 +80,8 @@ class Preprocess:
             raise LocktuneError(f"preprocessing description has fields this locktune does not know: {error}")
 
     def to_rgb(self, image: Image.Image) -> Image.Image:
-        """8-bit RGB, transparency composited on `background` (the one place that composites)."""
-        image = to_8bit(image)
-        if image.mode == "RGBA":
-            canvas = Image.new("RGBA", image.size, self.background + (255,))
-            image = Image.alpha_composite(canvas, image)
-        return image.convert("RGB")
+        """8-bit RGB, transparency composited on `background`."""
+        return on_background(image, self.background)
 
     def _resized(self, image: Image.Image) -> Image.Image:
         size, resample = self.image_size, RESAMPLE[self.resample]
