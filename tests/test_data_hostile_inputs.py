@@ -34,7 +34,7 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 # ---- images: one decoder, bounded before decoding ----------------------------------------------------
 
-def test_hostile_image_corpus_loses_nothing_and_counts_every_bad_file_by_reason(corpus):
+def test_hostile_image_corpus_loses_nothing_and_counts_every_bad_file_by_reason(corpus, capsys):
     """Through the embedding cache's own loop (worker process included): every ok_ file embeds, every
     bad_ file is a NaN row counted under its expected reason, no exception escapes."""
     from locktune.cache.embedding_cache import compute_features
@@ -54,6 +54,9 @@ def test_hostile_image_corpus_loses_nothing_and_counts_every_bad_file_by_reason(
     kept = {n for n, ok in zip(names, valid.tolist()) if ok}
     assert kept == {n for n, outcome in expected.items() if outcome == "ok"}  # records lost: 0
     assert len(set(expected.values())) - 1 >= 4 and len(expected) >= 38  # kinds of bad input, files tried
+    bad = sorted(outcome for outcome in expected.values() if outcome != "ok")
+    counts = ", ".join(f"{reason}: {bad.count(reason)}" for reason in sorted(set(bad)))
+    assert f"{len(bad)} of {len(names)} images could not be read and were skipped ({counts}; first:" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -123,7 +126,7 @@ def test_a_thin_image_is_refused_from_its_header_before_decoding(tmp_path, monke
     assert path.stat().st_size < 1000
     decoded = []
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size))
-    with pytest.raises(UnusableImage, match=r"image too thin: 1x20000 pixels"):
+    with pytest.raises(UnusableImage, match=r"^image too thin: '.*thin.png' is 1x20000 pixels; the long side"):
         FileImages([path]).load(0)
     assert decoded == []
 

@@ -125,12 +125,17 @@ def decode_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Ima
     if isinstance(source, Image.Image):
         check_size(source.width, source.height, max_pixels)
         image = source
-    elif isinstance(source, (str, Path)) and Path(source).suffix.lower() == ".svg":
-        image = _render_svg(Path(source))
-        check_size(image.width, image.height, max_pixels)
-        image.load()
+    elif isinstance(source, (bytes, bytearray)):
+        image = _open(source, max_pixels)
     else:
-        image = _open(source if isinstance(source, (bytes, bytearray)) else str(source), max_pixels)
+        try:
+            if Path(source).suffix.lower() == ".svg":
+                image = _render_svg(Path(source))
+                check_size(image.width, image.height, max_pixels)
+            else:
+                image = _open(str(source), max_pixels)
+        except UnusableImage as refused:  # name the file: the API's one-line error says which image
+            raise UnusableImage(refused.reason, f"'{source}' is {refused.detail}") from None
     out = to_8bit(upright(image))
     out.format = image.format  # which decoder read it (JPEG, PNG ...), kept through the conversions
     return out
