@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from hostile_images import GREY16, RGB16, exif_upright, jpeg_with_orientation, stored_blocks, write_corpus
@@ -317,3 +319,40 @@ def test_hf_dataset_null_captions_are_counted_not_a_traceback(tmp_path):
     pairs = load_pairs([str(tmp_path / "pairs.parquet")])
     assert pairs.captions == [["fine"], ["also fine"], ["a BOM"]]
     assert pairs.skipped == {"caption dropped: non-string caption": 1, "non-string caption": 1, "missing caption": 1}
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
+                           | st.binary(max_size=40),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                           max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(JSON_VALUES, max_size=6))
+@example([5, None, ["nested"], {"a": 1}, b"\xff\xfe", "\ufeff", " \t"])
+def test_caption_check_takes_any_json_value_and_keeps_only_clean_strings(values):
+    """Whatever a JSONL, parquet or .json sidecar puts where captions belong: no exception, and what is kept
+    is exactly the clean, non-empty, short strings among the values (an independent filter written out)."""
+    from locktune.data.pairs import clean_caption
+    from locktune.data.validate import MAX_CAPTION_CHARS, SkipCounter, check_captions
+
+    counter = SkipCounter()
+    kept, reason = check_captions(values, counter)
+    expected, bad = [], 0
+    for value in values:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                bad += 1
+                continue
+        if not isinstance(value, str) or any("\ud800" <= ch <= "\udfff" for ch in value):
+            bad += 1
+            continue
+        text = clean_caption(value.replace("\ufeff", ""))
+        if not text or len(text) > MAX_CAPTION_CHARS:
+            bad += 1
+        elif text not in expected:
+            expected.append(text)
+    assert kept == expected and (reason == "") == bool(kept)
+    assert sum(counter.values()) == (bad if kept else 0)  # each bad caption of a kept record counted once
