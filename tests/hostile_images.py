@@ -91,6 +91,9 @@ def write_corpus(folder: Path) -> dict[str, str]:
     files: dict[str, tuple[bytes, str]] = {
         # a phone camera
         **{f"ok_exif_orientation_{k}.jpg": (jpeg_with_orientation(k), "ok") for k in range(1, 9)},
+        "ok_exif_orientation_9_invalid.jpg": (jpeg_with_orientation(9), "ok"),
+        "ok_exif_garbage.jpg": (encoded(rgb, "JPEG", exif=b"Exif\0\0II*\0\xff\xff\xff\x7fgarbage"), "ok"),
+        "ok_exif_cut_short.jpg": (encoded(rgb, "JPEG", exif=b"Exif\0\0MM"), "ok"),
         "ok_grey_16bit.png": (png16(GREY16), "ok"),
         "ok_rgb_16bit.png": (png16(RGB16), "ok"),
         "ok_rgba_16bit.png": (png16(np.concatenate([RGB16, np.full_like(GREY16, 65535)[..., None]], axis=2)), "ok"),
