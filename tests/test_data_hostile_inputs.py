@@ -235,6 +235,8 @@ def test_folder_entries_that_cannot_be_records_are_counted(tmp_path):
     (tmp_path / "phone.heic").write_bytes(b"\0\0\0\x18ftypheic")  # no caption, still counted
     (tmp_path / "orphan.txt").write_text("a caption whose image is missing")
     (tmp_path / "notes.md").write_text("not a record, not counted")
+    (tmp_path / "a.json").write_text('{"url": "an img2dataset sidecar, not counted"}')
+    (tmp_path / "sub").mkdir()  # a plain sub-folder, not counted
     pairs = load_pairs([f"folder:{tmp_path}"])
     assert pairs.captions == [[f"caption {name}"] for name in "abcdef"]
     assert pairs.skipped == {"not a file": 1, "dangling link": 1, "unsupported image format": 2, "missing image": 1}

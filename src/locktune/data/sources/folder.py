@@ -20,28 +20,26 @@ UNSUPPORTED_IMAGE_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl"
 
 
 def _images(root: Path, counter: SkipCounter) -> list[Path]:
-    """The readable image files under `root`, in order; every entry that looks like a record but cannot be
-    one is counted: a directory or other non-file named like an image, a dangling link, a picture in a
-    format this source does not take, a caption with no image beside it."""
-    images, stems_with_data = [], set()
+    """The image files under `root`, in order; every entry that looks like a record but cannot be one is
+    counted: a directory or other non-file named like an image, a dangling link, a picture in a format this
+    source does not take, a caption with no image beside it.  Other files (KEY.json sidecars, notes) are
+    not records and are passed over."""
     entries = sorted(root.rglob("*"))
+    image_stems = {e.with_suffix("") for e in entries if e.suffix.lower() in IMAGE_SUFFIXES}
+    pictured = image_stems | {e.with_suffix("") for e in entries if e.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES}
+    images = []
     for entry in entries:
-        suffix = entry.suffix.lower()
-        if entry.is_dir() and suffix not in IMAGE_SUFFIXES:
-            continue
-        if suffix != ".txt" and entry.name not in CAPTION_FILES:
-            stems_with_data.add(entry.with_suffix(""))
+        suffix, stem = entry.suffix.lower(), entry.with_suffix("")
         if suffix in IMAGE_SUFFIXES:
             if entry.is_file():
                 images.append(entry)
             elif entry.is_symlink() and not entry.exists():
                 counter.skip("dangling link", where=str(entry))
-            else:
+            else:  # a directory named like an image, a fifo ...
                 counter.skip("not a file", where=str(entry))
-        elif suffix in UNSUPPORTED_IMAGE_SUFFIXES or (suffix != ".txt" and entry.with_suffix(".txt").is_file()):
+        elif suffix in UNSUPPORTED_IMAGE_SUFFIXES and stem not in image_stems:
             counter.skip("unsupported image format", where=f"{entry} (takes {', '.join(IMAGE_SUFFIXES)})")
-    for entry in entries:
-        if entry.suffix.lower() == ".txt" and entry.with_suffix("") not in stems_with_data:
+        elif suffix == ".txt" and entry.is_file() and stem not in pictured:
             counter.skip("missing image", where=str(entry))
     return images
 
