@@ -34,6 +34,7 @@ MAX_IMAGE_PIXELS = 89_478_485
 # rules still load, a 1 x 20,000 strip does not.
 MAX_ASPECT_RATIO = 1000
 SVG_RENDER_SIZE = 256
+ORIENTATION = 0x0112  # the EXIF tag
 
 ImageSource = Union[str, Path, bytes, bytearray, Image.Image]
 
@@ -111,9 +112,11 @@ def on_background(image: Image.Image, background: tuple[int, int, int] = (255, 2
 def upright(image: Image.Image) -> Image.Image:
     """The EXIF orientation applied (a no-op without the tag); unreadable EXIF leaves the pixels as stored."""
     try:
-        return ImageOps.exif_transpose(image)
+        if image.getexif().get(ORIENTATION, 1) in range(2, 9):  # else exif_transpose would only copy it
+            return ImageOps.exif_transpose(image)
     except Exception:  # a malformed EXIF block must not cost a picture whose pixels are fine
-        return image
+        pass
+    return image
 
 
 def decode_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
