@@ -36,8 +36,9 @@ def read_image(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_size refuses by name
             try:
                 probe = Image.open(io.BytesIO(data))
-            except Image.DecompressionBombError:
-                raise UnusableImage("image too large", f"over {MAX_PIXELS // 1_000_000} megapixels") from None
+            except Image.DecompressionBombError:  # Pillow refuses a header claiming over twice its own limit
+                raise UnusableImage("image too large", f"over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels "
+                                                       "by its header") from None
             check_size(probe.width, probe.height, MAX_PIXELS)  # from the header, before any pixel is decoded
             probe.verify()  # checks the file's structure without decoding pixels
         return decode_image(data, MAX_PIXELS)  # verify() leaves the probe unusable; decode afresh
