@@ -62,8 +62,9 @@ def check_size(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS) -> N
 def _open(source: str | Path | bytes | bytearray, max_pixels: int) -> Image.Image:
     """Image.open (header only), bounds checked, then decoded."""
     with warnings.catch_warnings():
-        # Pillow warns between its limit and twice it; our own check below refuses that range by name.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow warns of a decompression bomb between its limit and twice it (our own check below refuses
+        # that range by name) and of corrupt metadata (EXIF, ICC) per file: noise in a long run, not a fault.
+        warnings.simplefilter("ignore")
         try:
             image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         except Image.DecompressionBombError as error:  # over twice Pillow's limit: refused by Image.open
@@ -112,8 +113,10 @@ def on_background(image: Image.Image, background: tuple[int, int, int] = (255, 2
 def upright(image: Image.Image) -> Image.Image:
     """The EXIF orientation applied (a no-op without the tag); unreadable EXIF leaves the pixels as stored."""
     try:
-        if image.getexif().get(ORIENTATION, 1) in range(2, 9):  # else exif_transpose would only copy it
-            return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns per corrupt EXIF block: noise in a long run
+            if image.getexif().get(ORIENTATION, 1) in range(2, 9):  # else exif_transpose would only copy it
+                return ImageOps.exif_transpose(image)
     except Exception:  # a malformed EXIF block must not cost a picture whose pixels are fine
         pass
     return image
