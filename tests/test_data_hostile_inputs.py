@@ -61,10 +61,19 @@ def test_hostile_image_corpus_loses_nothing_and_counts_every_bad_file_by_reason(
     assert f"{len(bad)} of {len(names)} images could not be read and were skipped ({counts}; first:" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def tiny_model():
+    from test_api import tiny_net
+
+    from locktune.api import LitModel
+
+    return LitModel(tiny_net())
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_is_applied_when_images_are_decoded(tmp_path, orientation):
-    """Phone photos are stored sideways with an orientation tag; every decode path shows them upright."""
-    from locktune.api import _as_pil
+def test_exif_orientation_is_applied_when_images_are_decoded(tmp_path, orientation, tiny_model):
+    """Phone photos are stored sideways with an orientation tag; every decode path shows them upright:
+    training pairs (files, shards), server uploads, and `encode_image` given a path or an opened PIL image."""
     from locktune.data.images import FileImages
     from locktune.data.sources.webdataset import TarImages
     from locktune.serve.uploads import read_image
@@ -74,11 +83,13 @@ def test_exif_orientation_is_applied_when_images_are_decoded(tmp_path, orientati
     path.write_bytes(data)
     reference = exif_upright(stored_blocks(), orientation)
     tar_images = TarImages(["photo"], [(str(path), 0, len(data))], ["jpg"])
-    for image in (FileImages([path]).load(0), tar_images.load(0), read_image(data), _as_pil(str(path)),
-                  _as_pil(Image.open(path))):
+    for image in (FileImages([path]).load(0), tar_images.load(0), read_image(data)):
         pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
         assert pixels.shape == reference.shape
         assert np.abs(pixels - reference).max() <= 8  # JPEG at quality 100, 4:4:4: within a few levels
+    upright = tiny_model.encode_image(Image.fromarray(np.asarray(FileImages([path]).load(0).convert("RGB"))))
+    for given in (str(path), Image.open(path)):
+        np.testing.assert_allclose(tiny_model.encode_image(given), upright, atol=1e-6)
 
 
 def test_16bit_png_is_scaled_to_8bit_not_clipped_to_white(corpus):
@@ -279,11 +290,12 @@ def test_an_upload_that_is_too_thin_or_claims_too_many_pixels_is_413_not_500_or_
         assert refused.value.status == 413 and words in refused.value.message
 
 
-def test_api_refuses_a_thin_image_in_one_line():
-    from locktune.api import _as_pil
-
+def test_api_refuses_a_thin_image_in_one_line(tiny_model, tmp_path):
     with pytest.raises(LocktuneError, match=r"image too thin: 20000x2 pixels; the long side may be at most 1000"):
-        _as_pil(Image.new("RGB", (20_000, 2)))
+        tiny_model.encode_image(Image.new("RGB", (20_000, 2)))
+    Image.new("RGB", (2, 20_000)).save(tmp_path / "strip.png")
+    with pytest.raises(LocktuneError, match=r"image too thin: '.*strip.png' is 2x20000 pixels"):
+        tiny_model.encode_image(str(tmp_path / "strip.png"))
 
 
 def test_cli_embed_over_hostile_images_and_captions_finishes_and_counts_everything(corpus, tmp_path, monkeypatch):

@@ -63,10 +63,13 @@ def checked_templates(templates: Sequence[str]) -> list[str]:
 
 
 def _as_pil(image: ImageLike) -> Image.Image:
-    """A path or a PIL image through the decoder training used: size bounds, EXIF orientation, 8-bit."""
     from locktune.data.decode import decode_image
 
-    return decode_image(image)
+    if isinstance(image, Image.Image):
+        return decode_image(image)  # as training decodes: size bounds, EXIF orientation, 8-bit
+    from locktune.data.images import load_image_file
+
+    return load_image_file(image)
 
 
 class ZeroShotClassifier:

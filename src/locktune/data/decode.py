@@ -9,7 +9,7 @@ decode here, so they agree on three things:
 - orientation: the EXIF orientation tag is applied (phone photos are stored sideways with the tag);
 - depth: 16-bit grey (modes I;16 / I) is scaled by 1/257, float images (F) from [0, 1] or [0, 255], and
   everything else converted to RGB, or RGBA where there is transparency (P with transparency, LA, PA);
-  `on_background` composites that on a background colour, the one function that does.
+  `towers.image.preprocess.on_background` composites that on a background colour, the one function that does.
 
 An animated GIF/PNG/WebP gives its first frame.  A refusal is an `UnusableImage` whose `reason` is the
 short name records are counted under.
@@ -98,16 +98,6 @@ def to_8bit(image: Image.Image) -> Image.Image:
     if mode in ("LA", "PA", "La", "RGBa") or "transparency" in image.info:  # P, L, 1 or RGB with a tRNS colour
         return image.convert("RGBA")
     return image.convert("RGB")  # L, 1, P, CMYK (Adobe's inverted JPEGs included), YCbCr, LAB, HSV
-
-
-def on_background(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """8-bit RGB with any transparency composited on `background`: the one place that composites (the
-    preprocessing, with its own background, and the index's thumbnails both call it)."""
-    image = to_8bit(image)
-    if image.mode == "RGBA":
-        canvas = Image.new("RGBA", image.size, tuple(background) + (255,))
-        image = Image.alpha_composite(canvas, image)
-    return image.convert("RGB")
 
 
 def upright(image: Image.Image) -> Image.Image:

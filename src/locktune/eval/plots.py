@@ -10,7 +10,6 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from locktune.data.decode import on_background  # noqa: E402
 from locktune.eval.metrics import confusion_matrix, per_class_recall  # noqa: E402
 
 MAX_CONFUSION_CLASSES = 100  # beyond that the matrix is unreadable (ImageNet's 1,000)
@@ -69,7 +68,7 @@ def retrieval_grid(name: str, details: dict, folder: Path, queries: int = 5, top
         for c, i in enumerate(ranked):
             ax = axes[r][c]
             try:
-                ax.imshow(on_background(images.load(rows[i])))  # transparency on white, as the model saw it
+                ax.imshow(images.load(rows[i]).convert("RGB"))
             except Exception:  # an unreadable image shows as an empty cell
                 pass
             ax.set_xticks([])

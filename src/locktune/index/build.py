@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from locktune.errors import LocktuneError
 from locktune.index.store import INDEX_FORMAT, THUMBS
@@ -57,13 +58,16 @@ def _image_embeddings(net, paths: list[Path]) -> tuple[np.ndarray, dict[str, str
 
 
 def _thumbnail(path: Path, out: Path) -> bool:
-    from locktune.data.decode import on_background
     from locktune.data.images import load_image_file
 
     try:
         image = load_image_file(path)
         image.thumbnail((THUMB_SIZE, THUMB_SIZE))
-        on_background(image).save(out, "JPEG", quality=85)  # transparency -> white, as the model sees it
+        if image.mode in ("RGBA", "LA", "PA", "P"):  # transparency -> white, as the model sees it
+            image = image.convert("RGBA")
+            canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(canvas, image)
+        image.convert("RGB").save(out, "JPEG", quality=85)
         return True
     except Exception:
         return False

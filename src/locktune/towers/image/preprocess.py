@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from locktune.data.decode import on_background
+from locktune.data.decode import to_8bit
 from locktune.errors import LocktuneError
 
 PREPROCESS_VERSION = 1
@@ -29,6 +29,17 @@ RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Ima
             "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
 # pad_square never builds a square larger than this many pixels on a side (4096^2 RGB: 48 MiB).
 MAX_PAD_SIDE = 4096
+
+
+def on_background(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """RGB with any transparency composited on `background` (white): what the towers see, and what plots and
+    thumbnails must show (a plain RGB conversion would turn transparent areas black)."""
+    image = to_8bit(image)  # 16-bit and float scaled, not clipped; transparency of any mode as RGBA
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        canvas = Image.new("RGBA", image.size, tuple(background) + (255,))
+        image = Image.alpha_composite(canvas, image)
+    return image.convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,6 @@ class Preprocess:
             raise LocktuneError(f"preprocessing description has fields this locktune does not know: {error}")
 
     def to_rgb(self, image: Image.Image) -> Image.Image:
-        """8-bit RGB, transparency composited on `background`."""
         return on_background(image, self.background)
 
     def _resized(self, image: Image.Image) -> Image.Image:
