@@ -104,9 +104,12 @@ def test_16bit_png_is_scaled_to_8bit_not_clipped_to_white(corpus):
     assert grey.shape == (10, 24, 3) and (grey == reference[..., None]).all()
     colour = np.asarray(to_rgb(FileImages([folder / "ok_rgb_16bit.png"]).load(0)), dtype=np.float64)
     assert np.abs(colour - RGB16.astype(np.float64) / 257.0).max() <= 1.0
-    # Handed over as a PIL image in mode I (as some readers give 16-bit TIFF), the same scaling.
+    # Handed straight to the transform as a PIL image in mode I (as some readers give 16-bit TIFF): the same
+    # tensor as the reference's 8-bit image gives.
+    transform = Preprocess(image_size=24, mean=(0, 0, 0), std=(1, 1, 1))
     as_i = Image.fromarray(GREY16.astype(np.int32), "I")
-    assert (np.asarray(to_rgb(as_i)) == reference[..., None]).all()
+    expected = transform(Image.fromarray(reference.astype(np.uint8), "L"))
+    assert torch.equal(transform(as_i), expected)
 
 
 def test_float_image_and_transparency_reach_8bit_rgb_on_the_background():

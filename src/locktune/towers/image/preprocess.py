@@ -24,17 +24,16 @@ from locktune.data.decode import to_8bit
 from locktune.errors import LocktuneError
 
 PREPROCESS_VERSION = 1
+# pad_square never builds a square larger than this many pixels on a side (4096^2 RGB: 48 MiB).
+MAX_PAD_SIDE = 4096
 RESIZE_MODES = ("pad_square", "shortest_edge", "stretch")
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
             "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
-# pad_square never builds a square larger than this many pixels on a side (4096^2 RGB: 48 MiB).
-MAX_PAD_SIDE = 4096
 
 
 def on_background(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """RGB with any transparency composited on `background` (white): what the towers see, and what plots and
     thumbnails must show (a plain RGB conversion would turn transparent areas black)."""
-    image = to_8bit(image)  # 16-bit and float scaled, not clipped; transparency of any mode as RGBA
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         canvas = Image.new("RGBA", image.size, tuple(background) + (255,))
@@ -123,7 +122,7 @@ class Preprocess:
         return image.resize((size, size), resample)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = self._resized(self.to_rgb(image))
+        image = self._resized(self.to_rgb(to_8bit(image)))  # 16-bit and float scaled to 8 bit, not clipped
         array = np.asarray(image, dtype=np.float32) / 255.0
         array = (array - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
