@@ -164,12 +164,38 @@ def test_neighbors_and_image_listing(served):
     assert httpx.get(url + "/").status_code == 200
 
 
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+THIN_PNG = _png(Image.new("L", (1, 200_000), 128))  # a few hundred bytes; padded to a square: 120 GB
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+BOMB_PNG = _png_claiming(200_000, 200_000)
+
 BAD_REQUESTS = [
     # (description, request kwargs, expected status, words the message must contain)
     ("not an image", dict(method="POST", path="/api/classify", data={"labels": "a"},
                           files={"image": ("x.png", b"%PDF-1.4 definitely not a picture", "image/png")}), 415, "not an image"),
     ("oversized upload", dict(method="POST", path="/api/classify", data={"labels": "a"},
                               files={"image": ("big.png", b"\0" * (11 * 1024 * 1024), "image/png")}), 413, "limit"),
+    ("1 x 200,000 px image", dict(method="POST", path="/api/classify", data={"labels": "a"},
+                                  files={"image": ("thin.png", THIN_PNG, "image/png")}), 413, "nearer to a square"),
+    ("PNG header claiming 200,000 x 200,000 px", dict(method="POST", path="/api/classify", data={"labels": "a"},
+                                                      files={"image": ("bomb.png", BOMB_PNG, "image/png")}), 413,
+     "megapixels"),
     ("empty labels", dict(method="POST", path="/api/classify", data={"labels": " ,\n ", "image_id": "0"}), 422,
      "at least one label"),
     ("10,000 labels", dict(method="POST", path="/api/classify",

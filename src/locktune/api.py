@@ -72,13 +72,13 @@ def _as_pil(image, where: str) -> Image.Image:
     from locktune.errors import LocktuneError
 
     if isinstance(image, Image.Image):
-        return image
+        return _decoded(image, where)  # as training decodes: size bounds, EXIF orientation, 8-bit
     if isinstance(image, np.ndarray):
         array = image
         if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4)):
             if array.dtype != np.uint8:
                 array = (np.clip(array.astype(np.float64), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-            return Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
+            return _decoded(Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array), where)
         raise LocktuneError(f"{where}: a numpy image should be H x W (grey) or H x W x 3/4 (RGB/RGBA), "
                             f"got shape {array.shape}")
     if not isinstance(image, (str, Path)):
@@ -93,6 +93,16 @@ def _as_pil(image, where: str) -> Image.Image:
     except Exception as error:  # Pillow / cairosvg raise many types for a file that is not an image
         raise LocktuneError(f"{where}: '{image}' is not a readable image ({type(error).__name__}: "
                             f"{str(error).splitlines()[0][:120] if str(error) else 'unreadable'})") from None
+
+
+def _decoded(image: Image.Image, where: str) -> Image.Image:
+    from locktune.data.decode import decode_image
+    from locktune.errors import LocktuneError
+
+    try:
+        return decode_image(image)
+    except Exception as error:  # a size out of bounds, or a mode Pillow cannot convert
+        raise LocktuneError(f"{where}: {str(error).splitlines()[0][:160] or type(error).__name__}") from None
 
 
 def _as_list(items, single_types) -> tuple[list, bool]:

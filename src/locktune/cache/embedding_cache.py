@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from locktune.runtime.location import cache_root
+from locktune.data.decode import failure_reason
 from locktune.data.images import ImageSet
 from locktune.errors import LocktuneError
 from locktune.progress import progress
@@ -38,6 +40,11 @@ class CachedFeatures:
     path: Path | None
     computed: bool  # False when the entry was reused from disk
     failed: dict[str, str]  # image key -> reason
+
+
+def failure_counts(failed: dict[str, str]) -> dict[str, int]:
+    """reason -> images, from the decode errors `failed` holds per image key."""
+    return dict(Counter(failure_reason(error) for error in failed.values()))
 
 
 def cache_key(identity: dict, preprocess: Preprocess, images: ImageSet) -> str:
@@ -103,7 +110,8 @@ def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: Ima
         features[[key_to_row[key] for key in failed]] = float("nan")
         if distributed.is_main():
             print(f"locktune: {len(failed)} of {len(images)} images could not be read and were skipped "
-                  f"(first: {next(iter(failed.items()))})")
+                  f"({', '.join(f'{r}: {n}' for r, n in sorted(failure_counts(failed).items()))}; "
+                  f"first: {next(iter(failed.items()))})")
     return features, failed
 
 
@@ -194,7 +202,7 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     tmp.replace(array_path)
     manifest = {"key": key, "format": CACHE_FORMAT, **identity, "preprocess": preprocess.describe(), "images": images.fingerprint(), "count": len(images),
                 "dim": int(features.shape[1]), "sha256": _sha256(array_path), "failed": failed,
-                "failed_count": len(failed), "seconds": round(time.time() - start, 1)}
+                "failed_count": len(failed), "failed_reasons": failure_counts(failed), "seconds": round(time.time() - start, 1)}
     tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")
     tmp_manifest.write_text(json.dumps(manifest, indent=1))
     tmp_manifest.replace(manifest_path)

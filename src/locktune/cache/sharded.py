@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from locktune.cache.embedding_cache import _sha256
+from locktune.data.decode import failure_reason
 from locktune.data.pairs import PairSet
 from locktune.data.validate import SkipCounter
 from locktune.errors import LocktuneError
@@ -44,17 +45,6 @@ from locktune.progress import progress
 from locktune.runtime import distributed
 
 SHARDED_FORMAT = 2  # 2: sidecars list failed rows
-
-
-def image_failure_reason(error: str) -> str:
-    """A short reason for the counts, from the decode error text `_Views` reports."""
-    if "DecompressionBomb" in error:
-        return "image too large"
-    if "UnidentifiedImageError" in error:
-        return "not an image"
-    if "truncated" in error or "cut short" in error:
-        return "truncated image"
-    return "unreadable image"
 
 
 class ShardWriter:
@@ -101,8 +91,8 @@ class ShardWriter:
         tmp = array.with_suffix(f".tmp{os.getpid()}.npy")
         np.save(tmp, vectors.astype(self.plan["dtype"]))
         tmp.replace(array)
-        records = [f"{key}\0" + "\n".join(caps) for key, caps in zip(keys, captions)]
-        encoded = [r.encode("utf-8") for r in records]
+        records = [f"{key}\0" + "\n".join(caps) for key, caps in zip(keys, captions)]  # keys are file names: not always UTF-8
+        encoded = [r.encode("utf-8", "surrogateescape") for r in records]
         offsets = np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64)
         text_path, offsets_path = _text_paths(array)
         for path, data in ((offsets_path, offsets), (text_path, np.frombuffer(b"".join(encoded), np.uint8))):
@@ -122,7 +112,7 @@ class ShardWriter:
                 raise LocktuneError(f"cache shard {shard:05d} in '{self.folder}' is missing or damaged; rerun "
                                     "`locktune embed` to compute it")
             shards.append({"file": f"shards/{shard:05d}.npy", "rows": meta["rows"], "sha256": meta["sha256"]})
-            reasons.update(image_failure_reason(e) for e in meta["failed"].values())
+            reasons.update(failure_reason(e) for e in meta["failed"].values())
             failed_total += len(meta["failed"])
         manifest = {**self.plan, "plan_id": self.plan_id, "shards": shards, "valid": self.plan["count"] - failed_total,
                     "image_failures": dict(reasons), **extra}
@@ -184,7 +174,9 @@ class _ShardText(Sequence):
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, ensure_ascii=False))
+    # A key from a non-UTF-8 file name holds lone surrogates: written as \udcXX escapes, which JSON reads
+    # back as the same string; any other text is written as UTF-8, as before.
+    tmp.write_bytes(json.dumps(data, ensure_ascii=False).encode("utf-8", "backslashreplace"))
     tmp.replace(path)
 
 
@@ -333,9 +325,9 @@ class ShardedCache:
     def _record_text(self, shard: int, row: int) -> str:
         text, offsets = self._texts[shard]
         if self.access == "mmap":
-            return bytes(text[offsets[row]:offsets[row + 1]]).decode("utf-8")
+            return bytes(text[offsets[row]:offsets[row + 1]]).decode("utf-8", "surrogateescape")
         start, stop = np.frombuffer(os.pread(self._fd(offsets.filename), 16, offsets.offset + 8 * row), np.int64)
-        return os.pread(self._fd(text.filename), int(stop - start), text.offset + int(start)).decode("utf-8")
+        return os.pread(self._fd(text.filename), int(stop - start), text.offset + int(start)).decode("utf-8", "surrogateescape")
 
     def caption_counts(self) -> np.ndarray:
         """How many captions each row holds (int32 [N]), counted shard by shard from the text arrays with

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-SVG_RENDER_SIZE = 256
+from locktune.data.decode import decode_image
 
 
 def load_image_file(path: str | Path) -> Image.Image:
-    """PNG/JPEG/... through Pillow; SVG rendered with cairosvg at SVG_RENDER_SIZE on its longer side."""
-    path = Path(path)
-    if path.suffix.lower() == ".svg":
-        import cairosvg
-
-        png = cairosvg.svg2png(url=str(path), output_width=SVG_RENDER_SIZE)
-        return Image.open(io.BytesIO(png))
-    with warnings.catch_warnings():
-        # Pillow only warns about a decompression bomb below twice its limit; we refuse it outright
-        # (it is skipped and counted like any unreadable image) rather than spend minutes decoding it.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(path)
-        image.load()
-    return image
+    """PNG/JPEG/... through Pillow, SVG rendered with cairosvg; bounded, upright and 8-bit (`data/decode.py`)."""
+    return decode_image(Path(path))
 
 
 class ImageSet:
@@ -46,7 +32,7 @@ class ImageSet:
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for key in self.keys:
-            digest.update(key.encode())
+            digest.update(key.encode("utf-8", "surrogateescape"))  # file names need not be UTF-8
             digest.update(b"\0")
         return digest.hexdigest()[:16]
 
@@ -63,7 +49,7 @@ class FileImages(ImageSet):
         digest = hashlib.sha256()
         for path in self.paths:
             size = os.stat(path).st_size if os.path.exists(path) else -1
-            digest.update(f"{path}\0{size}\0".encode())
+            digest.update(f"{path}\0{size}\0".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()[:16]
 
 

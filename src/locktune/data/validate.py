@@ -19,15 +19,23 @@ DROPPED = "caption dropped: "
 
 
 class SkipCounter(Counter):
-    """reason -> number of records skipped for it; `report` prints the counts in one line."""
+    """reason -> number of records skipped for it; `report` prints the counts in one line, with where the
+    first record of each reason is (file and line, or shard and key) when the source said."""
 
-    def skip(self, reason: str, count: int = 1) -> None:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.first_at: dict[str, str] = {}  # reason -> where its first record is ("pairs.jsonl:12")
+
+    def skip(self, reason: str, count: int = 1, where: str = "") -> None:
         self[reason] += count
+        if where:
+            self.first_at.setdefault(reason, where)
 
     def report(self, what: str, kept: int) -> str:
         if not self:
             return f"{what}: {kept} records kept, none skipped"
-        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.items()))
+        reasons = ", ".join(f"{reason}: {n}" + (f" (first at {self.first_at[reason]})" if reason in self.first_at
+                                                else "") for reason, n in sorted(self.items()))
         return f"{what}: {kept} records kept, {self.records_failed()} skipped ({reasons})"
 
     def records_failed(self) -> int:
@@ -45,8 +53,11 @@ def print_report(counter: SkipCounter, what: str, kept: int) -> None:
     print(f"locktune: {counter.report(what, kept)}", file=sys.stderr)
 
 
-def check_caption(raw: bytes | str) -> tuple[str | None, str]:
-    """(cleaned caption, "") for a usable caption, else (None, reason)."""
+def check_caption(raw: object) -> tuple[str | None, str]:
+    """(cleaned caption, "") for a usable caption, else (None, reason); anything may be passed (JSON gives
+    numbers, null and nested lists where a caption belongs)."""
+    if not isinstance(raw, (bytes, str)):
+        return None, "non-string caption"
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -56,7 +67,7 @@ def check_caption(raw: bytes | str) -> tuple[str | None, str]:
         raw.encode("utf-8")  # text files are read with surrogateescape: undecodable bytes show up here
     except UnicodeEncodeError:
         return None, "non-utf8 caption"
-    text = clean_caption(raw)
+    text = clean_caption(raw.replace("\ufeff", ""))  # a byte-order mark starting a text file is not text
     if not text:
         return None, "empty caption"
     if len(text) > MAX_CAPTION_CHARS:
@@ -64,10 +75,11 @@ def check_caption(raw: bytes | str) -> tuple[str | None, str]:
     return text, ""
 
 
-def check_captions(raws: list[bytes | str], counter: SkipCounter | None = None) -> tuple[list[str], str]:
+def check_captions(raws: list, counter: SkipCounter | None = None, where: str = "") -> tuple[list[str], str]:
     """The usable captions in order, deduplicated; when none is usable, the reason of the first bad one.
 
-    Bad captions of a record that keeps others are counted in `counter` as "caption dropped: REASON".
+    Bad captions of a record that keeps others are counted in `counter` as "caption dropped: REASON"
+    (`where`: the record's file and line, for the report).
     """
     kept: list[str] = []
     reasons: list[str] = []
@@ -79,5 +91,5 @@ def check_captions(raws: list[bytes | str], counter: SkipCounter | None = None) 
             kept.append(text)
     if kept and counter is not None:
         for why in reasons:
-            counter.skip(DROPPED + why)
+            counter.skip(DROPPED + why, where=where)
     return kept, ("" if kept else (reasons[0] if reasons else "empty caption"))

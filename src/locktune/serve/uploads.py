@@ -8,6 +8,8 @@ import warnings
 
 from PIL import Image
 
+from locktune.data.decode import UnusableImage, check_size, decode_image
+
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # well above any photo; far below what would stall the server decoding it
 MAX_LABELS = 1000
@@ -24,26 +26,31 @@ class BadInput(Exception):
 
 
 def read_image(data: bytes) -> Image.Image:
-    """Bytes -> a decoded RGB(A) PIL image, or BadInput (413 too big, 415 not an image)."""
+    """Bytes -> a decoded, upright RGB(A) PIL image, or BadInput (413 too big or too thin, 415 not an image)."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise BadInput(413, f"image is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
     if not data:
         raise BadInput(400, "the uploaded image is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            probe = Image.open(io.BytesIO(data))
-            if probe.width * probe.height > MAX_PIXELS:
-                raise BadInput(413, f"image is {probe.width}x{probe.height} pixels; the limit is "
-                                    f"{MAX_PIXELS // 1_000_000} megapixels")
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_size refuses by name
+            try:
+                probe = Image.open(io.BytesIO(data))
+            except Image.DecompressionBombError:  # Pillow refuses a header claiming over twice its own limit
+                raise UnusableImage("image too large", f"over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels "
+                                                       "by its header") from None
+            check_size(probe.width, probe.height, MAX_PIXELS)  # from the header, before any pixel is decoded
             probe.verify()  # checks the file's structure without decoding pixels
-            image = Image.open(io.BytesIO(data))  # verify() leaves the object unusable; reopen
-            image.load()
-    except BadInput:
-        raise
+        return decode_image(data, MAX_PIXELS)  # verify() leaves the probe unusable; decode afresh
+    except UnusableImage as refused:
+        if refused.reason == "image too large":
+            raise BadInput(413, f"image is {refused.detail.split(';')[0]}; the limit is "
+                                f"{MAX_PIXELS // 1_000_000} megapixels")
+        if refused.reason == "image too thin":
+            raise BadInput(413, f"image is {refused.detail}; crop it or pad it nearer to a square")
+        raise BadInput(415, f"the upload is not a usable image ({refused})")
     except Exception:
         raise BadInput(415, "the upload is not an image Pillow can read (PNG, JPEG, GIF, WebP, BMP ...)")
-    return image
 
 
 def parse_labels(text: str | list) -> list[str]:

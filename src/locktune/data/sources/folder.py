@@ -13,6 +13,35 @@ from locktune.errors import LocktuneError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".svg")
 CAPTION_FILES = ("captions.tsv", "captions.csv", "captions.jsonl")
+# Pictures this source does not decode: counted as "unsupported image format" (even without a caption
+# beside them) rather than passed over in silence; convert them to PNG or JPEG.
+UNSUPPORTED_IMAGE_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".ico", ".psd",
+                              ".dng", ".cr2", ".nef", ".arw", ".raw")
+
+
+def _images(root: Path, counter: SkipCounter) -> list[Path]:
+    """The image files under `root`, in order; every entry that looks like a record but cannot be one is
+    counted: a directory or other non-file named like an image, a dangling link, a picture in a format this
+    source does not take, a caption with no image beside it.  Other files (KEY.json sidecars, notes) are
+    not records and are passed over."""
+    entries = sorted(root.rglob("*"))
+    image_stems = {e.with_suffix("") for e in entries if e.suffix.lower() in IMAGE_SUFFIXES}
+    pictured = image_stems | {e.with_suffix("") for e in entries if e.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES}
+    images = []
+    for entry in entries:
+        suffix, stem = entry.suffix.lower(), entry.with_suffix("")
+        if suffix in IMAGE_SUFFIXES:
+            if entry.is_file():
+                images.append(entry)
+            elif entry.is_symlink() and not entry.exists():
+                counter.skip("dangling link", where=str(entry))
+            else:  # a directory named like an image, a fifo ...
+                counter.skip("not a file", where=str(entry))
+        elif suffix in UNSUPPORTED_IMAGE_SUFFIXES and stem not in image_stems:
+            counter.skip("unsupported image format", where=f"{entry} (takes {', '.join(IMAGE_SUFFIXES)})")
+        elif suffix == ".txt" and entry.is_file() and stem not in pictured:
+            counter.skip("missing image", where=str(entry))
+    return images
 
 
 def load_folder(location: str, max_pairs: int = 0) -> PairSet:
@@ -24,15 +53,19 @@ def load_folder(location: str, max_pairs: int = 0) -> PairSet:
             return read_manifest(root / name, root, max_pairs=max_pairs, name=f"folder:{root}")
     counter = SkipCounter()
     paths, captions = [], []
-    for image in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+    for image in _images(root, counter):
         text = image.with_suffix(".txt")
         if not text.is_file():
-            counter.skip("missing caption")
+            counter.skip("missing caption", where=str(image))
             continue
-        lines = [line for line in text.read_bytes().split(b"\n") if line.strip()]
-        kept, reason = check_captions(lines or [b""], counter)
+        try:
+            lines = [line for line in text.read_bytes().split(b"\n") if line.strip()]
+        except OSError as error:  # no permission, or gone since the listing
+            counter.skip("unreadable caption file", where=f"{text} ({error.strerror})")
+            continue
+        kept, reason = check_captions(lines or [b""], counter, str(text))
         if not kept:
-            counter.skip(reason)
+            counter.skip(reason, where=str(text))
             continue
         paths.append(image)
         captions.append(kept)

@@ -8,13 +8,13 @@ embedded (the column is read undecoded), so listing a million rows costs no deco
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from PIL import Image
 
+from locktune.data.decode import decode_image
 from locktune.data.images import ImageSet, load_image_file
 from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
 from locktune.data.validate import SkipCounter, check_captions, print_report
@@ -70,14 +70,10 @@ class HFImages(ImageSet):
         value = self.dataset[self.rows[index]][self.column]
         if isinstance(value, dict):  # the Image feature, undecoded: {"bytes": ..., "path": ...}
             if value.get("bytes"):
-                image = Image.open(io.BytesIO(value["bytes"]))
-                image.load()
-                return image
+                return decode_image(value["bytes"])
             value = value.get("path")
         if isinstance(value, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(value))
-            image.load()
-            return image
+            return decode_image(value)
         if isinstance(value, str) and value:
             return load_image_file(self.base / value)
         raise ValueError(f"row {self.rows[index]} has no image in column '{self.column}'")
@@ -107,10 +103,12 @@ def load_hf(spec: str, max_pairs: int = 0) -> PairSet:
     counter = SkipCounter()
     rows, captions = [], []
     for row, raw in enumerate(dataset[caption_col]):
-        raws = raw if isinstance(raw, list) else [raw if isinstance(raw, (str, bytes)) else ""]
-        kept, reason = check_captions(raws, counter)
+        if raw is None:
+            counter.skip("missing caption", where=f"{where}#{row}")
+            continue
+        kept, reason = check_captions(raw if isinstance(raw, list) else [raw], counter, f"{where}#{row}")
         if not kept:
-            counter.skip(reason)
+            counter.skip(reason, where=f"{where}#{row}")
             continue
         rows.append(row)
         captions.append(kept)

@@ -32,25 +32,34 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], w
     return found
 
 
-def _rows(path: Path, counter: SkipCounter) -> list[dict]:
-    """The manifest's rows as dicts; undecodable bytes kept as surrogates so the caption check counts them."""
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+def _rows(path: Path, counter: SkipCounter) -> list[tuple[int, dict]]:
+    """(line number, row) for each usable row; undecodable bytes kept as surrogates so the caption check
+    counts them, a leading byte-order mark dropped, an unparsable row counted with its line."""
+    rows: list[tuple[int, dict]] = []
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         if path.suffix.lower() == ".jsonl":
-            rows = []
-            for line in f:
+            for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
                 except ValueError:
-                    counter.skip("unreadable row")
-                    continue
+                    row = None
                 if isinstance(row, dict):
-                    rows.append(row)
+                    rows.append((number, row))
                 else:
-                    counter.skip("unreadable row")
+                    counter.skip("unreadable row", where=f"{path}:{number}")
             return rows
-        return list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return rows
+            except csv.Error as error:  # a field over csv's size limit: that row only, reading goes on
+                counter.skip("unreadable row", where=f"{path}:{reader.line_num} ({error})")
+                continue
+            rows.append((reader.line_num, row))
 
 
 def read_manifest(path: Path, base: Path, image_column: str | None = None, caption_column: str | None = None,
@@ -60,7 +69,7 @@ def read_manifest(path: Path, base: Path, image_column: str | None = None, capti
         raise LocktuneError(f"manifest '{path}' does not exist; give a .csv, .tsv or .jsonl file")
     counter = SkipCounter()
     rows = _rows(path, counter)
-    columns = list(rows[0].keys()) if rows else []
+    columns = list(rows[0][1].keys()) if rows else []
     if not rows:
         raise LocktuneError(f"manifest '{path}' has no rows")
     image_col = _pick(columns, image_column, IMAGE_COLUMNS, "image", path)
@@ -68,22 +77,25 @@ def read_manifest(path: Path, base: Path, image_column: str | None = None, capti
     grouped: dict[str, list[str]] = {}
     exists: dict[str, bool] = {}
     kept_rows = 0  # the failure share is over rows, since a row (not an image) is a record here
-    for row in rows:
+    for number, row in rows:
+        where = f"{path}:{number}"
         value = row.get(image_col)
         if not isinstance(value, str) or not value.strip():
-            counter.skip("missing image path")
+            counter.skip("missing image path", where=where)
             continue
         image = str(base / value.strip())
         if image not in exists:
             exists[image] = Path(image).is_file()
         if not exists[image]:
-            counter.skip("missing image file")
+            counter.skip("missing image file", where=where)
             continue
         raw = row.get(caption_col)
-        raws = raw if isinstance(raw, list) else [raw if isinstance(raw, str) else ""]
-        kept, reason = check_captions(raws, counter)
+        if raw is None:
+            counter.skip("missing caption", where=where)
+            continue
+        kept, reason = check_captions(raw if isinstance(raw, list) else [raw], counter, where)
         if not kept:
-            counter.skip(reason)
+            counter.skip(reason, where=where)
             continue
         kept_rows += 1
         caps = grouped.setdefault(image, [])

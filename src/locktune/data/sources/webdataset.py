@@ -2,22 +2,23 @@
 
 Shards are indexed once (member offsets, captions) and images are read later by (shard, offset), so a
 worker process decodes any record without scanning the tar.  A shard truncated mid-file keeps the
-records before the damage; the cut record is counted as "truncated shard".
+records before the damage; the cut record is counted as "truncated shard".  A key repeated inside a shard
+(KEY.jpg KEY.txt ... KEY.jpg again) or across shards keeps its first record; each later one is counted as
+"duplicate key".
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import tarfile
-import warnings
 from pathlib import Path
 
 from PIL import Image
 
+from locktune.data.decode import decode_image
 from locktune.data.images import ImageSet
 from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
 from locktune.data.validate import SkipCounter, check_captions, print_report
@@ -59,16 +60,12 @@ class TarImages(ImageSet):
         return data
 
     def load(self, index: int) -> Image.Image:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(self.read_bytes(index)))
-            image.load()
-        return image
+        return decode_image(self.read_bytes(index))
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for key, (path, offset, size) in zip(self.keys, self.locations):
-            digest.update(f"{key}\0{path}\0{offset}\0{size}\0".encode())
+            digest.update(f"{key}\0{path}\0{offset}\0{size}\0".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()[:16]
 
 
@@ -83,6 +80,7 @@ def _index_shard(path: str, counter: SkipCounter) -> list[tuple[str, dict[str, t
     except (tarfile.ReadError, OSError):  # empty, not a tar, or compressed: the whole shard is unusable
         counter.skip("unreadable shard")
         return []
+    current, dropping = None, False  # the key being read; whether its run of members repeats a record
     with raw, tar:
         while True:
             try:
@@ -104,10 +102,20 @@ def _index_shard(path: str, counter: SkipCounter) -> list[tuple[str, dict[str, t
             if not dot:
                 continue
             key = f"{directory}/{stem}" if directory else stem
+            if key != current:
+                current, dropping = key, False
+            if not dropping and extension.lower() in records.get(key, {}):
+                # KEY.jpg KEY.txt ... KEY.jpg: a second record with the key.  The first is kept (what was
+                # indexed stays put); this one, and the members following it with the same key, are left out.
+                dropping = True
+                counter.skip("duplicate key", where=f"{path}: {key}")
             if member.offset_data + member.size > total:
                 truncated = True
-                records.setdefault(key, {})["__cut__"] = (0, 0, None)
+                if not dropping:
+                    records.setdefault(key, {})["__cut__"] = (0, 0, None)
                 break
+            if dropping:  # the first record with a key is kept, later ones counted and left out
+                continue
             text = None
             if extension.lower() in ("txt", "json"):
                 raw.seek(member.offset_data)
@@ -124,15 +132,18 @@ def _index_shard(path: str, counter: SkipCounter) -> list[tuple[str, dict[str, t
     return out
 
 
-def _json_captions(data: bytes | None) -> list[bytes | str]:
-    """Captions from an img2dataset .json ("caption", or a "captions" list); none when absent or unreadable."""
+def _json_captions(data: bytes | None) -> list:
+    """Captions from an img2dataset .json ("caption", or a "captions" list), whatever their type (the
+    caption check counts non-strings); none when absent or unreadable."""
     try:
         meta = json.loads(data) if data else {}
     except (ValueError, UnicodeDecodeError):
         return []
-    if isinstance(meta, dict) and isinstance(meta.get("captions"), list):
-        return [c for c in meta["captions"] if isinstance(c, str)]
-    if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
+    if not isinstance(meta, dict):
+        return []
+    if isinstance(meta.get("captions"), list):
+        return meta["captions"]
+    if meta.get("caption") is not None:
         return [meta["caption"]]
     return []
 
@@ -156,23 +167,25 @@ def load_shards(pattern: str, max_pairs: int = 0, quiet: bool = False) -> PairSe
     for path in paths:
         for key, parts in _index_shard(path, counter):
             image_ext = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
+            where = f"{path}: {key}"
             if image_ext is None:
-                counter.skip("missing image")
+                counter.skip("missing image", where=where)
                 continue
-            raws: list[bytes | str] = []
+            raws: list = []
             if "txt" in parts:
                 raws = parts["txt"][2].split(b"\n") if parts["txt"][2].strip(b"\n") else [b""]
             elif "json" in parts:
                 raws = _json_captions(parts["json"][2])
             if not raws:
-                counter.skip("missing caption")
+                counter.skip("missing caption", where=where)
                 continue
-            kept, reason = check_captions([r for r in raws if r.strip()] or raws, counter)
+            lines = [r for r in raws if not isinstance(r, (bytes, str)) or r.strip()]
+            kept, reason = check_captions(lines or raws, counter, where)
             if not kept:
-                counter.skip(reason)
+                counter.skip(reason, where=where)
                 continue
             if key in seen:
-                counter.skip("duplicate key")
+                counter.skip("duplicate key", where=where)
                 continue
             seen.add(key)
             offset, size, _ = parts[image_ext]

@@ -3,7 +3,8 @@
 Transparent images are composited on white (clip art and stamps are drawn on transparency).  Then one of
 three resize modes, so a tower pretrained with its own recipe gets exactly that recipe:
 
-    pad_square     pad to a square with white, so nothing is cropped away, then resize (the bundled towers)
+    pad_square     pad to a square with white, so nothing is cropped away, then resize (the bundled towers);
+                   an image over MAX_PAD_SIDE on its long side is first box-reduced by a whole factor
     shortest_edge  resize the shorter side to `resize_to`, then centre-crop `image_size` (CLIP, ConvNeXt, timm)
     stretch        resize straight to `image_size` x `image_size`, aspect ratio not kept (ViT, SigLIP)
 
@@ -19,9 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from locktune.data.decode import to_8bit
 from locktune.errors import LocktuneError
 
 PREPROCESS_VERSION = 1
+# pad_square never builds a square larger than this many pixels on a side (4096^2 RGB: 48 MiB).
+MAX_PAD_SIDE = 4096
 RESIZE_MODES = ("pad_square", "shortest_edge", "stretch")
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
             "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
@@ -105,6 +109,12 @@ class Preprocess:
                 left, top = (new_w - size) // 2, (new_h - size) // 2
             return image.crop((left, top, left + size, top + size))
         side = max(w, h)
+        if side > MAX_PAD_SIDE:
+            # Padding first would allocate side x side (a 1 x 20,000 strip: 1.2 GB); a box reduction
+            # by a whole factor first bounds that, and changes nothing for images up to MAX_PAD_SIDE.
+            image = image.reduce(-(-side // MAX_PAD_SIDE))
+            w, h = image.size
+            side = max(w, h)
         if w != h:
             square = Image.new("RGB", (side, side), self.background)
             square.paste(image, ((side - w) // 2, (side - h) // 2))
@@ -112,7 +122,7 @@ class Preprocess:
         return image.resize((size, size), resample)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = self._resized(self.to_rgb(image))
+        image = self._resized(self.to_rgb(to_8bit(image)))  # 16-bit and float scaled to 8 bit, not clipped
         array = np.asarray(image, dtype=np.float32) / 255.0
         array = (array - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
