@@ -25,13 +25,14 @@ def sharded(tmp_path_factory, emoji_pairs):
 
 
 def test_training_from_a_sharded_cache_matches_the_in_memory_cache(tmp_path, emoji_pairs, sharded, monkeypatch):
+    from locktune.cache import image_side
     from locktune.cache.sharded import ShardedCache
     from locktune.data import images
     from locktune.train import trainer
 
     # Reference: the in-memory path, fed exactly the vectors the shards hold (float16-rounded).
     stored = ShardedCache.open(sharded).rows(range(len(emoji_pairs)))
-    monkeypatch.setattr(trainer, "cached_features", lambda *a, **k: type("C", (), {
+    monkeypatch.setattr(image_side, "cached_features", lambda *a, **k: type("C", (), {
         "features": stored, "valid": torch.ones(len(stored), dtype=torch.bool), "computed": False, "failed": {}})())
     reference = trainer.train(tiny(tmp_path / "ref"), pairs=emoji_pairs)
     monkeypatch.undo()

@@ -1,0 +1,103 @@
+"""The training loop's image side, decided once from the tower setting (`cache/image_side.py`): a locked
+tower's features are rows of a cache (the sharded cache, or the embedding cache computed here once); a
+trained tower's images are decoded per batch.  Either way the loop asks `take(rows)`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from locktune.cache.image_side import image_set_features, reads_cache
+from locktune.cache.sharded import ShardedCache
+from locktune.errors import LocktuneError
+from locktune.towers.setting import unwrap
+
+
+def check_matches(sharded: ShardedCache, model, where: str) -> None:
+    """A sharded cache is only used for the tower, weights and preprocessing it was computed with."""
+    tower = unwrap(model.image_tower)
+    if not reads_cache(model):
+        raise LocktuneError(f"data.embedding_cache '{where}' holds a locked image tower's embeddings, but setting "
+                            f"'{model.setting}' trains the image tower; use an 'L?' setting or drop the cache")
+    expected = {**tower.cache_identity(), "preprocess": model.preprocess.describe()}
+    for key, value in expected.items():
+        if sharded.manifest.get(key) != json.loads(json.dumps(value)):  # as the manifest stores it
+            raise LocktuneError(f"data.embedding_cache '{where}' was computed with another {key} "
+                                f"({sharded.manifest.get(key)!r}, this model: {value!r}); rebuild it with "
+                                "`locktune embed --sharded` and this model's config")
+
+
+class BatchDecoder:
+    """Decodes a batch's images for a trained image tower.  An image that cannot be read is counted in
+    `skipped` and its pair replaced by the next readable one in the plan's order (the same one every time,
+    so runs stay deterministic and `--resume` exact) instead of stopping the run."""
+
+    def __init__(self, images, usable: np.ndarray, preprocess, skipped: dict[str, str]):
+        self.images, self.usable, self.preprocess, self.skipped = images, usable, preprocess, skipped
+        self.unreadable: set[int] = set()
+
+    def _load(self, row: int) -> torch.Tensor | None:
+        if row in self.unreadable:
+            return None
+        index = int(self.usable[row])
+        try:
+            return self.preprocess(self.images.load(index))
+        except Exception as error:  # any decoder failure: skip and count, never end the run
+            self.unreadable.add(row)
+            self.skipped[self.images.keys[index]] = f"{type(error).__name__}: {error}"[:200]
+            if len(self.unreadable) > len(self.usable) // 2:
+                raise LocktuneError(f"more than half of the {len(self.usable)} training images cannot be read "
+                                    f"(e.g. {self.images.keys[index]}: {error}); check the data source") from error
+            return None
+
+    def pixels(self, rows: list[int]) -> tuple[torch.Tensor, list[int]]:
+        out, used = [], []
+        for row in rows:
+            candidate = row
+            while (tensor := self._load(candidate)) is None:
+                candidate = (candidate + 1) % len(self.usable)
+            out.append(tensor)
+            used.append(candidate)
+        return torch.stack(out), used
+
+
+@dataclass
+class TrainingImages:
+    usable: np.ndarray  # pair index of each usable row (numpy: ~8 bytes a pair, not a Python object)
+    caption_counts: np.ndarray  # captions of each usable pair
+    feature_rows: object | None = None  # pair indices -> cached features [n, D] (locked tower)
+    decoder: BatchDecoder | None = None  # decodes rows' images (trained tower)
+    forward_passes: int = 0  # images the tower ran over during this run
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, model, config, pairs, sharded: ShardedCache | None, captions) -> "TrainingImages":
+        if sharded is not None:
+            check_matches(sharded, model, config.data.embedding_cache)
+            usable = np.flatnonzero(sharded.valid.numpy())
+            return cls(usable, sharded.caption_counts()[usable], feature_rows=sharded.rows)
+        usable, images = np.arange(len(captions)), cls(np.arange(0), np.arange(0))
+        if reads_cache(model):
+            side = image_set_features(model, pairs.images, workers=config.data.image_workers,
+                                      desc=f"embedding {pairs.name}", recompute_corrupt=config.data.recompute_corrupt_cache)
+            usable = np.flatnonzero(side.valid.numpy())
+            images = cls(usable, np.zeros(0), feature_rows=side.features.__getitem__,
+                         forward_passes=side.forward_passes, skipped=dict(side.failed))
+        images.usable = usable
+        images.caption_counts = np.fromiter((len(captions[i]) for i in usable), np.int32, len(usable))
+        if images.feature_rows is None:
+            images.decoder = BatchDecoder(pairs.images, usable, model.preprocess, images.skipped)
+        return images
+
+    def take(self, rows: list[int]) -> tuple[list[int], torch.Tensor | None, torch.Tensor | None]:
+        """(pair indices, cached features or None, decoded pixels or None) for the plan's rows; an unreadable
+        image's row is replaced by the next readable one (so its caption is taken from that pair)."""
+        if self.feature_rows is not None:
+            pair_ids = self.usable[rows].tolist()
+            return pair_ids, self.feature_rows(pair_ids), None
+        pixels, rows = self.decoder.pixels(rows)
+        self.forward_passes += len(rows)
+        return self.usable[rows].tolist(), None, pixels
