@@ -5,6 +5,8 @@ from collections import Counter
 
 import pytest
 
+from locktune.data import near_duplicates as nd
+from locktune.data.images import FileImages
 from locktune.data.pairs import load_pairs
 from locktune.data.tuxpaint_stamps import stamp_half, stamps, translations
 from locktune.errors import LocktuneError
@@ -39,10 +41,13 @@ def _sentence(text):
     return " ".join(text.lower().split()).rstrip(".!? ")
 
 
-def test_halves_share_no_stem_and_no_sentence(halves):
+def test_halves_share_no_stem_no_sentence_and_no_near_duplicate(halves):
     a, b = halves
     assert not {_stem(r[0]) for r in a} & {_stem(r[0]) for r in b}
     assert not {_sentence(r[1]) for r in a} & {_sentence(r[1]) for r in b}
+    # No near-duplicate picture across the halves either (the green and brown eye, a t-shirt recoloured).
+    sig_a, sig_b = nd.signatures(FileImages([r[0] for r in a])), nd.signatures(FileImages([r[0] for r in b]))
+    assert nd.matches(sig_b, sig_a) == []
     # The rule has something to do: the installed stamps do repeat stems and sentences.
     everything = stamps()
     assert len({_sentence(r[1]) for r in everything}) < len(everything) - 50

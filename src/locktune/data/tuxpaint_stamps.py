@@ -1,5 +1,5 @@
 """Reading Tux Paint's stamps (Debian `tuxpaint-stamps-default`), shared by the benchmarks and the training
-sources built on them, and the one rule that splits them in two halves (by file stem and by sentence, so nothing is shared).
+sources built on them, and the one rule that splits them in two halves (by file stem, by sentence and by near-duplicate picture, so nothing is shared).
 
 `X.txt` beside `X.png`/`X.svg` holds the English sentence on its first line, then `LANG.utf8=...` lines.
 The top-level folder is the stamp's category.
@@ -11,6 +11,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from locktune.data.images import FileImages
+from locktune.data.near_duplicates import pairs_within, signatures
 from locktune.data.packages import debian_path
 from locktune.data.pairs import clean_caption
 from locktune.errors import LocktuneError
@@ -52,9 +54,10 @@ def sentence_key(sentence: str) -> str:
     return re.sub(r"[\s.!?]+$", "", " ".join(sentence.lower().split()))
 
 
-def stamp_groups(rows: list[tuple[Path, str, str]]) -> list[list[int]]:
-    """Row indices grouped so that two stamps sharing a file stem (variants aside) or an English sentence
-    are in one group, transitively; groups in order of their first row."""
+def stamp_groups(rows: list[tuple[Path, str, str]], near_duplicates: bool = True) -> list[list[int]]:
+    """Row indices grouped so that two stamps sharing a file stem (variants aside) or an English sentence,
+    or that are near-duplicate pictures (`data.near_duplicates`: recoloured copies such as the green and
+    brown eye; mirror pairs such as b/d), are in one group, transitively; groups in order of their first row."""
     parent = list(range(len(rows)))
 
     def root(i: int) -> int:
@@ -70,6 +73,9 @@ def stamp_groups(rows: list[tuple[Path, str, str]]) -> list[list[int]]:
                 parent[root(i)] = root(first[key])
             else:
                 first[key] = i
+    if near_duplicates:
+        for i, j in pairs_within(signatures(FileImages([r[0] for r in rows]))):
+            parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(rows)):
         groups.setdefault(root(i), []).append(i)
@@ -78,7 +84,7 @@ def stamp_groups(rows: list[tuple[Path, str, str]]) -> list[list[int]]:
 
 def stamp_half(half: str) -> list[tuple[Path, str, str]]:
     """Half `a` or half `b`: train on one, evaluate on the other.  Whole groups of `stamp_groups` go to one
-    half, so no file stem and no sentence is in both.  Groups are dealt in path order, each to the half
+    half, so no file stem, no sentence and no near-duplicate picture is in both.  Groups are dealt in path order, each to the half
     with fewer stamps of its category so far (then fewer stamps overall, then `a`): every category is in
     both halves where it has two groups, and the split depends on nothing but the installed files."""
     if half not in HALVES:
