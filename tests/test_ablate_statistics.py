@@ -168,3 +168,12 @@ def test_bootstrap_interval_can_veto_a_seed_significant_win():
     assert S.compare_paired(a, b).verdict == S.HOLDS
     vetoed = S.compare_paired(a, b, correct_a=correct_a, correct_b=correct_b)
     assert vetoed.interval[0] <= 0 < vetoed.interval[1] and vetoed.verdict == S.UNDERPOWERED
+
+
+def test_compare_records_pairs_by_seed_and_names_the_arm_short_of_seeds():
+    records = _records({"A": [0.60, 0.62, 0.61], "B": [0.55, 0.56, 0.56]})
+    result = S.compare_records(records, "A", "B", "mean_zero_shot_top1")
+    d = np.array([0.05, 0.06, 0.05])
+    assert result.effect == pytest.approx(d.mean()) and result.t_p == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    with pytest.raises(LocktuneError, match="arm 'C': 1 record"):
+        S.compare_records(records + _records({"C": [0.5]}), "A", "C", "mean_zero_shot_top1")

@@ -283,3 +283,15 @@ def seed_values(records: list[dict], arm: str, key: str) -> dict[int, float]:
         if r["arm"] == arm and (value := metric(r, key)) is not None:
             out[int(r["seed"])] = value
     return out
+
+
+def compare_records(records: list[dict], a: str, b: str, key: str, claim: str = BEATS,
+                    margin: float = MARGIN) -> Comparison:
+    """`compare_paired` on two arms' records (a record key such as `mean_zero_shot_top1`), seeds paired by
+    their seed number; one-line error naming the arm when it has too few seeds."""
+    values_a, values_b = seed_values(records, a, key), seed_values(records, b, key)
+    for arm, values in ((a, values_a), (b, values_b)):
+        if len(values) < 2:
+            raise LocktuneError(f"arm '{arm}': {len(values)} record(s) with '{key}'; a paired comparison needs at "
+                                f"least 2 seeds (add seeds to the grid)")
+    return compare_paired(values_a, values_b, claim, margin)
