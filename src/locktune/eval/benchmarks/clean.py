@@ -1,9 +1,10 @@
 """Benchmarks without the images that are near-duplicates of a training image: `NAME_clean` for each
 benchmark in CHECKED, with `excluded` saying how many were dropped.
 
-A benchmark image is dropped when its perceptual hash is within `near_duplicates.THRESHOLD` bits of any
-image of a training source (TRAINING_SOURCES, the default pair sources), mirrored or not.  `drop_list`
-gives the indices, `drop_counts` the table in the README ("Held-out hygiene").
+A benchmark image is dropped when its perceptual hash is within `near_duplicates.THRESHOLD` bits of an
+image of a training source (TRAINING_SOURCES, the default pair sources), mirrored or not, and their colour
+thumbnails are within `near_duplicates.MAX_RMS`.  `drop_list` gives the indices, `drop_counts` the counts
+in the README ("Held-out hygiene").
 """
 
 from __future__ import annotations
