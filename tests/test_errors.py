@@ -22,7 +22,7 @@ def run_cli(capsys, *argv):
     (["train", "model.text_tower=gpt"], "unknown text tower 'gpt'; valid: clip, minilm"),
     (["train", "data.sources=[flickr]"], "unknown pair source 'flickr'; valid: emoji, openclipart"),
     (["eval", "--model", "nowhere", "eval.benchmarks=[imagenet]"],
-     "unknown benchmark 'imagenet'; valid: animal_mnist, fashion_mnist"),
+     "unknown benchmark 'imagenet'; valid: animal_mnist, animal_mnist_clean, fashion_mnist"),
     (["eval", "--model", "nowhere"], "no model at"),
     (["eval", "runs/x"], "the following arguments are required: --model"),
     (["ablate", "ablations/towers.yaml", "train.stpes=3"], "unknown config key 'train.stpes'"),
@@ -40,7 +40,7 @@ def test_bad_names_get_one_line_errors(capsys, tmp_path, argv, expected):
 def test_unknown_benchmark_lists_valid_ones(tmp_path, capsys, emoji_pairs):
     from locktune.eval.benchmarks import get_benchmark
 
-    with pytest.raises(LocktuneError, match="unknown benchmark 'imagenet'; valid: animal_mnist, fashion_mnist"):
+    with pytest.raises(LocktuneError, match="unknown benchmark 'imagenet'; valid: animal_mnist, animal_mnist_clean, fashion_mnist"):
         get_benchmark("imagenet")
 
 

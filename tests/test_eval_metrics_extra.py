@@ -63,6 +63,10 @@ def test_zero_shot_metrics_match_sklearn_with_ties_and_few_classes():
     assert abs(got["mean_per_class_recall"] - recall_score(labels, predictions, average="macro")) < 1e-9
     assert per_class_recall(torch.tensor(logits), labels, 3) == list(recall_score(labels, predictions, average=None))
     assert np.array_equal(confusion_matrix(torch.tensor(logits), labels, 3).numpy(), sk_confusion(labels, predictions))
+    # The majority-class baseline: the largest class's share, counted independently.
+    counts = np.bincount(labels.numpy(), minlength=3)
+    assert got["majority_top1"] == counts.max() / 60 and got["chance_top1"] == 1 / 3
+    assert zero_shot_metrics(images[:4], torch.tensor([2, 2, 2, 0]), classes)["majority_top1"] == 0.75
     # Ties: identical scores for all classes count as wrong at top-1 (a constant model is at 0, not 100%).
     assert topk_accuracy(torch.ones(5, 3), torch.tensor([0, 1, 2, 0, 1]), 1) == 0.0
 

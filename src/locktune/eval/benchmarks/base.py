@@ -28,6 +28,7 @@ class ClassificationSet:
     # For each class, the ImageNet-1k indices it corresponds to (None: no mapping).  Lets the report show
     # the image tower's own supervised classifier beside the zero-shot numbers.
     imagenet_indices: Optional[list[list[int]]] = None
+    excluded: int = 0  # images dropped as near-duplicates of training images (benchmarks/clean.py)
 
     def __post_init__(self):
         check_classification(self.name, self.class_names, self.labels, len(self.images))
@@ -41,6 +42,7 @@ class RetrievalSet:
     name: str
     images: ImageSet
     captions: list[list[str]]
+    excluded: int = 0  # images dropped as near-duplicates of training images (benchmarks/clean.py)
 
     def fingerprint(self) -> str:
         return _digest(self.images.fingerprint(), self.captions)
@@ -53,6 +55,7 @@ class MultilingualRetrievalSet:
     name: str
     images: ImageSet
     captions: dict[str, list[Optional[str]]] = field(default_factory=dict)
+    excluded: int = 0  # images dropped as near-duplicates of training images (benchmarks/clean.py)
 
     def fingerprint(self) -> str:
         return _digest(self.images.fingerprint(), self.captions)
