@@ -244,6 +244,7 @@ class LitModel:
         """Texts -> L2-normalised embeddings [n, embed_dim] (one row for a single string).
         return_tensors: "np" (numpy) or "pt" (torch, on the model's device)."""
         from locktune.errors import LocktuneError
+        from locktune.train.step import trim_padding
 
         items, _ = _as_list(texts, str)
         for i, text in enumerate(items):
@@ -252,7 +253,8 @@ class LitModel:
         out = []
         for start in range(0, len(items), batch_size):
             tokens = self.net.tokenize(items[start:start + batch_size])
-            out.append(self.net.encode_text(tokens["ids"].to(self.device), tokens["mask"].to(self.device)))
+            ids, mask = trim_padding(tokens["ids"], tokens["mask"])  # exact: pooling ignores padding
+            out.append(self.net.encode_text(ids.to(self.device), mask.to(self.device)))
         return _returned(out, self.embed_dim, self.device, return_tensors)
 
     # ------------------------------------------------------------------ zero-shot

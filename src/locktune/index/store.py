@@ -32,6 +32,17 @@ def top_k(matrix: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np
     # torch's matrix-vector product, not numpy's: numpy's BLAS threads spin after each call and, beside
     # torch's own threads encoding the query, made text -> search ~10x slower on a 2-core machine.
     scores = torch.mv(torch.from_numpy(matrix), torch.from_numpy(np.ascontiguousarray(query, np.float32))).numpy()
+    return best_of(scores, k)
+
+
+def top_k_many(matrix: np.ndarray, queries: np.ndarray, ks: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`top_k` for several queries [q, dim] at once: one matrix product reads the index once for all of them."""
+    scores = torch.mm(torch.from_numpy(matrix), torch.from_numpy(np.ascontiguousarray(queries, np.float32)).T).numpy()
+    return [best_of(np.ascontiguousarray(scores[:, j]), k) for j, k in enumerate(ks)]
+
+
+def best_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k highest scores, best first -> (indices, scores)."""
     k = max(0, min(k, scores.shape[0]))
     if k == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)

@@ -76,7 +76,8 @@ def create_app(model, index=None, max_batch: int = 64) -> FastAPI:
     queries are encoded together, up to `max_batch` at a time (1: one at a time)."""
     app = FastAPI(title="locktune", version="1", description=__doc__)
     _install_error_handlers(app)
-    app.state.text_batcher = batcher = TextBatcher(model.encode_text, max_batch=max_batch)
+    app.state.text_batcher = batcher = TextBatcher(model.encode_text, max_batch=max_batch,
+                                                   index_matrix=index.embeddings if index is not None else None)
 
     app.add_middleware(CapBody)
 
@@ -127,7 +128,7 @@ def create_app(model, index=None, max_batch: int = 64) -> FastAPI:
         """Text -> the k indexed images nearest to it (concurrent queries are encoded in one batch)."""
         start = time.perf_counter()
         _need_index(index)
-        rows, scores = index.search(await batcher.encode_one(body.query), body.k)
+        rows, scores = await batcher.search_one(body.query, body.k)
         return {"query": body.query, "results": hits(rows, scores), "ms": _ms(start)}
 
     @app.post("/api/neighbors", response_model=NeighborsResponse)

@@ -1,5 +1,7 @@
 """Concurrent text queries encoded together: requests wait on one worker thread that takes every query
-queued at that moment (up to `max_batch`) and runs the text tower once for all of them.
+queued at that moment (up to `max_batch`) and runs the text tower once for all of them; a search query is
+also ranked there, the whole batch against the index in one matrix product (the index is read once, not
+once per query, and no request's arithmetic runs on the server's event loop).
 
 While one batch is being encoded, new queries queue up and form the next batch, so under load the batch
 grows by itself and a query waits about one batch's encoding time instead of every earlier query's.  Under
@@ -19,8 +21,10 @@ import numpy as np
 
 
 class TextBatcher:
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int = 64, max_wait_s: float = 0.02):
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int = 64, max_wait_s: float = 0.02,
+                 index_matrix: np.ndarray | None = None):
         self.encode = encode
+        self.index_matrix = index_matrix  # [N, dim] for `search_one`
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._last_size = 0
@@ -32,10 +36,17 @@ class TextBatcher:
 
     async def encode_one(self, text: str) -> np.ndarray:
         """The embedding of `text`, computed in a batch with whatever other queries are waiting."""
+        return await self._submit(text, None)
+
+    async def search_one(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of the k indexed images nearest to `text`, ranked in a batch with other queries."""
+        return await self._submit(text, k)
+
+    async def _submit(self, text: str, k: int | None):
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._start()
-        self._queue.put((text, future, loop))
+        self._queue.put((text, k, future, loop))
         return await future
 
     def _start(self) -> None:
@@ -47,7 +58,8 @@ class TextBatcher:
     def _serve_forever(self) -> None:
         while True:
             waiting = [self._queue.get()]
-            deadline = time.monotonic() + (self.max_wait_s if self._last_size > 1 else 0.0)
+            busy = self._last_size > 1
+            deadline = time.monotonic() + (self.max_wait_s if busy else 0.0)
             while len(waiting) < self.max_batch:
                 try:
                     waiting.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
@@ -57,17 +69,26 @@ class TextBatcher:
             self._answer(waiting)
 
     def _answer(self, waiting: list) -> None:
-        distinct = list(dict.fromkeys(text for text, _, _ in waiting))  # a repeated query is encoded once
+        distinct = list(dict.fromkeys(text for text, *_ in waiting))  # a repeated query is encoded once
         try:
-            embeddings = self.encode(distinct)
-            rows = {text: embeddings[i] for i, text in enumerate(distinct)}
-            outcome = [(future, loop, rows[text], None) for text, future, loop in waiting]
+            values = self._values(waiting, distinct)
+            outcome = [(future, loop, value, None) for (_, _, future, loop), value in zip(waiting, values)]
         except Exception as error:  # noqa: BLE001 - handed to each waiting request
-            outcome = [(future, loop, None, error) for _, future, loop in waiting]
+            outcome = [(future, loop, None, error) for _, _, future, loop in waiting]
         self.batches += 1
         self.queries += len(waiting)
         for future, loop, value, error in outcome:
             loop.call_soon_threadsafe(_settle, future, value, error)
+
+    def _values(self, waiting: list, distinct: list[str]) -> list:
+        from locktune.index.store import top_k_many
+
+        embeddings = self.encode(distinct)
+        row_of = {text: i for i, text in enumerate(distinct)}
+        searches = [(row_of[text], k) for text, k, *_ in waiting if k is not None]
+        ranked = iter(top_k_many(self.index_matrix, embeddings[[r for r, _ in searches]], [k for _, k in searches])
+                      if searches else [])
+        return [embeddings[row_of[text]] if k is None else next(ranked) for text, k, *_ in waiting]
 
 
 def _settle(future: asyncio.Future, value, error) -> None:
