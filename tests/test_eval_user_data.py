@@ -104,3 +104,19 @@ def test_local_cifar100_svhn_pets_and_imagenet_v2_layouts(tmp_path):
 
     with pytest.raises(LocktuneError, match="expected 1000 class folders"):
         get_benchmark(f"imagenet_v2:{pets}")
+
+
+def test_entries_named_like_images_that_are_not_files_are_counted(tmp_path, capsys):
+    """A directory called x.jpg and a dangling link are reported by reason, never dropped silently."""
+    from PIL import Image
+
+    from locktune.eval.benchmarks.user_data import image_files
+
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "a.png")
+    (tmp_path / "cat" / "folder.jpg").mkdir()
+    (tmp_path / "cat" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert image_files(tmp_path) == [tmp_path / "cat" / "a.png"]
+    err = capsys.readouterr().err
+    assert "2 entries named like images were skipped" in err
+    assert "1 dangling link (first: cat/gone.png)" in err and "1 not a file (first: cat/folder.jpg)" in err

@@ -149,3 +149,13 @@ def failure_reason(error: str) -> str:
     if "truncated" in error or "cut short" in error:
         return "truncated image"
     return "unreadable image"
+
+
+def on_background(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """RGB with any transparency composited on `background` (white): what the towers see, and what plots and
+    thumbnails must show (a plain RGB conversion would turn transparent areas black)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        canvas = Image.new("RGBA", image.size, tuple(background) + (255,))
+        image = Image.alpha_composite(canvas, image)
+    return image.convert("RGB")

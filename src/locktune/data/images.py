@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -96,3 +97,21 @@ class SubsetImages(ImageSet):
     def fingerprint(self) -> str:
         order = ",".join(map(str, self.indices))
         return hashlib.sha256(f"{self.base.fingerprint()}:{order}".encode()).hexdigest()[:16]
+
+
+def list_image_files(folder: Path, suffixes: set[str]) -> list[Path]:
+    """Image files under `folder`, sorted.  Entries named like images that are not readable files (a
+    directory called x.jpg, a dangling link) are counted by reason and reported, never dropped silently;
+    files that are not decodable images are counted later, by the embedding cache."""
+    named = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes)
+    files = [p for p in named if p.is_file()]
+    if len(files) < len(named):
+        reasons: dict[str, list[str]] = {}
+        for p in named:
+            if not p.is_file():
+                reason = "dangling link" if p.is_symlink() and not p.exists() else "not a file"
+                reasons.setdefault(reason, []).append(str(p.relative_to(folder)))
+        counts = ", ".join(f"{len(v)} {k} (first: {v[0]})" for k, v in sorted(reasons.items()))
+        print(f"locktune: {folder}: {len(named) - len(files)} entries named like images were skipped: {counts}",
+              file=sys.stderr)
+    return files

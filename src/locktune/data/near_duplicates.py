@@ -23,7 +23,7 @@ from PIL import Image
 
 from locktune.data.images import ImageSet
 from locktune.runtime.location import cache_root
-from locktune.towers.image.preprocess import on_background
+from locktune.data.decode import on_background
 
 THRESHOLD = 8  # Hamming bits of 64; see the README for pairs checked at each distance
 HASH_SIZE, SIDE = 8, 32

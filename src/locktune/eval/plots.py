@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from locktune.eval.metrics import confusion_matrix, per_class_recall  # noqa: E402
-from locktune.towers.image.preprocess import on_background  # noqa: E402
+from locktune.data.decode import on_background  # noqa: E402
 
 # A matrix is drawn up to this many classes and only with enough images to fill it (on average this many
 # per class); otherwise the plot lists the most frequent confusions instead.

@@ -24,7 +24,9 @@ THUMB_SIZE = 192
 
 def list_images(folder: Path) -> list[Path]:
     """Every image file under `folder`, sorted so the index order is stable."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    from locktune.data.images import list_image_files
+
+    return list_image_files(folder, IMAGE_SUFFIXES)
 
 
 def default_labels(paths: Sequence[Path], root: Path) -> list[str]:
@@ -53,7 +55,7 @@ def _thumbnail(path: Path, out: Path) -> bool:
 
     try:
         image = load_image_file(path)
-        from locktune.towers.image.preprocess import on_background
+        from locktune.data.decode import on_background
 
         image.thumbnail((THUMB_SIZE, THUMB_SIZE))
         on_background(image).save(out, "JPEG", quality=85)  # transparency on white, as the model sees it

@@ -14,7 +14,7 @@ import csv
 import json
 from pathlib import Path
 
-from locktune.data.images import FileImages
+from locktune.data.images import FileImages, list_image_files
 from locktune.errors import LocktuneError
 from locktune.eval.benchmarks.base import LOCAL_BENCHMARKS, ClassificationSet, balanced_subset
 from locktune.eval.templates import GENERAL
@@ -33,7 +33,7 @@ def read_class_file(path: Path) -> list[tuple[str, str]]:
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return list_image_files(folder, IMAGE_SUFFIXES)
 
 
 def labelled_set(name: str, paths: list[Path], labels: list[int], class_names: list[str], max_images: int,

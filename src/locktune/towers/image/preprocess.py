@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from locktune.data.decode import to_8bit
+from locktune.data.decode import on_background, to_8bit
 from locktune.errors import LocktuneError
 
 PREPROCESS_VERSION = 1
@@ -29,16 +29,6 @@ MAX_PAD_SIDE = 4096
 RESIZE_MODES = ("pad_square", "shortest_edge", "stretch")
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
             "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
-
-
-def on_background(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """RGB with any transparency composited on `background` (white): what the towers see, and what plots and
-    thumbnails must show (a plain RGB conversion would turn transparent areas black)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        canvas = Image.new("RGBA", image.size, tuple(background) + (255,))
-        image = Image.alpha_composite(canvas, image)
-    return image.convert("RGB")
 
 
 @dataclass(frozen=True)
