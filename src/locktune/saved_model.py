@@ -87,7 +87,7 @@ def read_manifest(folder: str | Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise LocktuneError(f"'{folder}' is not a locktune saved model (no {MANIFEST}); "
-                            "make one with `locktune export RUN_DIR --out FOLDER`")
+                            "make one with `locktune export --model RUN_DIR --out FOLDER`")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -194,7 +194,7 @@ def load_any(path: str | Path):
 def load_legacy(path: Path):
     """The one converter for model.pt files of older locktune runs.  Read with torch's restricted unpickler
     (`weights_only=True`: tensors, numbers, strings and containers only), so a file someone hands you cannot
-    run code; anything else in it is refused.  `locktune export OLD_RUN --out FOLDER` writes it anew."""
+    run code; anything else in it is refused.  `locktune export --model OLD_RUN --out FOLDER` writes it anew."""
     from locktune.model import build_model
 
     try:

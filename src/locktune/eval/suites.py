@@ -56,7 +56,7 @@ SUITES.register("ablation_multilingual")([
 
 
 def default_task(name: str, max_images: int) -> Task:
-    """What `--benchmark NAME` runs: the evaluator that fits the benchmark's kind."""
+    """What `eval.benchmarks=[NAME]` runs: the evaluator that fits the benchmark's kind."""
     benchmark = get_benchmark(name, max_images)
     if isinstance(benchmark, ClassificationSet):
         return Task(name, "zero_shot", name, max_images)
