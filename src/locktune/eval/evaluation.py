@@ -58,6 +58,24 @@ REPORTERS: Registry[Reporter] = Registry("result kind")
 _ORDER: list[str] = []  # reporters in registration order: the order of tables and summary columns
 
 
+def on_benchmark(name: str) -> Callable:
+    """Register `run(model, benchmark, workers) -> Evaluation` as the evaluator `name` over a named benchmark:
+    the benchmark is looked up (sampled to max_images) and the result stamped with its dataset fingerprint."""
+    def register(run: Callable[..., Evaluation]) -> Callable[..., Evaluation]:
+        def evaluate(model, benchmark_name: str, max_images: int, workers: int, **_) -> Evaluation:
+            from locktune.eval.benchmarks import get_benchmark
+
+            benchmark = get_benchmark(benchmark_name, max_images)
+            result = run(model, benchmark, workers)
+            result.metrics["dataset_fingerprint"] = benchmark.fingerprint()
+            return result
+
+        EVALUATORS.register(name)(evaluate)
+        return run
+
+    return register
+
+
 def register_reporter(reporter: Reporter) -> Reporter:
     REPORTERS.register(reporter.kind)(reporter)
     _ORDER.append(reporter.kind)

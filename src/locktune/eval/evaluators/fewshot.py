@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from locktune.eval.benchmarks import ClassificationSet, get_benchmark
-from locktune.eval.evaluation import (EVALUATORS, Evaluation, Reporter, SummaryValue, mean, pct,
-                                      register_reporter)
+from locktune.eval.benchmarks import ClassificationSet
+from locktune.eval.evaluation import Evaluation, Reporter, SummaryValue, mean, on_benchmark, pct, register_reporter
 from locktune.eval.fewshot import fewshot_metrics
 from locktune.eval.run import image_features
 
@@ -14,6 +13,7 @@ KIND = "fewshot"
 SHOTS = (1, 5, 10, 25)
 
 
+@on_benchmark("fewshot")
 def fewshot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) -> Evaluation:
     features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
     labels = torch.tensor(benchmark.labels)[valid]
@@ -21,13 +21,6 @@ def fewshot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) ->
     metrics["images"] = int(valid.sum())
     return Evaluation(KIND, metrics)
 
-
-@EVALUATORS.register("fewshot")
-def evaluate(model, name: str, max_images: int, workers: int, **_) -> Evaluation:
-    benchmark = get_benchmark(name, max_images)
-    result = fewshot_evaluation(model, benchmark, workers)
-    result.metrics["dataset_fingerprint"] = benchmark.fingerprint()
-    return result
 
 
 def markdown(results: dict[str, dict]) -> list[str]:

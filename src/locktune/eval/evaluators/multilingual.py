@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from locktune.eval.benchmarks import MultilingualRetrievalSet, get_benchmark
-from locktune.eval.evaluation import EVALUATORS, Evaluation, Reporter, SummaryValue, mean, register_reporter
+from locktune.eval.benchmarks import MultilingualRetrievalSet
+from locktune.eval.evaluation import Evaluation, Reporter, SummaryValue, mean, on_benchmark, register_reporter
 from locktune.eval.evaluators.retrieval import recall_header, recall_row
 from locktune.eval.multilingual import multilingual_metrics
 from locktune.eval.run import image_embeddings
@@ -13,6 +13,7 @@ from locktune.eval.run import image_embeddings
 KIND = "multilingual"
 
 
+@on_benchmark("multilingual")
 @torch.no_grad()
 def multilingual_evaluation(model, benchmark: MultilingualRetrievalSet, workers: int = 1) -> Evaluation:
     image_emb, valid = image_embeddings(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
@@ -20,13 +21,6 @@ def multilingual_evaluation(model, benchmark: MultilingualRetrievalSet, workers:
     metrics["images"] = int(valid.sum())
     return Evaluation(KIND, metrics)
 
-
-@EVALUATORS.register("multilingual")
-def evaluate(model, name: str, max_images: int, workers: int, **_) -> Evaluation:
-    benchmark = get_benchmark(name, max_images)
-    result = multilingual_evaluation(model, benchmark, workers)
-    result.metrics["dataset_fingerprint"] = benchmark.fingerprint()
-    return result
 
 
 def languages(metrics: dict) -> list[str]:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 
-from locktune.eval.benchmarks import RetrievalSet, get_benchmark
-from locktune.eval.evaluation import (EVALUATORS, Evaluation, Reporter, SummaryValue, mean, pct,
-                                      register_reporter)
+from locktune.eval.benchmarks import RetrievalSet
+from locktune.eval.evaluation import Evaluation, Reporter, SummaryValue, mean, on_benchmark, pct, register_reporter
 from locktune.eval.retrieval import retrieval_metrics
 from locktune.eval.run import image_embeddings
 
@@ -16,19 +15,13 @@ KIND = "retrieval"
 DIRECTIONS = ("image_to_text", "text_to_image")
 
 
+@on_benchmark("retrieval")
 @torch.no_grad()
 def retrieval_evaluation(model, benchmark: RetrievalSet, workers: int = 1) -> Evaluation:
     image_emb, valid = image_embeddings(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
     metrics, details = retrieval_metrics(model, image_emb, valid, benchmark.captions)
     return Evaluation(KIND, metrics, {"images": benchmark.images, **details})
 
-
-@EVALUATORS.register("retrieval")
-def evaluate(model, name: str, max_images: int, workers: int, **_) -> Evaluation:
-    benchmark = get_benchmark(name, max_images)
-    result = retrieval_evaluation(model, benchmark, workers)
-    result.metrics["dataset_fingerprint"] = benchmark.fingerprint()
-    return result
 
 
 def recall_row(label: str, images, m: dict, prefix: str = "") -> str:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 
-from locktune.eval.benchmarks import ClassificationSet, get_benchmark
-from locktune.eval.evaluation import (EVALUATORS, Evaluation, Reporter, SummaryValue, mean, pct,
-                                      register_reporter)
+from locktune.eval.benchmarks import ClassificationSet
+from locktune.eval.evaluation import Evaluation, Reporter, SummaryValue, mean, on_benchmark, pct, register_reporter
 from locktune.eval.reference import supervised_head, supervised_top1
 from locktune.eval.run import image_features
 from locktune.eval.zero_shot import class_embeddings, zero_shot_metrics
@@ -16,6 +15,7 @@ from locktune.eval.zero_shot import class_embeddings, zero_shot_metrics
 KIND = "classification"
 
 
+@on_benchmark("zero_shot")
 @torch.no_grad()
 def zero_shot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) -> Evaluation:
     features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
@@ -30,13 +30,6 @@ def zero_shot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) 
     return Evaluation(KIND, metrics, {"logits": image_emb @ classes.T, "labels": labels,
                                       "class_names": benchmark.class_names})
 
-
-@EVALUATORS.register("zero_shot")
-def evaluate(model, name: str, max_images: int, workers: int, **_) -> Evaluation:
-    benchmark = get_benchmark(name, max_images)
-    result = zero_shot_evaluation(model, benchmark, workers)
-    result.metrics["dataset_fingerprint"] = benchmark.fingerprint()
-    return result
 
 
 def markdown(results: dict[str, dict]) -> list[str]:
