@@ -87,3 +87,19 @@ def test_gpu_check_smoke_run_on_cpu(tmp_path):
     assert all(report["steps"][s]["rc"] == 0 for s in ("tests", "gpu_text_tower", "precompute"))
     log = (tmp_path / "gpu_check.log").read_text()
     assert "gpu_text_tower: exit 0" in log and "precompute: exit 0" in log
+
+
+def test_search_load_test_runs_both_arms_against_a_served_model(tmp_path):
+    """The concurrent load test: `locktune serve` in its own process, n requests at once from the bare
+    asyncio client, one-at-a-time and batched arms per round, every reply checked (200 and k results)."""
+    out = tmp_path / "search.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_latency.py"), "--images", "300",
+                           "--queries", "30", "--k", "5", "--concurrent", "30", "--rounds", "1", "--skip-sequential",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(out.read_text())["concurrent"]
+    assert record["errors"] == 0 and len(record["p95_ratio_per_round"]) == 1
+    one, batched = record["max_batch=1"][0], record["max_batch=64"][0]
+    assert one["requests"] == batched["requests"] == 30
+    assert one["text_tower_calls"] >= 30 + 8  # every query (and the 8 warm-up ones) on its own call
+    assert batched["text_tower_calls"] < one["text_tower_calls"]
