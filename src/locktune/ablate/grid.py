@@ -12,7 +12,9 @@ seeds, the evaluation suite every arm is judged on, and the paper's findings the
       - {name: UU, overrides: [model.setting=UU]}
       - {name: LU-local, overrides: [train.loss=local], processes: 2}
       - {name: UU-late, overrides: [model.setting=UU, train.image_unlock_start=60], smoke: [train.image_unlock_start=1]}
+      - {name: LU-10min, overrides: [model.setting=LU], budget_s: 600}   # steps calibrated to 10 minutes
     findings: [lu_beats_uu]
+    design: 2                          # the study design its records belong to (reports never mix two)
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from locktune.config import RunConfig, load_config, read_yaml
 from locktune.errors import LocktuneError
 from locktune.packaged import find_config
 
-GRID_KEYS = {"name", "title", "description", "base", "overrides", "seeds", "suite", "arms", "findings", "smoke"}
-ARM_KEYS = {"name", "overrides", "seeds", "processes", "label", "smoke"}
+GRID_KEYS = {"name", "title", "description", "base", "overrides", "seeds", "suite", "arms", "findings", "smoke",
+             "design"}
+ARM_KEYS = {"name", "overrides", "seeds", "processes", "label", "smoke", "budget_s"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Arm:
     processes: int = 1  # >1: trained under torchrun with this many processes
     label: str = ""  # what the arm means, for the report
     smoke: tuple[str, ...] = ()  # what `--smoke` adds for this arm (e.g. an unlock step within 2 steps)
+    budget_s: float = 0.0  # >0: train for this much wall-clock time (steps calibrated once, ablate/budget.py)
 
     def run_name(self, seed: int) -> str:
         return f"{self.name}-s{seed}"
@@ -56,6 +60,9 @@ class Grid:
     # What `--smoke` adds to every arm (after the grid's own overrides): a few steps on a few pairs.
     smoke: list[str] = field(default_factory=list)
     path: Path | None = None
+    # The study design the grid belongs to: its records carry it, and reports never put records of two
+    # designs in one table (1: the first ablations; 2: the paired-seed studies of configs/studies/).
+    design: int = 1
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:
@@ -123,15 +130,22 @@ def load_grid(path: str | Path) -> Grid:
         processes = entry.get("processes", 1)
         if not isinstance(processes, int) or processes < 1:
             raise LocktuneError(f"{where}: processes should be a positive integer, got {processes!r}")
+        budget = entry.get("budget_s", 0)
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
+            raise LocktuneError(f"{where}: budget_s should be a number of seconds (> 0), got {budget!r}")
         arms.append(Arm(name, tuple(_strings(entry.get("overrides"), f"{where}.overrides")),
                         _seeds(entry.get("seeds"), f"{where}.seeds", default_seeds), processes,
-                        str(entry.get("label", "")), tuple(_strings(entry.get("smoke"), f"{where}.smoke"))))
+                        str(entry.get("label", "")), tuple(_strings(entry.get("smoke"), f"{where}.smoke")),
+                        float(budget)))
+    design = data.get("design", 1)
+    if design not in (1, 2):
+        raise LocktuneError(f"grid file '{path}': design should be 1 or 2, got {design!r}")
     grid = Grid(name=str(data["name"]), title=str(data.get("title", data["name"])),
                 base=_resolve(str(data["base"]), path.parent), overrides=_strings(data.get("overrides"), f"{path}: overrides"),
                 suite=str(data.get("suite", "ablation")), arms=arms,
                 findings=_strings(data.get("findings"), f"{path}: findings"),
                 description=str(data.get("description", "")).strip(),
-                smoke=_strings(data.get("smoke"), f"{path}: smoke"), path=path.resolve())
+                smoke=_strings(data.get("smoke"), f"{path}: smoke"), path=path.resolve(), design=design)
     _check(grid)
     return grid
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from locktune.ablate.budget import budget_overrides, calibrate
 from locktune.ablate.grid import Arm, Grid
 from locktune.ablate.records import RECORD, write_record
 from locktune.config import RunConfig
@@ -124,7 +125,8 @@ def find_identical_run(root: Path, config: RunConfig, suite: str, eval_max_image
 
 
 def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: list[str] = (),
-            eval_max_images: int = 0, log=print, keep_checkpoints: bool = False) -> dict:
+            eval_max_images: int = 0, log=print, keep_checkpoints: bool = False,
+            calibration: dict | None = None) -> dict:
     """Train, evaluate and record one arm.  Once its record is written the arm is never resumed, so its
     training checkpoints (model + optimizer state, ~3x the model) are deleted unless `keep_checkpoints`;
     the model (`model/`, a saved-model folder) stays."""
@@ -152,7 +154,10 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
         "suite": grid.suite, "eval_max_images": eval_max_images,
         "eval_seconds": round(time.time() - started, 1),
         "model_fingerprint": file_fingerprint(run_dir / RUN_MODEL_DIR / WEIGHTS),
+        "design": grid.design,
     }
+    if calibration is not None:
+        record["calibration"] = calibration
     write_record(record, run_dir / RECORD)
     if not keep_checkpoints:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
@@ -178,6 +183,10 @@ def run_grid(grid: Grid, out_dir: str | Path, only_arms: list[str] | None = None
     shared_extra = list(extra)
     for index, (arm, seed) in enumerate(runs):
         extra = [*shared_extra, *arm.smoke] if smoke else shared_extra
+        calibration = None
+        if arm.budget_s and not smoke:  # a smoke run keeps its two steps
+            calibration = calibrate(grid, arm, out_dir, list(extra), log)
+            extra = [*extra, *budget_overrides(calibration["steps"])]
         order = grid.arms.index(arm) * 1000 + seed
         path = out_dir / arm.run_name(seed) / RECORD
         if path.is_file():
@@ -206,7 +215,8 @@ def run_grid(grid: Grid, out_dir: str | Path, only_arms: list[str] | None = None
         log(f"[{index + 1}/{len(runs)}] {grid.name} {arm.run_name(seed)}: {' '.join(arm.overrides) or 'base'}"
             f" ({arm.processes} process{'es' if arm.processes > 1 else ''}){eta}")
         t0 = time.time()
-        record = run_arm(grid, arm, seed, out_dir, order, extra, eval_max_images, log, keep_checkpoints)
+        record = run_arm(grid, arm, seed, out_dir, order, extra, eval_max_images, log, keep_checkpoints,
+                         calibration)
         spent.append(time.time() - t0)
         records.append(record)
         trained.append(arm.run_name(seed))
