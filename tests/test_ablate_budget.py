@@ -1,0 +1,45 @@
+"""Equal-compute arms: per-step time read from a training log (hand-made), steps from a budget, the grid
+keys (budget_s, design) checked, and a calibration measured once and reused by every seed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from locktune.ablate.budget import budget_overrides, seconds_per_step, steps_for
+from locktune.ablate.grid import load_grid
+from locktune.errors import LocktuneError
+
+
+def test_seconds_per_step_skips_the_first_steps(tmp_path):
+    # batch 10; step k ends at: 1 -> 5 s (slow start), 2 -> 6, 4 -> 8, 8 -> 12 s: 1 s per step from step 4 on
+    ends = {1: 5.0, 2: 6.0, 4: 8.0, 8: 12.0}
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": k, "loss": 1.0, "pairs_per_s": k * 10 / t}) + "\n"
+                           for k, t in ends.items()))
+    assert seconds_per_step(log, batch_size=10, skip=4) == pytest.approx(1.0)
+    assert seconds_per_step(log, batch_size=10, skip=1) == pytest.approx(1.0)
+    with pytest.raises(LocktuneError, match="calibration needs steps 3"):
+        seconds_per_step(log, batch_size=10, skip=3)
+
+
+def test_steps_for_a_budget():
+    assert steps_for(200, 0.8) == 250
+    assert steps_for(1, 0.8) == 10  # at least a few steps
+    assert budget_overrides(250) == ["train.steps=250", "train.warmup_steps=25"]
+    with pytest.raises(LocktuneError):
+        steps_for(200, 0.0)
+
+
+def test_grid_budget_and_design_keys(tmp_path):
+    grid = load_grid("studies/equal_compute.yaml")
+    assert grid.design == 2 and all(arm.budget_s == 200 for arm in grid.arms)
+    assert load_grid("ablations/towers.yaml").design == 1
+    bad = tmp_path / "g.yaml"
+    bad.write_text("name: g\nbase: ablations/base.yaml\narms: [{name: a, budget_s: -3}]\n")
+    with pytest.raises(LocktuneError, match="budget_s"):
+        load_grid(bad)
+    bad.write_text("name: g\nbase: ablations/base.yaml\ndesign: 3\narms: [{name: a}]\n")
+    with pytest.raises(LocktuneError, match="design should be 1 or 2"):
+        load_grid(bad)
