@@ -80,6 +80,11 @@ def task_table(records: list[dict]) -> list[str]:
     return lines
 
 
+def _cell_text(text: str) -> str:
+    """A markdown table cell: a '|' inside (a task|metric key) would split the cell."""
+    return text.replace("|", "\\|")
+
+
 def by_design(records: list[dict]) -> list[tuple[int, list[dict]]]:
     """The records grouped by their study design ("design", 1 when absent), newest design first: records of
     different designs are never judged or tabulated together."""
@@ -95,7 +100,8 @@ def findings_table(grid: Grid, records: list[dict]) -> list[str]:
                  "minimum detectable effect) | verdict |", "|---|---|---|---|"]
         for name in grid.findings:
             v = judge(name, records)
-            lines.append(f"| {v.claim} | {v.tested or '-'} | {v.measured} | **{v.verdict}** |")
+            cells = [_cell_text(text) for text in (v.claim, v.tested or "-", v.measured)]
+            lines.append("| " + " | ".join(cells) + f" | **{v.verdict}** |")
         return lines
     lines = ["| finding (paper) | measured here | verdict |", "|---|---|---|"]
     for name in grid.findings:
