@@ -5,7 +5,9 @@ verdict rule built on them.  Numpy and the standard library only (scipy is an op
 
 Two sources of noise are judged separately and a verdict needs both: the seeds (training noise; the
 paired t-test over per-seed differences) and the test images (which images happened to be in the
-benchmark; the bootstrap interval, when per-image correctness is available).
+benchmark; the bootstrap interval, when per-image correctness is available).  A summary metric averaged
+over several benchmarks (mean zero-shot recall) is bootstrapped by resampling each benchmark's images
+independently and averaging the benchmarks' effects (`multi_task_interval`).
 
 The verdict rule, `d` = arm a - arm b on a higher-is-better metric, α = 0.05:
 - claim "a beats b": HOLDS when the paired t-test rejects d = 0 with d > 0 (and the bootstrap interval
