@@ -100,6 +100,54 @@ def test_bootstrap_effects_match_brute_force_over_every_resample(labels):
     assert np.allclose(got, _brute_effects(a.tolist(), b.tolist(), labels, every.tolist()), atol=1e-12)
 
 
+def _brute_summary_effects(tasks, combos):
+    """float64 loops: per combination of one resample per benchmark, per seed, each arm's score averaged over
+    the benchmarks (mean per-class recall, or accuracy without labels), then a - b averaged over seeds."""
+    def score(row, idx, labels):
+        if labels is None:
+            return sum(float(row[i]) for i in idx) / len(idx)
+        recalls = []
+        for c in sorted(set(labels)):
+            members = [i for i in idx if labels[i] == c]
+            if members:
+                recalls.append(sum(float(row[i]) for i in members) / len(members))
+        return sum(recalls) / len(recalls)
+
+    out = []
+    for combo in combos:
+        diffs = []
+        for s in range(len(tasks[0][0])):
+            a = sum(score(t[0][s], idx, t[2]) for t, idx in zip(tasks, combo)) / len(tasks)
+            b = sum(score(t[1][s], idx, t[2]) for t, idx in zip(tasks, combo)) / len(tasks)
+            diffs.append(a - b)
+        out.append(sum(diffs) / len(diffs))
+    return np.array(out)
+
+
+MULTI = [([[1, 0, 1], [1, 1, 0]], [[0, 0, 1], [1, 0, 0]], [0, 1, 1]),  # 3 images, 2 classes
+         ([[1, 1, 0, 1], [0, 1, 1, 1]], [[1, 0, 0, 1], [0, 0, 1, 1]], None)]  # 4 images, accuracy
+
+
+def test_multi_benchmark_bootstrap_matches_brute_force_over_every_resample_pair():
+    first = list(itertools.product(range(3), repeat=3))  # all 27 resamples of the first benchmark
+    second = list(itertools.product(range(4), repeat=4))[::7]  # every 7th of the 256 of the second
+    combos = [(x, y) for x in first for y in second]
+    tasks = [(np.array(a), np.array(b), labels) for a, b, labels in MULTI]
+    got = S.multi_task_effects(tasks, [np.array([c[0] for c in combos]), np.array([c[1] for c in combos])])
+    assert np.allclose(got, _brute_summary_effects(MULTI, combos), atol=1e-12)
+
+
+def test_multi_benchmark_interval_resamples_each_benchmark_independently():
+    tasks = [(np.array(a), np.array(b), labels) for a, b, labels in MULTI]
+    rng = np.random.default_rng(3)  # the interval's own draws, made here by hand: benchmark by benchmark
+    r1, r2 = rng.integers(0, 3, size=(500, 3)), rng.integers(0, 4, size=(500, 4))
+    effects = _brute_summary_effects(MULTI, list(zip(r1.tolist(), r2.tolist())))
+    lo, hi = S.multi_task_interval(tasks, draws=500, seed=3)
+    assert (lo, hi) == (pytest.approx(np.quantile(effects, 0.025)), pytest.approx(np.quantile(effects, 0.975)))
+    # One benchmark: the same as the single-benchmark interval.
+    assert S.multi_task_interval(tasks[:1], seed=5) == S.bootstrap_interval(*tasks[0], seed=5)
+
+
 def test_bootstrap_interval_matches_exact_bootstrap_distribution():
     a = np.array([[1, 1, 0, 1, 1]])
     b = np.array([[0, 1, 0, 0, 1]])

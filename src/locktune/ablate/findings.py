@@ -1,23 +1,44 @@
-"""The paper's findings as checks over a grid's arm records: each compares measured numbers and says
-whether the finding holds here, does not hold, or is unclear within the seeds' spread.
+"""The paper's findings, each judged over a grid's arm records as one or more paired comparisons.
 
-A difference counts when it is larger than the spread: the two arms' seed standard deviations combined
-(sqrt(sa^2 + sb^2)); an arm run with one seed borrows the pooled seed spread of the grid's arms that have
-several.  With no seed spread at all the verdict is `unclear` unless the difference is in the claimed
-direction and larger than MIN_EFFECT.
+A comparison is "arm a beats arm b" (BEATS) or "arm a is no worse than arm b" (NO_WORSE, within a
+margin) on one metric, seeds paired by their number, judged by `statistics.compare_paired`: the paired
+t-test and the exact sign-flip test over seeds, the equivalence or non-inferiority test at the margin,
+the minimum detectable effect (MDE), and, when every paired record carries per-image outcomes for every
+benchmark the metric averages, the per-image bootstrap interval (each benchmark's images resampled
+independently, the same resample for both arms and every seed).  The measured text says which.
+
+Verdicts: "holds", "does not hold", "not enough power" (with the MDE), and "not run" when an arm the
+finding needs has no record.  A comparison with fewer than 2 paired seeds is "not enough power" (its MDE
+is infinite: one seed says nothing about seed noise).
+
+A finding made of several comparisons (e.g. "LU is the best setting" = LU beats each other setting) is
+combined by one rule, `combine`: it holds only if every comparison holds; it does not hold if any
+comparison does not hold; otherwise there is not enough power.
+
+Records are judged by this module only when they carry "design": 2 (the tower-settings study v2 and every
+grid run since).  Older records keep the first design's checks (`findings_v1`), so the committed
+RESULTS.md keeps its verdicts; one call never mixes designs.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
-from locktune.ablate.records import Summary, summarize
+import numpy as np
+
+from locktune.ablate import findings_v1
+from locktune.ablate.findings_v1 import UNCLEAR  # noqa: F401  (a design-1 verdict word, re-exported)
+from locktune.ablate.records import metric, per_image
+from locktune.ablate.statistics import BEATS, MARGIN, NO_WORSE, UNDERPOWERED, Comparison, compare_paired
+from locktune.errors import LocktuneError
 from locktune.registry import Registry
 
-HOLDS, FAILS, UNCLEAR, MISSING = "holds", "does not hold", "unclear", "not run"
-MIN_EFFECT = 0.02  # with no seed spread to judge by, smaller differences than this are called unclear
+DESIGN = 2
+HOLDS, FAILS, MISSING = "holds", "does not hold", "not run"
+LOSS_MARGIN = 0.05  # nats: the smallest loss difference the study cares about (chance is log(batch) ~ 3.5-5.5)
+COMBINE_RULE = ("holds only if every comparison holds; does not hold if any does not hold; "
+                "otherwise not enough power")
 
 
 @dataclass(frozen=True)
@@ -25,310 +46,391 @@ class Verdict:
     finding: str  # the registry name
     claim: str  # what the paper found
     measured: str  # the numbers here, in words
-    verdict: str  # HOLDS | FAILS | UNCLEAR | MISSING
+    verdict: str  # HOLDS | FAILS | UNDERPOWERED | MISSING (design-1 records: also UNCLEAR)
+    tested: str = ""  # design 2: the comparisons tested and how they combine
 
+
+# --- metrics ---------------------------------------------------------------------------------------------
+
+def _zero_shot(metrics: dict) -> bool:
+    from locktune.eval.evaluation import kind_of  # the evaluators own what a result's kind is
+
+    return kind_of(metrics) == "classification" and "mean_per_class_recall" in metrics
+
+
+def zero_shot_tasks(record: dict) -> list[str]:
+    """The classification tasks the primary metric averages: every zero-shot task but "near_ood/" ones."""
+    return [t for t, m in record["eval"].items() if _zero_shot(m) and not t.startswith("near_ood/")]
+
+
+def _mean_over_tasks(record: dict, name: str) -> float | None:
+    values = [float(record["eval"][t][name]) for t in zero_shot_tasks(record)]
+    return sum(values) / len(values) if values else None
+
+
+def _difference(record: dict, first: str, second: str) -> float | None:
+    x, y = metric(record, first), metric(record, second)
+    return None if x is None or y is None else x - y
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # the name in measured texts and tables
+    title: str
+    value: Callable[[dict], Optional[float]]  # record -> value
+    tasks: Optional[Callable[[dict], list[str]]] = None  # the benchmarks it averages (per-image bootstrap)
+    lower_is_better: bool = False
+    loss: bool = False  # shown in nats, with LOSS_MARGIN
+    own_margin: Optional[float] = None  # a metric far from accuracy-like levels needs its own margin
+
+    @property
+    def margin(self) -> float:
+        if self.own_margin is not None:
+            return self.own_margin
+        return LOSS_MARGIN if self.loss else MARGIN
+
+    def text(self, comparison: Comparison) -> str:
+        return comparison.text(1.0, "nats", 3) if self.loss else comparison.text()
+
+
+def _recorded(key: str, title: str, **kw) -> Metric:
+    return Metric(key, title, lambda record: metric(record, key), **kw)
+
+
+RECALL = Metric("mean_zero_shot_recall", "mean zero-shot recall (mean per-class recall over the zero-shot "
+                "benchmarks but near_ood/)", lambda r: _mean_over_tasks(r, "mean_per_class_recall"), zero_shot_tasks)
+FEWSHOT = _recorded("mean_fewshot_10shot_top1", "10-shot linear probe top-1 (mean over benchmarks)")
+RETRIEVAL = _recorded("mean_retrieval_R@1", "retrieval R@1 (mean of both directions)")
+TRAIN_LOSS = _recorded("ood_loss|train_loss", "contrastive loss on training pairs (lower is better)",
+                       lower_is_better=True, loss=True)
+LOSS_GAP = Metric("ood_loss gap", "held-out minus training-pairs loss (ood_loss; lower is better)",
+                  lambda r: _difference(r, "ood_loss|heldout_loss", "ood_loss|train_loss"),
+                  lower_is_better=True, loss=True)
+ENGLISH = _recorded("multilingual_en_R@1", "English retrieval R@1 on the held-out half")
+# Non-English R@1 sits near 1-2% here: a 2-point margin would call any difference "equivalent".
+OTHER_LANGUAGES = _recorded("multilingual_other_R@1", "non-English retrieval R@1 (mean over languages)",
+                            own_margin=0.005)
+
+
+# --- one comparison ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Test:
+    """Arm a against arm b on a metric (BEATS or NO_WORSE).  With `paired`, the per-seed difference is
+    `paired(record_a, record_b)` (record_b None when b is None) and is compared against 0 instead."""
+
+    a: str
+    b: Optional[str]
+    metric: Metric
+    claim: str = BEATS
+    paired: Optional[Callable[[dict, Optional[dict]], Optional[float]]] = None
+    words: str = ""  # what is compared, when `paired` computes it
+
+    def describe(self) -> str:
+        if self.words:
+            return self.words
+        better = " (lower is better)" if self.metric.lower_is_better else ""
+        return f"{self.a} {self.claim} {self.b} on {self.metric.key}{better}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    test: Test
+    verdict: str
+    text: str
+    comparison: Optional[Comparison] = None
+
+
+class _Missing(Exception):
+    """An arm the finding needs has no record: args[0] is the arm, args[1] (optional) the whole sentence."""
+
+
+def _by_seed(records: list[dict], arm: str) -> dict[int, dict]:
+    return {int(r["seed"]): r for r in records if r["arm"] == arm}
+
+
+def _image_tasks(test: Test, rows_a: list[dict], rows_b: list[dict]):
+    """(per-benchmark (correct_a, correct_b, labels) for the bootstrap, or None, and why not)."""
+    if test.metric.tasks is None:
+        return None, "seed tests only: no per-image data for this metric"
+    names = test.metric.tasks(rows_a[0])
+    if any(test.metric.tasks(r) != names for r in rows_a + rows_b):
+        return None, "seed tests only: the paired records evaluated different benchmarks"
+    tasks = []
+    for task in names:
+        outcomes = [per_image(r, task) for r in rows_a + rows_b]
+        if any(o is None for o in outcomes):
+            return None, f"seed tests only: not every paired record has per-image outcomes for {task}"
+        labels = outcomes[0][1]
+        if any(o[1].shape != labels.shape or (o[1] != labels).any() for o in outcomes):
+            return None, f"seed tests only: the per-image labels of {task} differ between records"
+        correct = np.stack([o[0] for o in outcomes]).astype(np.float64)
+        tasks.append((correct[:len(rows_a)], correct[len(rows_a):], labels))
+    return tasks, ""
+
+
+def run_test(records: list[dict], test: Test) -> Outcome:
+    records_a = _by_seed(records, test.a)
+    records_b = _by_seed(records, test.b) if test.b is not None else {}
+    for arm, rows in ((test.a, records_a), (test.b, records_b)):
+        if arm is not None and not rows:
+            raise _Missing(arm)
+    sign = -1.0 if test.metric.lower_is_better else 1.0
+    values_a, values_b = {}, {}
+    for seed in sorted(records_a):
+        if test.b is not None and seed not in records_b:
+            continue
+        if test.paired is not None:
+            d = test.paired(records_a[seed], records_b.get(seed))
+            if d is not None:
+                values_a[seed], values_b[seed] = d, 0.0
+            continue
+        x, y = test.metric.value(records_a[seed]), test.metric.value(records_b[seed])
+        if x is not None and y is not None:
+            values_a[seed], values_b[seed] = sign * x, sign * y
+    for arm, rows in ((test.a, records_a), (test.b, records_b)):
+        if arm is not None and all(test.metric.value(r) is None for r in rows.values()):
+            raise _Missing(arm, f"arm '{arm}' has no '{test.metric.key}' in its records")
+    head = test.describe() + ": "
+    seeds = sorted(values_a)
+    if len(seeds) < 2:
+        effect = ""
+        if seeds:
+            scale, unit, digits = (1.0, "nats", 3) if test.metric.loss else (100.0, "pt", 1)
+            effect = f"effect {scale * (values_a[seeds[0]] - values_b[seeds[0]]):+.{digits}f} {unit} on seed {seeds[0]}; "
+        ran = f"{test.a} seeds {sorted(records_a)}" + (f", {test.b} seeds {sorted(records_b)}" if test.b else "")
+        return Outcome(test, UNDERPOWERED, head + f"{effect}{len(seeds)} paired seed(s) ({ran}): a paired test needs "
+                       f"at least 2, so the MDE is infinite: {UNDERPOWERED}")
+    if test.paired is not None:
+        tasks, why = None, "seed tests only: no per-image data for this derived metric"
+    else:
+        tasks, why = _image_tasks(test, [records_a[s] for s in seeds], [records_b[s] for s in seeds])
+    comparison = compare_paired(values_a, values_b, test.claim, test.metric.margin, tasks=tasks)
+    return Outcome(test, comparison.verdict, head + test.metric.text(comparison) + (f" ({why})" if why else ""),
+                   comparison)
+
+
+def combine(verdicts: list[str]) -> str:
+    """Several comparisons, one verdict: HOLDS if all hold, FAILS if any fails, else UNDERPOWERED."""
+    if verdicts and all(v == HOLDS for v in verdicts):
+        return HOLDS
+    return FAILS if FAILS in verdicts else UNDERPOWERED
+
+
+# --- the registry -------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Finding:
     claim: str
-    check: Callable[[list[dict]], tuple[str, str]]  # records -> (measured, verdict)
+    tests: Callable[[list[dict]], list[Test]]  # records -> the comparisons (raise _Missing for an absent arm)
+    note: str = ""  # how the claim is turned into comparisons, when not obvious
 
 
 FINDINGS: Registry[Finding] = Registry("finding")
 
 
-def finding(name: str, claim: str):
-    def add(check):
-        FINDINGS.register(name)(Finding(claim, check))
-        return check
+def finding(name: str, claim: str, note: str = ""):
+    def add(tests):
+        FINDINGS.register(name)(Finding(claim, tests, note))
+        return tests
     return add
 
 
+def design_of(records: list[dict]) -> int:
+    designs = {int(r.get("design", 1)) for r in records}
+    if len(designs) > 1:
+        raise LocktuneError(f"records of designs {sorted(designs)} mixed in one judgement; judge each design's "
+                            "records on their own (reports group them by design)")
+    return designs.pop() if designs else DESIGN
+
+
 def judge(name: str, records: list[dict]) -> Verdict:
+    """The finding's verdict over one grid's records (all of one design)."""
     entry = FINDINGS.get(name)
+    if design_of(records) < DESIGN:
+        if name not in findings_v1.FINDINGS:
+            return Verdict(name, entry.claim, "judged on design-2 records only", MISSING)
+        old = findings_v1.judge(name, records)
+        return Verdict(old.finding, old.claim, old.measured, old.verdict)
     try:
-        measured, verdict = entry.check(records)
+        tests = entry.tests(records)
+        if not tests:
+            raise _Missing("?")
+        outcomes = [run_test(records, t) for t in tests]
     except _Missing as missing:
-        measured, verdict = f"needs arm '{missing.args[0]}', which has no record", MISSING
-    return Verdict(name, entry.claim, measured, verdict)
+        text = missing.args[1] if len(missing.args) > 1 else f"needs arm '{missing.args[0]}', which has no record"
+        return Verdict(name, entry.claim, text, MISSING)
+    tested = "; ".join(o.test.describe() for o in outcomes)
+    if len(outcomes) > 1:
+        tested = f"{len(outcomes)} comparisons ({COMBINE_RULE}): {tested}"
+    if entry.note:
+        tested += f". {entry.note}"
+    verdict = combine([o.verdict for o in outcomes])
+    measured = "<br>".join(o.text for o in outcomes)
+    if len(outcomes) > 1:
+        counts = {v: sum(o.verdict == v for o in outcomes) for v in (HOLDS, FAILS, UNDERPOWERED)}
+        measured += "; " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    return Verdict(name, entry.claim, measured, verdict, tested)
 
 
-class _Missing(Exception):
-    pass
-
-
-# --- helpers -------------------------------------------------------------------------------------------
-
-def _get(records: list[dict], arm: str, key: str) -> Summary:
-    summary = summarize(records, arm, key)
-    if summary is None:
-        raise _Missing(arm)
-    return summary
-
-
-def pooled_spread(records: list[dict], key: str) -> float | None:
-    """The seed standard deviation pooled over the arms run with several seeds (None if there are none)."""
-    arms = sorted({r["arm"] for r in records})
-    parts = [(s.seeds - 1, s.std) for a in arms if (s := summarize(records, a, key)) is not None and s.seeds > 1]
-    if not parts:
-        return None
-    return math.sqrt(sum(dof * std ** 2 for dof, std in parts) / sum(dof for dof, _ in parts))
-
-
-def _spread(records: list[dict], key: str, *summaries: Summary) -> float | None:
-    pooled = pooled_spread(records, key)
-    parts = []
-    for s in summaries:
-        if s.seeds > 1:
-            parts.append(s.std)
-        elif pooled is not None:
-            parts.append(pooled)
-        else:
-            return None
-    return math.sqrt(sum(p ** 2 for p in parts))
-
-
-def compare(difference: float, spread: float | None) -> str:
-    """`difference` > 0 is the claimed direction."""
-    if spread is None:
-        return HOLDS if difference > MIN_EFFECT else FAILS if difference < -MIN_EFFECT else UNCLEAR
-    if difference > spread:
-        return HOLDS
-    if difference < -spread:
-        return FAILS
-    return UNCLEAR
-
-
-def fmt(summary: Summary, key: str) -> str:
-    if "loss" in key:
-        text = f"{summary.mean:.3f}"
-        return text + (f" ± {summary.std:.3f}" if summary.seeds > 1 else "")
-    text = f"{100 * summary.mean:.1f}%"
-    return text + (f" ± {100 * summary.std:.1f}" if summary.seeds > 1 else "")
-
-
-def _spread_text(spread: float | None, key: str) -> str:
-    if spread is None:
-        return "no seed spread available"
-    return f"spread {spread:.3f}" if "loss" in key else f"spread {100 * spread:.1f} pt"
-
-
-def better(records: list[dict], a: str, b: str, key: str, what: str) -> tuple[str, str]:
-    """Arm `a` beats arm `b` on `key` (higher is better)."""
-    sa, sb = _get(records, a, key), _get(records, b, key)
-    spread = _spread(records, key, sa, sb)
-    return (f"{what}: {a} {fmt(sa, key)} vs {b} {fmt(sb, key)} ({_spread_text(spread, key)})",
-            compare(sa.mean - sb.mean, spread))
-
-
-def best_arm(records: list[dict], arms: list[str], key: str = "mean_zero_shot_top1", worst: bool = False) -> str:
-    """The arm with the highest (or lowest) mean of `key` among `arms` that have records."""
-    candidates = present(records, arms)
-    if not candidates:
-        raise _Missing(arms[0] if arms else "?")
-    return (min if worst else max)(candidates, key=lambda a: _get(records, a, key).mean)
-
+# --- helpers for the findings ---------------------------------------------------------------------------------
 
 def present(records: list[dict], arms: list[str]) -> list[str]:
     names = {r["arm"] for r in records}
     return [a for a in arms if a in names]
 
 
-ZS = "mean_zero_shot_top1"
-FEWSHOT = "mean_fewshot_10shot_top1"
-RETRIEVAL = "mean_retrieval_R@1"
+def _needs(records: list[dict], arms: list[str], first: str) -> list[str]:
+    found = present(records, arms)
+    if not found:
+        raise _Missing(first)
+    return found
 
 
-# --- tower settings --------------------------------------------------------------------------------------
+SETTINGS = ["LU", "Lu", "LL", "UU", "Uu", "UL", "uU", "uu", "uL"]
+TEXT_LOCKED = ["LL", "UL", "uL"]
 
-@finding("lu_best", "LU is the best setting for zero-shot classification.")
+
+# --- tower settings ---------------------------------------------------------------------------------------------
+
+@finding("lu_best", "LU is the best setting for zero-shot classification.",
+         "LU against each other setting that has records")
 def _lu_best(records):
-    others = [a for a in present(records, ["Lu", "LL", "UU", "Uu", "UL", "uU", "uu", "uL"])]
-    lu = _get(records, "LU", ZS)
-    best = best_arm(records, others, ZS)
-    sb = _get(records, best, ZS)
-    spread = _spread(records, ZS, lu, sb)
-    return (f"mean zero-shot top-1: LU {fmt(lu, ZS)}, best other setting {best} {fmt(sb, ZS)} "
-            f"({_spread_text(spread, ZS)})", compare(lu.mean - sb.mean, spread))
+    others = _needs(records, [s for s in SETTINGS if s != "LU"], "UU")
+    return [Test("LU", other, RECALL) for other in others]
 
 
-@finding("lu_close_to_LU", "Lu is close to LU: a pretrained text tower helps only a little (LU's lead over Lu "
-         "is smaller than its lead over the best setting that trains the image tower).")
+@finding("lu_close_to_LU", "Lu is close to LU: a pretrained text tower helps only a little.",
+         f"Read as: Lu's shortfall against LU is smaller than the margin ({100 * MARGIN:.0f} points), i.e. Lu is "
+         "no worse than LU by more than the margin (non-inferiority); a lead above the margin is 'does not hold'")
 def _lu_close(records):
-    lu, small = _get(records, "LU", ZS), _get(records, "Lu", ZS)
-    trained = present(records, ["UU", "Uu", "uU", "uu"])
-    best = best_arm(records, trained, ZS)
-    sb = _get(records, best, ZS)
-    gap, lead = lu.mean - small.mean, lu.mean - sb.mean
-    spread = _spread(records, ZS, small, sb)
-    text = (f"mean zero-shot top-1: LU {fmt(lu, ZS)}, Lu {fmt(small, ZS)}, best image-training setting {best} "
-            f"{fmt(sb, ZS)}; LU-Lu {100 * gap:.1f} pt vs LU-{best} {100 * lead:.1f} pt ({_spread_text(spread, ZS)})")
-    return text, compare(lead - gap, spread)  # = Lu - best image-training setting
+    return [Test("Lu", "LU", RECALL, NO_WORSE)]
 
 
 @finding("lu_beats_uu", "LU beats UU: locking the image tower is better than fine-tuning it (zero-shot).")
 def _lu_beats_uu(records):
-    return better(records, "LU", "UU", ZS, "mean zero-shot top-1")
+    return [Test("LU", "UU", RECALL)]
 
 
-@finding("uu_overfits_training_distribution", "LU's advantage over UU is mostly out of distribution: UU fits "
-         "the training pairs better but its loss on held-out, out-of-distribution pairs is worse (a larger gap).")
+@finding("uu_overfits_training_distribution", "UU fits the training distribution better than LU but generalises "
+         "worse: its loss on training pairs is lower, and its gap from training to held-out, out-of-distribution "
+         "pairs is larger.",
+         "Both comparisons on the ood_loss evaluation (eval-mode loss on sampled training pairs and on the "
+         f"held-out Tux Paint pairs), margin {LOSS_MARGIN} nats")
 def _ood(records):
-    key_train, key_held = "ood_loss|train_loss", "ood_loss|heldout_loss"
-    lu_t, uu_t = _get(records, "LU", key_train), _get(records, "UU", key_train)
-    lu_h, uu_h = _get(records, "LU", key_held), _get(records, "UU", key_held)
-    lu_gap, uu_gap = lu_h.mean - lu_t.mean, uu_h.mean - uu_t.mean
-    spread = _spread(records, key_held, lu_h, uu_h)
-    text = (f"loss on training pairs LU {fmt(lu_t, key_train)} vs UU {fmt(uu_t, key_train)}; on held-out Tux Paint "
-            f"pairs LU {fmt(lu_h, key_held)} vs UU {fmt(uu_h, key_held)}; gap (held-out - training) LU "
-            f"{lu_gap:.3f} vs UU {uu_gap:.3f} ({_spread_text(spread, key_held)})")
-    return text, compare(uu_gap - lu_gap, spread)
+    return [Test("UU", "LU", TRAIN_LOSS), Test("LU", "UU", LOSS_GAP)]
 
 
 @finding("unlocking_degrades_image_features", "Contrastive fine-tuning degrades the image representation: "
          "few-shot linear probes on the image tower's features are worse after UU than with the locked tower (LU).")
 def _fewshot(records):
-    return better(records, "LU", "UU", FEWSHOT, "10-shot linear probe top-1 (mean over benchmarks)")
+    return [Test("LU", "UU", FEWSHOT)]
 
 
 @finding("uu_beats_uu_scratch", "UU beats uu (CLIP-style from scratch): pretrained towers help.")
 def _uu_scratch(records):
-    return better(records, "UU", "uu", ZS, "mean zero-shot top-1")
+    return [Test("UU", "uu", RECALL)]
 
 
-@finding("locked_text_at_bottom", "Any setting that locks the text tower (LL, UL, uL) is at the bottom.")
+@finding("locked_text_at_bottom", "Any setting that locks the text tower (LL, UL, uL) is at the bottom.",
+         "Every setting that trains its text tower against every text-locked one")
 def _text_locked(records):
-    locked = present(records, ["LL", "UL", "uL"])
-    rest = present(records, ["LU", "Lu", "UU", "Uu", "uU", "uu"])
-    if not locked:
-        raise _Missing("LL")
-    best_locked = best_arm(records, locked, ZS)
-    worst_rest = best_arm(records, rest, ZS, worst=True)
-    sl, sr = _get(records, best_locked, ZS), _get(records, worst_rest, ZS)
-    spread = _spread(records, ZS, sl, sr)
-    # Beside the verdict: the text-locked setting against the trained-text ones with the same image letter.
-    pairs = [f"{image}L {fmt(_get(records, image + 'L', ZS), ZS)} vs " + " / ".join(
-        f"{image}{t} {fmt(_get(records, image + t, ZS), ZS)}" for t in "Uu" if image + t in rest)
-        for image in "LUu" if image + "L" in locked]
-    return (f"mean zero-shot top-1: best text-locked setting {best_locked} {fmt(sl, ZS)}, worst other setting "
-            f"{worst_rest} {fmt(sr, ZS)} ({_spread_text(spread, ZS)}); per image setting: " + "; ".join(pairs),
-            compare(sr.mean - sl.mean, spread))
+    locked = _needs(records, TEXT_LOCKED, "LL")
+    rest = _needs(records, [s for s in SETTINGS if s not in TEXT_LOCKED], "LU")
+    return [Test(other, low, RECALL) for low in locked for other in rest]
+
+
+def _relative_catch_up(uu: dict, lu: dict) -> float | None:
+    z_uu, z_lu, r_uu, r_lu = RECALL.value(uu), RECALL.value(lu), RETRIEVAL.value(uu), RETRIEVAL.value(lu)
+    if None in (z_uu, z_lu, r_uu, r_lu) or min(z_lu, r_lu) <= 0:
+        return None
+    return r_uu / r_lu - z_uu / z_lu
 
 
 @finding("retrieval_uu_catches_up", "For retrieval the unlocked settings catch up: UU's shortfall against LU "
-         "is smaller on retrieval than on zero-shot classification (relative to LU).")
+         "is smaller on retrieval than on zero-shot classification (relative to LU).",
+         f"Per seed: UU/LU on retrieval R@1 minus UU/LU on zero-shot recall, tested > 0 (margin {100 * MARGIN:.0f}% of LU)")
 def _retrieval(records):
-    lu_z, uu_z = _get(records, "LU", ZS), _get(records, "UU", ZS)
-    lu_r, uu_r = _get(records, "LU", RETRIEVAL), _get(records, "UU", RETRIEVAL)
-    rel_z = (lu_z.mean - uu_z.mean) / max(lu_z.mean, 1e-9)
-    rel_r = (lu_r.mean - uu_r.mean) / max(lu_r.mean, 1e-9)
-    # Relative spread: each metric's spread over LU's mean, combined.
-    sz, sr = _spread(records, ZS, lu_z, uu_z), _spread(records, RETRIEVAL, lu_r, uu_r)
-    spread = None if sz is None or sr is None else math.hypot(sz / max(lu_z.mean, 1e-9), sr / max(lu_r.mean, 1e-9))
-    text = (f"UU relative to LU: zero-shot {fmt(uu_z, ZS)} vs {fmt(lu_z, ZS)} ({-100 * rel_z:+.0f}%), retrieval R@1 "
-            f"(mean of both directions) {fmt(uu_r, RETRIEVAL)} vs {fmt(lu_r, RETRIEVAL)} ({-100 * rel_r:+.0f}%)"
-            + (f" (relative spread {100 * spread:.0f}%)" if spread is not None else ""))
-    return text, compare(rel_z - rel_r, spread)
+    return [Test("UU", "LU", RETRIEVAL, paired=_relative_catch_up,
+                 words="UU's standing relative to LU is higher on retrieval R@1 than on mean zero-shot recall")]
 
 
-# --- text towers ----------------------------------------------------------------------------------------
+# --- text towers ---------------------------------------------------------------------------------------------
 
-@finding("bigger_text_tower_helps", "Bigger text towers help (same data, same steps).")
+@finding("bigger_text_tower_helps", "Bigger text towers help (same data, same steps).",
+         "The largest text tower run against the smallest")
 def _bigger_text(records):
     sizes = present(records, ["text-small", "text-medium", "text-large"])
     if len(sizes) < 2:
-        raise _Missing("text-large")
-    small, large = sizes[0], sizes[-1]
-    measured, verdict = better(records, large, small, ZS, "mean zero-shot top-1")
-    if len(sizes) == 3:
-        measured += f"; {sizes[1]} {fmt(_get(records, sizes[1], ZS), ZS)}"
-    return measured, verdict
+        raise _Missing("text-large" if "text-large" not in sizes else "text-small")
+    return [Test(sizes[-1], sizes[0], RECALL)]
 
 
 @finding("bert_beats_t5_and_vit_text", "Of the from-scratch text towers, the BERT-style one works best "
-         "(the paper's YFCC runs: BERT > T5 > ViT-style).")
+         "(the paper's YFCC runs: BERT > T5 > ViT-style).", "bert-scratch against each other from-scratch tower run")
 def _text_kinds(records):
-    others = present(records, ["text-medium", "t5-scratch"])  # the CLIP-style tower at the T5 arm's size
-    best = best_arm(records, others, ZS)
-    measured, verdict = better(records, "bert-scratch", best, ZS, "mean zero-shot top-1")
-    rest = ", ".join(f"{a} {fmt(_get(records, a, ZS), ZS)}" for a in others if a != best)
-    return measured + (f"; {rest}" if rest else ""), verdict
+    others = _needs(records, ["text-medium", "t5-scratch"], "t5-scratch")
+    return [Test("bert-scratch", other, RECALL) for other in others]
 
 
-# --- image towers -----------------------------------------------------------------------------------------
+# --- image towers -------------------------------------------------------------------------------------------
+
+def _over_twice_chance(record: dict, _: Optional[dict]) -> float | None:
+    recall, chance = RECALL.value(record), _mean_over_tasks(record, "chance_top1")
+    return None if recall is None or chance is None else recall - 2 * chance
+
 
 @finding("any_image_architecture", "LiT works whatever the image tower's architecture: each locked tower gives "
-         "zero-shot accuracy well above chance (here: at least twice chance).")
+         "zero-shot accuracy well above chance (here: mean zero-shot recall above twice chance).",
+         "Each architecture's recall minus twice chance, tested > 0")
 def _architectures(records):
-    arms = sorted({r["arm"] for r in records}, key=lambda a: a)
-    parts, ratios = [], []
-    for arm in arms:
-        top1 = _get(records, arm, ZS)
-        chance = _get(records, arm, "mean_zero_shot_chance")
-        parts.append(f"{arm} {fmt(top1, ZS)} (chance {100 * chance.mean:.1f}%)")
-        ratios.append(top1.mean / chance.mean)
-    verdict = HOLDS if min(ratios) >= 2 else FAILS if min(ratios) < 1.2 else UNCLEAR
-    return "mean zero-shot top-1: " + ", ".join(parts), verdict
+    arms = sorted({r["arm"] for r in records})
+    return [Test(arm, None, RECALL, paired=_over_twice_chance, words=f"{arm}: mean zero-shot recall above twice chance")
+            for arm in arms]
 
 
-# --- loss and batch ---------------------------------------------------------------------------------------
+# --- loss and batch -------------------------------------------------------------------------------------------
 
 @finding("global_beats_local_loss", "A global contrastive loss (negatives gathered from every process) beats a "
          "per-process local loss.")
 def _global_local(records):
-    return better(records, "global-2proc", "local-2proc", ZS, "mean zero-shot top-1, 2 processes")
+    return [Test("global-2proc", "local-2proc", RECALL)]
 
 
-@finding("bigger_batch_better", "A bigger batch is better (same number of steps).")
+@finding("bigger_batch_better", "A bigger batch is better (same number of steps).",
+         "The biggest batch run against the smallest")
 def _batch(records):
     sizes = sorted({r["arm"] for r in records if r["arm"].startswith("batch-")}, key=lambda a: int(a.split("-")[1]))
     if len(sizes) < 2:
         raise _Missing("batch-*")
-    measured, verdict = better(records, sizes[-1], sizes[0], ZS, "mean zero-shot top-1")
-    middle = ", ".join(f"{a} {fmt(_get(records, a, ZS), ZS)}" for a in sizes[1:-1])
-    return measured + (f"; {middle}" if middle else ""), verdict
+    return [Test(sizes[-1], sizes[0], RECALL)]
 
 
-# --- image-tower schedules --------------------------------------------------------------------------------
+# --- image-tower schedules ------------------------------------------------------------------------------------
 
 @finding("gradual_unlock_does_not_help", "Locking the image tower at the start and unlocking it later (at once "
-         "or gradually) does not beat keeping it locked.")
+         "or gradually) does not beat keeping it locked.", "Locked is no worse than each schedule (non-inferiority)")
 def _schedules(records):
-    locked = _get(records, "locked", ZS)
-    schedules = present(records, ["unlock-half", "unlock-gradual"])
-    best = best_arm(records, schedules, ZS)
-    measured, verdict = better(records, best, "locked", ZS, "mean zero-shot top-1")
-    flipped = {HOLDS: FAILS, FAILS: HOLDS}.get(verdict, verdict)  # the claim is "does not beat"
-    note = ""
-    if verdict == UNCLEAR:
-        flipped = HOLDS  # no schedule beats locked beyond the spread: that is the claim
-        note = "; no schedule is better beyond the spread"
-    rest = ", ".join(f"{a} {fmt(_get(records, a, ZS), ZS)}" for a in schedules if a != best)
-    return f"best schedule {measured}" + (f"; {rest}" if rest else "") + note, flipped
+    schedules = _needs(records, ["unlock-half", "unlock-gradual"], "unlock-half")
+    return [Test("locked", s, RECALL, NO_WORSE) for s in schedules]
 
 
-# --- image head -------------------------------------------------------------------------------------------
+# --- image head -------------------------------------------------------------------------------------------------
 
 @finding("image_head_optional", "A linear head on the locked image tower is not needed: using the tower's own "
          "embedding (no head) is not worse.")
 def _head(records):
-    measured, verdict = better(records, "no-head", "linear-head", ZS, "mean zero-shot top-1")
-    note = "; no difference beyond the spread" if verdict == UNCLEAR else ""
-    return measured + note, HOLDS if verdict in (HOLDS, UNCLEAR) else FAILS
+    return [Test("no-head", "linear-head", RECALL, NO_WORSE)]
 
 
-# --- multilingual -----------------------------------------------------------------------------------------
+# --- multilingual -----------------------------------------------------------------------------------------------
 
 @finding("multilingual_keeps_english", "Multilingual training (no English-only filtering) keeps English "
          "retrieval quality.")
 def _keeps_english(records):
-    key = "multilingual_en_R@1"
-    measured, verdict = better(records, "multilingual", "english-only", key, "English retrieval R@1 on the held-out half")
-    note = "; no difference beyond the spread" if verdict == UNCLEAR else ""
-    return measured + note, HOLDS if verdict in (HOLDS, UNCLEAR) else FAILS
+    return [Test("multilingual", "english-only", ENGLISH, NO_WORSE)]
 
 
 @finding("multilingual_helps_other_languages", "Multilingual training improves retrieval in the other languages.")
 def _other_languages(records):
-    return better(records, "multilingual", "english-only", "multilingual_other_R@1",
-                  "non-English retrieval R@1 (mean over languages) on the held-out half")
+    return [Test("multilingual", "english-only", OTHER_LANGUAGES)]

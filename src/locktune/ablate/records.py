@@ -10,6 +10,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from locktune.errors import LocktuneError
+
 RECORD = "arm.json"
 
 
@@ -46,6 +50,21 @@ def metric(record: dict, key: str) -> float | None:
     section = record["train"] if task == "train" else record["eval"].get(task, {})
     value = section.get(name)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def per_image(record: dict, task: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A task's per-image outcomes, for the image bootstrap: (correct [images] of 0/1, labels [images]), from
+    record["eval"][task]["per_image"] = {"correct": "0110...", "labels": [...]} ('1' = top-1 right; the same
+    image order for every model); None when the record has none for that task."""
+    data = record.get("eval", {}).get(task, {}).get("per_image")
+    if not isinstance(data, dict) or not isinstance(data.get("correct"), str) or "labels" not in data:
+        return None
+    correct = np.frombuffer(data["correct"].encode("ascii"), dtype=np.uint8) - ord("0")
+    labels = np.asarray(data["labels"], dtype=np.int64)
+    if correct.size != labels.size or (correct > 1).any():
+        raise LocktuneError(f"record {record.get('arm')}-s{record.get('seed')}, task '{task}': per_image has "
+                         f"{correct.size} outcomes (only '0'/'1' allowed) for {labels.size} labels")
+    return correct.astype(np.int8), labels
 
 
 def summary_values() -> dict:

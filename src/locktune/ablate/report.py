@@ -7,10 +7,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from locktune.ablate.findings import judge
+from locktune.ablate.findings import DESIGN, design_of, judge
 from locktune.ablate.grid import Grid
 from locktune.ablate.plots import plot_curves, plot_metric_bars
 from locktune.ablate.records import arms_in_order, metric, summarize, write_record
+from locktune.config import load_config
 
 TRAIN_COLUMNS = [("train|final_loss", "final training loss"), ("train|seconds", "training s")]
 
@@ -79,7 +80,29 @@ def task_table(records: list[dict]) -> list[str]:
     return lines
 
 
+def _cell_text(text: str) -> str:
+    """A markdown table cell: a '|' inside (a task|metric key) would split the cell."""
+    return text.replace("|", "\\|")
+
+
+def by_design(records: list[dict]) -> list[tuple[int, list[dict]]]:
+    """The records grouped by their study design ("design", 1 when absent), newest design first: records of
+    different designs are never judged or tabulated together."""
+    designs = sorted({int(r.get("design", 1)) for r in records}, reverse=True)
+    return [(d, [r for r in records if int(r.get("design", 1)) == d]) for d in designs]
+
+
 def findings_table(grid: Grid, records: list[dict]) -> list[str]:
+    """The paper's findings over one design's records.  Design 2: what was compared, the measured effect
+    with its 95% image interval, p values and MDE, and the verdict (`findings.py`)."""
+    if design_of(records) >= DESIGN:
+        lines = ["| finding (paper) | tested here | measured here (effect a - b, 95% image interval, p values, "
+                 "minimum detectable effect) | verdict |", "|---|---|---|---|"]
+        for name in grid.findings:
+            v = judge(name, records)
+            cells = [_cell_text(text) for text in (v.claim, v.tested or "-", v.measured)]
+            lines.append("| " + " | ".join(cells) + f" | **{v.verdict}** |")
+        return lines
     lines = ["| finding (paper) | measured here | verdict |", "|---|---|---|"]
     for name in grid.findings:
         v = judge(name, records)
@@ -87,11 +110,16 @@ def findings_table(grid: Grid, records: list[dict]) -> list[str]:
     return lines
 
 
-def setup_line(records: list[dict]) -> str:
-    c = records[0]["config"]
+def setup_line(grid: Grid) -> str:
+    """The grid's base run (its base file and the grid's own overrides, before any arm's)."""
+    c = load_config(grid.base, grid.overrides).to_dict()
     m, d, t = c["model"], c["data"], c["train"]
     data = "+".join(d["sources"]) + (f" (at most {d['max_pairs_per_source']} pairs per source)"
                                      if d["max_pairs_per_source"] else " (all pairs)")
+    if d.get("validation_fraction"):
+        data += f", {100 * d['validation_fraction']:g}% of them held out for validation"
+    if d.get("max_train_pairs"):
+        data += f", training on {d['max_train_pairs']} of the rest"
     return (f"Base: {m['image_tower']} at {m['image_size']} px, {m['text_tower']} text tower, data {data}, "
             f"{t['steps']} steps of {t['batch_size']} pairs, lr {t['lr']:g} (heads x{t['head_lr_multiplier']:g}), "
             f"seeds per arm as listed; each arm changes only what its overrides say.")
@@ -102,24 +130,30 @@ def grid_section(grid: Grid, records: list[dict], plot_dir: Path, link_base: Pat
     """The grid's markdown; `plots=False` links the plots without drawing them (to compare text only)."""
     if not records:
         return [f"{level} {grid.title}", "", "No arm has finished yet.", ""]
-    bars = {key: (title, plot_dir / f"{grid.name}_{slug}.png") for key, title, slug in BAR_PLOTS if _present(records, key)}
+    newest = by_design(records)[0][1]  # plots draw the newest design's records only
+    bars = {key: (title, plot_dir / f"{grid.name}_{slug}.png") for key, title, slug in BAR_PLOTS if _present(newest, key)}
     curves = plot_dir / f"{grid.name}_curves.png"
     if plots:
         for key, (title, path) in bars.items():
-            plot_metric_bars(records, key, title, path)
-        plot_curves(records, curves)
+            plot_metric_bars(newest, key, title, path)
+        plot_curves(newest, curves)
     rel = lambda p: p.resolve().relative_to(link_base.resolve()).as_posix()  # noqa: E731
-    reused = [r for r in records if r.get("reused_from")]
     overrides = {a.name: " ".join(a.overrides) for a in grid.arms}
-    lines = [f"{level} {grid.title}", "", grid.description, "", setup_line(records), ""]
-    if grid.findings:
-        lines += findings_table(grid, records) + [""]
-    lines += summary_table(records) + ["", "Per task (top-1 / R@1 %, mean ± sample std over seeds):", ""]
-    lines += task_table(records) + [""]
-    lines += ["Arms: " + "; ".join(f"`{a}`: `{overrides.get(a, '')}`" for a in arms_in_order(records)), ""]
-    if reused:
-        lines += ["Runs whose config and evaluation equal another grid's run reuse its record (not retrained): "
-                  + ", ".join(f"{r['arm']}-s{r['seed']} = {r['reused_from']}" for r in reused) + ".", ""]
+    groups = by_design(records)
+    lines = [f"{level} {grid.title}", "", grid.description, "", setup_line(grid), ""]
+    for design, group in groups:
+        if len(groups) > 1:
+            lines += [f"{level}# Records of design {design}"
+                      + (" (paired statistics)" if design >= DESIGN else " (first design: judged by the seed spread)"), ""]
+        reused = [r for r in group if r.get("reused_from")]
+        if grid.findings:
+            lines += findings_table(grid, group) + [""]
+        lines += summary_table(group) + ["", "Per task (top-1 / R@1 %, mean ± sample std over seeds):", ""]
+        lines += task_table(group) + [""]
+        lines += ["Arms: " + "; ".join(f"`{a}`: `{overrides.get(a, '')}`" for a in arms_in_order(group)), ""]
+        if reused:
+            lines += ["Runs whose config and evaluation equal another grid's run reuse its record (not retrained): "
+                      + ", ".join(f"{r['arm']}-s{r['seed']} = {r['reused_from']}" for r in reused) + ".", ""]
     lines += [f"![{grid.name}: {title}]({rel(path)})" for title, path in bars.values()]
     lines += [f"![{grid.name}: training curves]({rel(curves)})", ""]
     return lines
@@ -147,9 +181,12 @@ def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, comman
         lines += [f"Produced by: `{command}`", ""]
     lines += ["| grid | finding (paper) | verdict here |", "|---|---|---|"]
     for grid, records in sections:
-        for name in grid.findings:
-            v = judge(name, records) if records else None
-            lines.append(f"| {grid.name} | {v.claim if v else name} | {v.verdict if v else 'not run'} |")
+        groups = by_design(records) or [(DESIGN, [])]
+        for design, group in groups:
+            label = grid.name if len(groups) == 1 else f"{grid.name} (design {design})"
+            for name in grid.findings:
+                v = judge(name, group) if group else None
+                lines.append(f"| {label} | {v.claim if v else name} | {v.verdict if v else 'not run'} |")
     lines.append("")
     for grid, records in sections:
         own = [r for r in records if not r.get("reused_from")]

@@ -5,7 +5,9 @@ verdict rule built on them.  Numpy and the standard library only (scipy is an op
 
 Two sources of noise are judged separately and a verdict needs both: the seeds (training noise; the
 paired t-test over per-seed differences) and the test images (which images happened to be in the
-benchmark; the bootstrap interval, when per-image correctness is available).
+benchmark; the bootstrap interval, when per-image correctness is available).  A summary metric averaged
+over several benchmarks (mean zero-shot recall) is bootstrapped by resampling each benchmark's images
+independently and averaging the benchmarks' effects (`multi_task_interval`).
 
 The verdict rule, `d` = arm a - arm b on a higher-is-better metric, α = 0.05:
 - claim "a beats b": HOLDS when the paired t-test rejects d = 0 with d > 0 (and the bootstrap interval
@@ -180,32 +182,79 @@ def _score(correct: np.ndarray, labels: Optional[np.ndarray]) -> np.ndarray:
 
 
 def bootstrap_effects(correct_a: np.ndarray, correct_b: np.ndarray, resamples: np.ndarray,
-                      labels: Optional[Sequence[int]] = None) -> np.ndarray:
+                      labels: Optional[Sequence[int]] = None, chunk: int = 0) -> np.ndarray:
     """The effect (mean over seeds of score(a) - score(b)) for each image resample.
 
     correct_*: [seeds, images] per-image correctness (0/1, or any per-image score), seeds paired row by
     row; resamples: [draws, images] image indices.  The same resample is used for both arms and for
-    every seed: the benchmark is one draw of images shared by all runs."""
+    every seed: the benchmark is one draw of images shared by all runs.
+
+    Computed without materialising [draws, seeds, images]: a resample is a count per image, a class's
+    image count does not depend on the seed or the arm, so the effect is, per class, the counted sum of
+    the seed-mean difference over the counted number of images, averaged over the classes the resample
+    holds (accuracy: one class).  `chunk` draws at a time (0: sized to ~4M counts)."""
     a = np.asarray(correct_a, dtype=np.float64)
     b = np.asarray(correct_b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2:
         raise LocktuneError(f"bootstrap: per-image correctness must be [seeds, images] for both arms, "
                             f"got {a.shape} and {b.shape}")
+    n = a.shape[1]
+    diff = (a - b).mean(axis=0)  # [images]
+    if labels is None:
+        members = np.ones((n, 1))
+    else:
+        lab = np.asarray(labels)
+        if lab.shape != (n,):
+            raise LocktuneError(f"bootstrap: {lab.shape[0] if lab.ndim else 0} labels for {n} images")
+        members = (lab[:, None] == np.unique(lab)[None, :]).astype(np.float64)  # [images, classes]
+    weighted = members * diff[:, None]
     idx = np.asarray(resamples)
-    lab = None if labels is None else np.asarray(labels)[idx][:, None, :]  # [draws, 1, images]
-    score_a = _score(a[:, idx].transpose(1, 0, 2), lab)  # [draws, seeds]
-    score_b = _score(b[:, idx].transpose(1, 0, 2), lab)
-    return (score_a - score_b).mean(axis=1)
+    chunk = chunk or max(1, 4_000_000 // max(n, 1))
+    out = []
+    for start in range(0, len(idx), chunk):
+        part = idx[start:start + chunk]
+        rows = len(part)
+        counts = np.bincount((np.arange(rows)[:, None] * n + part).ravel(), minlength=rows * n)
+        counts = counts.reshape(rows, n).astype(np.float64)
+        hits, sizes = counts @ weighted, counts @ members  # [rows, classes]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = np.where(sizes > 0, hits / np.maximum(sizes, 1), np.nan)
+        out.append(np.nanmean(recall, axis=1))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+# One benchmark's per-image data for both arms: (correct_a [seeds, images], correct_b, labels or None).
+TaskImages = tuple[np.ndarray, np.ndarray, Optional[Sequence[int]]]
+
+
+def multi_task_effects(tasks: Sequence[TaskImages], resamples: Sequence[np.ndarray]) -> np.ndarray:
+    """The effect on a summary metric that is the mean over several benchmarks of each one's score (e.g.
+    mean zero-shot recall), per draw: each benchmark resampled by its own `resamples[t]` ([draws, images_t],
+    the same for both arms and every seed), its effect computed as in `bootstrap_effects`, then averaged
+    over the benchmarks (the mean over seeds and over benchmarks commute: both are plain means)."""
+    if not tasks or len(tasks) != len(resamples):
+        raise LocktuneError(f"bootstrap: {len(tasks)} benchmarks and {len(resamples)} resample sets")
+    return np.mean([bootstrap_effects(a, b, r, labels) for (a, b, labels), r in zip(tasks, resamples)], axis=0)
+
+
+def multi_task_interval(tasks: Sequence[TaskImages], draws: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the summary effect over `draws` resamples, every benchmark's images resampled
+    independently (with replacement), from one generator in the benchmarks' order."""
+    rng = np.random.default_rng(seed)
+    resamples = []
+    for a, _, _ in tasks:
+        n_images = np.asarray(a).shape[-1]
+        resamples.append(rng.integers(0, n_images, size=(draws, n_images)))
+    effects = multi_task_effects(tasks, resamples)
+    tail = (1 - level) / 2
+    return float(np.quantile(effects, tail)), float(np.quantile(effects, 1 - tail))
 
 
 def bootstrap_interval(correct_a: np.ndarray, correct_b: np.ndarray, labels: Optional[Sequence[int]] = None,
                        draws: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile interval of the effect over `draws` image resamples (with replacement)."""
-    n_images = np.asarray(correct_a).shape[-1]
-    resamples = np.random.default_rng(seed).integers(0, n_images, size=(draws, n_images))
-    effects = bootstrap_effects(correct_a, correct_b, resamples, labels)
-    tail = (1 - level) / 2
-    return float(np.quantile(effects, tail)), float(np.quantile(effects, 1 - tail))
+    return multi_task_interval([(correct_a, correct_b, labels)], draws, level, seed)
 
 
 # --- one comparison and its verdict -------------------------------------------------------------------------
@@ -227,28 +276,34 @@ class Comparison:
     interval: Optional[tuple[float, float]]  # per-image bootstrap 95% interval of the effect
     verdict: str
 
-    def text(self, scale: float = 100.0, unit: str = "pt") -> str:
-        interval = "" if self.interval is None else \
-            f", 95% image interval [{scale * self.interval[0]:+.1f}, {scale * self.interval[1]:+.1f}]"
-        return (f"effect {scale * self.effect:+.1f} {unit} over {self.seeds} paired seeds{interval}; "
+    def text(self, scale: float = 100.0, unit: str = "pt", digits: int = 1) -> str:
+        f = lambda x: f"{scale * x:+.{digits}f}"  # noqa: E731
+        g = lambda x: f"{scale * x:.{digits}f}"  # noqa: E731
+        interval = "" if self.interval is None else f", 95% image interval [{f(self.interval[0])}, {f(self.interval[1])}]"
+        return (f"effect {f(self.effect)} {unit} over {self.seeds} paired seeds{interval}; "
                 f"paired t p={self.t_p:.3f}, sign-flip p={self.sign_flip_p:.3f}, "
-                + (f"non-inferiority p={self.non_inferiority_p:.3f} at -{scale * self.margin:.1f} {unit}, "
-                   if self.claim == NO_WORSE else f"equivalence p={self.tost_p:.3f} at ±{scale * self.margin:.1f} {unit}, ")
-                + f"MDE {scale * self.mde:.1f} {unit}: {self.verdict}")
+                + (f"non-inferiority p={self.non_inferiority_p:.3f} at -{g(self.margin)} {unit}, "
+                   if self.claim == NO_WORSE else f"equivalence p={self.tost_p:.3f} at ±{g(self.margin)} {unit}, ")
+                + f"MDE {g(self.mde)} {unit}: {self.verdict}")
 
 
 def compare_paired(a: Mapping[int, float], b: Mapping[int, float], claim: str = BEATS, margin: float = MARGIN,
                    correct_a: Optional[np.ndarray] = None, correct_b: Optional[np.ndarray] = None,
-                   labels: Optional[Sequence[int]] = None, alpha: float = ALPHA) -> Comparison:
+                   labels: Optional[Sequence[int]] = None, alpha: float = ALPHA,
+                   tasks: Optional[Sequence[TaskImages]] = None) -> Comparison:
     """Compare arm a with arm b: per-seed metric values {seed: value}, and optionally per-image correctness
-    [seeds, images] (rows in the order of the paired seeds) for the bootstrap interval."""
+    [seeds, images] (rows in the order of the paired seeds) for the bootstrap interval, or `tasks` (one
+    such triple per benchmark) for a summary metric averaged over several benchmarks."""
     if claim not in (BEATS, NO_WORSE):
         raise LocktuneError(f"unknown claim '{claim}'; valid: {BEATS}, {NO_WORSE}")
     d = paired_differences(a, b)
     if len(d) < 2:
         raise LocktuneError(f"comparison needs at least 2 seeds run by both arms, got {len(d)} "
                             f"(a: {sorted(a)}, b: {sorted(b)}); run more seeds")
-    interval = None if correct_a is None or correct_b is None else bootstrap_interval(correct_a, correct_b, labels)
+    if tasks:
+        interval = multi_task_interval(tasks)
+    else:
+        interval = None if correct_a is None or correct_b is None else bootstrap_interval(correct_a, correct_b, labels)
     sd = float(d.std(ddof=1))
     _, t_p = paired_t_test(d)
     result = dict(claim=claim, effect=float(d.mean()), seeds=len(d), sd=sd, t_p=t_p, sign_flip_p=sign_flip_p(d),

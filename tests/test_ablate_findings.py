@@ -1,0 +1,222 @@
+"""The paper's findings on design-2 records (`locktune.ablate.findings`): each verdict on hand-made records
+with per-image outcomes (holds, does not hold, does not hold by equivalence, not enough power with the MDE,
+no-worse claims, a missing arm, a single seed), several comparisons combined by the stated rule, the
+per-image bootstrap used only when every paired record has per-image data, design-1 records kept on the
+old rule, and the grid report's findings table, design grouping and Base line."""
+
+import math
+
+import numpy as np
+import pytest
+
+from locktune.ablate import findings as F
+from locktune.ablate.grid import load_grid
+from locktune.ablate.records import per_image
+from locktune.ablate.report import grid_section, results_document
+from locktune.ablate.statistics import UNDERPOWERED
+from locktune.errors import LocktuneError
+
+N_IMAGES, CLASSES = 600, 3
+DIFFICULTY = np.random.default_rng(7).random(N_IMAGES)  # per image, shared by every arm and seed
+LABELS = np.arange(N_IMAGES) % CLASSES
+
+
+def _task(accuracy: float, shift: int = 0) -> dict:
+    """A zero-shot task where an image is right when its difficulty is below `accuracy` (harder images are
+    missed by every model first): its metrics and per-image outcomes, as an evaluator records them."""
+    correct = (np.roll(DIFFICULTY, shift) < accuracy).astype(int)
+    recall = float(np.mean([correct[LABELS == c].mean() for c in range(CLASSES)]))
+    return {"kind": "classification", "top1": float(correct.mean()), "mean_per_class_recall": recall,
+            "chance_top1": 1 / CLASSES, "images": N_IMAGES,
+            "per_image": {"correct": "".join(map(str, correct)), "labels": LABELS.tolist()}}
+
+
+def _records(arm_accuracies: dict[str, list[float]], images: bool = True, design: int = 2,
+             shifts: dict[str, int] = {}, **extra) -> list[dict]:
+    """Design-2 records: per arm, one record per seed with two zero-shot benchmarks (the second a shifted
+    copy) and a near_ood/ one that the primary metric leaves out (it would flip every verdict: 1 - acc).
+    `shifts`: per arm, which images it finds hard moves by that many places (other images right)."""
+    out = []
+    for order, (arm, accuracies) in enumerate(arm_accuracies.items()):
+        for seed, acc in enumerate(accuracies):
+            shift = shifts.get(arm, 0)
+            ev = {"bench_a": _task(acc, shift), "bench_b": _task(acc, 17 + shift), "near_ood/x": _task(1 - acc)}
+            if not images:
+                for metrics in ev.values():
+                    metrics.pop("per_image")
+            record = {"grid": "towers", "arm": arm, "seed": seed, "order": order * 1000 + seed, "label": arm,
+                      "train": {"seconds": 1.0, "final_loss": 1.0, "curve": []}, "eval": ev, "eval_seconds": 1.0,
+                      "config": {}, **extra}
+            if design != 1:
+                record["design"] = design
+            out.append(record)
+    return out
+
+
+CLEAR_HIGH = [0.70, 0.72, 0.69, 0.71, 0.70]
+CLEAR_LOW = [0.55, 0.56, 0.54, 0.57, 0.55]
+
+
+def test_per_image_reads_the_contract_field():
+    record = _records({"LU": [0.7]})[0]
+    correct, labels = per_image(record, "bench_a")
+    assert correct.tolist() == (DIFFICULTY < 0.7).astype(int).tolist() and labels.tolist() == LABELS.tolist()
+    assert per_image(record, "missing") is None and per_image(_records({"LU": [0.7]}, images=False)[0], "bench_a") is None
+    record["eval"]["bench_a"]["per_image"]["labels"] = [0, 1]
+    with pytest.raises(LocktuneError, match="bench_a"):
+        per_image(record, "bench_a")
+
+
+def test_clear_win_over_five_seeds_holds_with_an_image_interval():
+    v = F.judge("lu_beats_uu", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}))
+    assert v.verdict == F.HOLDS, v.measured
+    assert "95% image interval" in v.measured and "over 5 paired seeds" in v.measured and "MDE" in v.measured
+    assert "LU beats UU on mean_zero_shot_recall" in v.tested
+    # The effect is the primary metric's: zero-shot benchmarks only, near_ood/ left out.
+    effect = float(v.measured.split("effect ")[1].split(" pt")[0])
+    expected = np.mean([F.RECALL.value(r) for r in _records({"LU": CLEAR_HIGH})]) - \
+        np.mean([F.RECALL.value(r) for r in _records({"UU": CLEAR_LOW})])
+    assert effect == pytest.approx(100 * expected, abs=0.06) and effect > 10
+    lo, hi = (float(x) for x in v.measured.split("interval [")[1].split("]")[0].split(","))
+    assert 0 < lo < effect < hi
+
+
+def test_clear_loss_does_not_hold():
+    v = F.judge("lu_beats_uu", _records({"LU": CLEAR_LOW, "UU": CLEAR_HIGH}))
+    assert v.verdict == F.FAILS and "effect -" in v.measured
+
+
+def test_tiny_effect_with_tight_spread_does_not_hold_by_equivalence():
+    uu = [0.600, 0.610, 0.590, 0.605, 0.595]
+    lu = [a + d for a, d in zip(uu, [0.002, -0.002, 0.003, 0.0, -0.002])]
+    v = F.judge("lu_beats_uu", _records({"LU": lu, "UU": uu}))
+    assert v.verdict == F.FAILS, v.measured
+    p = float(v.measured.split("equivalence p=")[1].split(" ")[0])
+    assert p < 0.05
+
+
+def test_noisy_seeds_have_not_enough_power_and_report_the_mde():
+    v = F.judge("lu_beats_uu", _records({"LU": [0.60, 0.50, 0.65, 0.52, 0.58], "UU": [0.55, 0.56, 0.56, 0.57, 0.54]}))
+    assert v.verdict == UNDERPOWERED, v.measured
+    mde = float(v.measured.split("MDE ")[1].split(" pt")[0])
+    assert mde > 5
+
+
+def test_no_worse_claim_holds_when_equivalent_and_lacks_power_when_noisy():
+    lu = [0.600, 0.610, 0.590, 0.605, 0.595]
+    close = [a + d for a, d in zip(lu, [0.002, -0.002, 0.003, 0.0, -0.002])]
+    v = F.judge("lu_close_to_LU", _records({"LU": lu, "Lu": close}))
+    assert v.verdict == F.HOLDS and "non-inferiority p=" in v.measured and "Lu no worse than LU" in v.tested
+    noisy = F.judge("lu_close_to_LU", _records({"LU": [0.55, 0.56, 0.56, 0.57, 0.54],
+                                                "Lu": [0.56, 0.50, 0.58, 0.51, 0.55]}))
+    assert noisy.verdict == UNDERPOWERED
+    # A pretrained text tower worth far more than the margin: the claim does not hold.
+    assert F.judge("lu_close_to_LU", _records({"LU": CLEAR_HIGH, "Lu": CLEAR_LOW})).verdict == F.FAILS
+
+
+def test_missing_arm_is_not_run():
+    v = F.judge("lu_beats_uu", _records({"LU": CLEAR_HIGH, "uu": CLEAR_LOW}))
+    assert v.verdict == F.MISSING and "'UU'" in v.measured
+
+
+def test_one_seed_has_not_enough_power_with_an_infinite_mde():
+    v = F.judge("lu_beats_uu", _records({"LU": [0.9], "UU": [0.3]}))
+    assert v.verdict == UNDERPOWERED
+    assert "1 paired seed(s)" in v.measured and "MDE is infinite" in v.measured and "on seed 0" in v.measured
+    # Seeds are paired by number: LU seeds 0-2 and UU seed 0 only share one.
+    unpaired = _records({"LU": CLEAR_HIGH[:3]}) + _records({"UU": [0.5]})
+    assert F.judge("lu_beats_uu", unpaired).verdict == UNDERPOWERED
+
+
+def test_without_per_image_data_the_seed_tests_decide_and_say_so():
+    v = F.judge("lu_beats_uu", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}, images=False))
+    assert v.verdict == F.HOLDS and "image interval" not in v.measured and "seed tests only" in v.measured
+    # One record without them is enough to drop the interval.
+    records = _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW})
+    records[3]["eval"]["bench_b"].pop("per_image")
+    v = F.judge("lu_beats_uu", records)
+    assert "image interval" not in v.measured and "bench_b" in v.measured
+
+
+def test_a_small_benchmark_interval_vetoes_a_seed_significant_win():
+    # Seeds agree, but the two arms get different images right (LU's hard images are others): the 1-point
+    # lead is within what another draw of 1,200 test images could give, so power is lacking.
+    lu, uu = [0.61, 0.612, 0.61, 0.612, 0.61], [0.60, 0.60, 0.601, 0.60, 0.60]
+    seeds_only = F.judge("lu_beats_uu", _records({"LU": lu, "UU": uu}, images=False, shifts={"LU": 1}))
+    with_images = F.judge("lu_beats_uu", _records({"LU": lu, "UU": uu}, shifts={"LU": 1}))
+    assert seeds_only.verdict == F.HOLDS and with_images.verdict == UNDERPOWERED, with_images.measured
+
+
+def test_several_comparisons_combine_all_hold_any_fails_else_underpowered():
+    assert F.combine([F.HOLDS, F.HOLDS]) == F.HOLDS
+    assert F.combine([F.HOLDS, UNDERPOWERED, F.FAILS]) == F.FAILS
+    assert F.combine([F.HOLDS, UNDERPOWERED]) == UNDERPOWERED
+    best = F.judge("lu_best", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "uu": [0.3] * 5}))
+    assert best.verdict == F.HOLDS and best.tested.startswith("2 comparisons") and "2 holds" in best.measured
+    close = F.judge("lu_best", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "Lu": CLEAR_HIGH}))
+    assert close.verdict == F.FAILS  # LU and Lu equal (equivalent): LU is not better than Lu
+    bottom = F.judge("locked_text_at_bottom", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "LL": [0.34] * 5,
+                                                        "uL": [0.35, 0.33, 0.34, 0.35, 0.36]}))
+    assert bottom.verdict == F.HOLDS and bottom.tested.startswith("4 comparisons")
+
+
+def test_overfitting_finding_compares_losses_lower_is_better():
+    def with_losses(records, losses):
+        for r in records:
+            train, held = losses[r["arm"]][r["seed"]]
+            r["eval"]["ood"] = {"kind": "ood_loss", "train_loss": train, "heldout_loss": held, "chance_loss": 3.4,
+                                "batch_size": 32}
+        return records
+
+    seeds = range(5)
+    losses = {"LU": [(2.0 + 0.01 * s, 3.0 + 0.01 * s) for s in seeds],  # gap 1.0
+              "UU": [(1.5 - 0.01 * s, 3.2 + 0.02 * s) for s in seeds]}  # lower training loss, gap ~1.7
+    v = F.judge("uu_overfits_training_distribution", with_losses(_records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}), losses))
+    assert v.verdict == F.HOLDS and "nats" in v.measured and "lower is better" in v.tested
+    flipped = {"LU": losses["UU"], "UU": losses["LU"]}
+    v = F.judge("uu_overfits_training_distribution", with_losses(_records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}), flipped))
+    assert v.verdict == F.FAILS
+
+
+def test_designs_never_mix_and_old_records_keep_the_old_rule():
+    old = _records({"LU": [0.49, 0.50, 0.51], "UU": [0.39, 0.40, 0.41]}, design=1)
+    v = F.judge("lu_beats_uu", old)
+    assert v.verdict == F.HOLDS and "spread" in v.measured and v.tested == ""
+    with pytest.raises(LocktuneError, match="mixed"):
+        F.judge("lu_beats_uu", old + _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}))
+
+
+def test_every_grid_finding_is_judged_on_design_2_records():
+    """Every shipped grid's findings run on design-2 records of its arms (no crash; a verdict word)."""
+    from locktune.packaged import configs_folder
+
+    for path in sorted((configs_folder() / "ablations").glob("*.yaml")):
+        if path.name == "base.yaml":
+            continue
+        grid = load_grid(path)
+        records = _records({a.name: CLEAR_LOW if i else CLEAR_HIGH for i, a in enumerate(grid.arms)})
+        for name in grid.findings:
+            v = F.judge(name, records)
+            assert v.verdict in (F.HOLDS, F.FAILS, UNDERPOWERED, F.MISSING), (name, v)
+
+
+def test_grid_report_design_2_table_grouping_and_base_line(tmp_path):
+    grid = load_grid("ablations/loss.yaml")
+    new = _records({"global-2proc": CLEAR_HIGH, "local-2proc": CLEAR_LOW, "batch-16": CLEAR_LOW,
+                    "batch-128": CLEAR_HIGH}, config={"train": {"batch_size": 128}})
+    text = "\n".join(grid_section(grid, new, tmp_path, tmp_path, plots=False))
+    # The Base line is the grid's base config (32 pairs a batch), whatever the first record says.
+    assert "120 steps of 32 pairs" in text
+    assert "| finding (paper) | tested here | measured here (effect a - b, 95% image interval" in text
+    assert "global-2proc beats local-2proc on mean_zero_shot_recall" in text and "**holds**" in text
+    assert "Records of design" not in text
+    old = _records({"global-2proc": [0.49, 0.50], "local-2proc": [0.39, 0.40]}, design=1)
+    for r in old:
+        r["seed"] += 10
+    mixed = "\n".join(grid_section(grid, new + old, tmp_path, tmp_path, plots=False))
+    two, one = mixed.index("### Records of design 2"), mixed.index("### Records of design 1")
+    assert two < one and "| finding (paper) | measured here | verdict |" in mixed[one:]
+    document = results_document([(grid, new + old)], tmp_path, "locktune ablate x", plots=False)
+    assert "| loss (design 2) | A global contrastive loss" in document
+    assert "| loss (design 1) |" in document
+    assert math.isfinite(len(document))
