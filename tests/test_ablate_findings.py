@@ -220,3 +220,21 @@ def test_grid_report_design_2_table_grouping_and_base_line(tmp_path):
     assert "| loss (design 2) | A global contrastive loss" in document
     assert "| loss (design 1) |" in document
     assert math.isfinite(len(document))
+
+
+def test_sigmoid_gap_is_the_difference_of_the_per_seed_leads():
+    """sigmoid_gap_largest_at_small_batch: per seed (sig16 - soft16) - (sig256 - soft256); a lead of ~10
+    points at batch 16 and none at 256 holds; the same lead at both batches is not a larger gap."""
+    wide = _records({"sigmoid-16": CLEAR_HIGH, "softmax-16": CLEAR_LOW, "sigmoid-256": CLEAR_LOW,
+                     "softmax-256": CLEAR_LOW})
+    v = F.judge("sigmoid_gap_largest_at_small_batch", wide)
+    assert v.verdict == F.HOLDS, v.measured
+    effect = float(v.measured.split("effect ")[1].split(" pt")[0])
+    leads = [F.RECALL.value(a) - F.RECALL.value(b) for a, b in zip(_records({"s": CLEAR_HIGH}), _records({"s": CLEAR_LOW}))]
+    assert effect == pytest.approx(100 * np.mean(leads), abs=0.06)
+    same = _records({"sigmoid-16": CLEAR_HIGH, "softmax-16": CLEAR_LOW, "sigmoid-256": CLEAR_HIGH,
+                     "softmax-256": CLEAR_LOW})
+    assert F.judge("sigmoid_gap_largest_at_small_batch", same).verdict != F.HOLDS
+    assert F.judge("sigmoid_gap_largest_at_small_batch", wide[:10]).verdict == F.MISSING  # no batch-256 arms
+    assert F.judge("sigmoid_no_worse_b16", wide).verdict == F.HOLDS
+    assert F.judge("data_size_lu_beats_uu_1k", _records({"LU-1k": CLEAR_HIGH, "UU-1k": CLEAR_LOW})).verdict == F.HOLDS

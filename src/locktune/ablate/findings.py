@@ -434,3 +434,63 @@ def _keeps_english(records):
 @finding("multilingual_helps_other_languages", "Multilingual training improves retrieval in the other languages.")
 def _other_languages(records):
     return [Test("multilingual", "english-only", OTHER_LANGUAGES)]
+
+
+# --- practitioner studies (design 2): equal compute, data size ---------------------------------------------------
+
+@finding("equal_compute_lu_beats_uu", "With the same wall-clock budget, LU beats UU (the embedding cache buys LU "
+         "many more steps).")
+def _equal_compute_uu(records):
+    return [Test("LU-budget", "UU-budget", RECALL)]
+
+
+@finding("equal_compute_lu_beats_uu_scratch", "With the same wall-clock budget, LU beats uu (CLIP-style from "
+         "scratch).")
+def _equal_compute_scratch(records):
+    return [Test("LU-budget", "uu-budget", RECALL)]
+
+
+def _data_size(size: str):
+    @finding(f"data_size_lu_beats_uu_{size}", f"LU beats UU when training on {size} pairs (same steps).")
+    def tests(records):
+        return [Test(f"LU-{size}", f"UU-{size}", RECALL)]
+    return tests
+
+
+for _size in ("1k", "3k", "all"):
+    _data_size(_size)
+
+
+# --- softmax vs sigmoid loss (issue 16, design 2) -----------------------------------------------------------------
+
+def _sigmoid_no_worse(batch: int):
+    @finding(f"sigmoid_no_worse_b{batch}", f"At batch {batch}, the sigmoid loss is at least as good as the softmax "
+             "loss (SigLIP).", "Non-inferiority of sigmoid against softmax at the margin")
+    def tests(records):
+        return [Test(f"sigmoid-{batch}", f"softmax-{batch}", RECALL, NO_WORSE)]
+    return tests
+
+
+for _batch_size in (16, 64, 256):
+    _sigmoid_no_worse(_batch_size)
+
+
+@finding("sigmoid_gap_largest_at_small_batch", "The sigmoid loss's advantage over softmax is largest at small batch "
+         "(SigLIP): larger at batch 16 than at batch 256.",
+         "Per seed: (sigmoid-16 - softmax-16) - (sigmoid-256 - softmax-256) on mean zero-shot recall, tested > 0")
+def _sigmoid_gap(records):
+    big_sigmoid, big_softmax = _by_seed(records, "sigmoid-256"), _by_seed(records, "softmax-256")
+    for arm, rows in (("sigmoid-256", big_sigmoid), ("softmax-256", big_softmax)):
+        if not rows:
+            raise _Missing(arm)
+
+    def gap_difference(small_sigmoid: dict, small_softmax: Optional[dict]) -> float | None:
+        seed = int(small_sigmoid["seed"])
+        rows = (small_sigmoid, small_softmax, big_sigmoid.get(seed), big_softmax.get(seed))
+        values = [None if r is None else RECALL.value(r) for r in rows]
+        if None in values:
+            return None
+        return (values[0] - values[1]) - (values[2] - values[3])
+
+    return [Test("sigmoid-16", "softmax-16", RECALL, paired=gap_difference,
+                 words="sigmoid's lead over softmax at batch 16 minus its lead at batch 256")]
