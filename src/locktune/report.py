@@ -41,7 +41,9 @@ def results_table(results: dict[str, dict[str, float]]) -> str:
         cells = [f"{k.split(':')[-1]}={_cell(k, metrics[k])}" for k in headline if k in metrics]
         if "supervised_top1" in metrics:
             cells.append(f"supervised_top1={_cell('', metrics['supervised_top1'])}")
-        count = metrics.get("images", metrics.get("batch_size", "?"))
+        if "skipped" in metrics:
+            cells.append(f"skipped: {metrics['skipped']}")
+        count = metrics.get("images", metrics.get("pairs", metrics.get("batch_size", "?")))
         lines.append(f"{name:<26} {'  '.join(cells)}  (n={count})")
     return "\n".join(lines)
 

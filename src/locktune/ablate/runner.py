@@ -141,7 +141,7 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
     started = time.time()
     model = load_any(run_dir)
     evaluations = run_tasks(model, _tasks(grid, eval_max_images), workers=config.data.image_workers,
-                            train_sources=tuple(config.data.sources), log=lambda line: None)
+                            train_sources=tuple(config.data.sources), log=lambda line: None, data=config.data)
     curve = _training_curve(run_dir)
     record = {
         "grid": grid.name, "arm": arm.name, "seed": seed, "order": order, "label": arm.label,

@@ -43,7 +43,7 @@ def evaluate_model(model, config: RunConfig, model_file: Path, out: Path,
     from locktune.report import file_fingerprint, markdown_table, results_table, write_results
 
     evaluations = run_tasks(model, tasks_for(config), workers=config.data.image_workers,
-                            train_sources=tuple(config.data.sources), log=log)
+                            train_sources=tuple(config.data.sources), log=log, data=config.data)
     fingerprint = file_fingerprint(model_file)
     results = {key: {**evaluation.recorded(), "model_fingerprint": fingerprint}
                for key, evaluation in evaluations.items()}

@@ -19,7 +19,9 @@ from locktune.registry import Registry
 @dataclass
 class Evaluation:
     kind: str  # a key of REPORTERS
-    metrics: dict[str, float]
+    # Numbers, plus a few descriptive strings and (zero-shot) the "per_image" outcomes: reports show only the
+    # numbers their kind names, so anything else here is recorded without being tabled.
+    metrics: dict[str, float | str | dict]
     details: dict = field(default_factory=dict)  # what the kind's plots draw (logits, similarity, images)
 
     def recorded(self) -> dict:
@@ -58,15 +60,16 @@ REPORTERS: Registry[Reporter] = Registry("result kind")
 _ORDER: list[str] = []  # reporters in registration order: the order of tables and summary columns
 
 
-def on_benchmark(name: str) -> Callable:
-    """Register `run(model, benchmark, workers) -> Evaluation` as the evaluator `name` over a named benchmark:
-    the benchmark is looked up (sampled to max_images) and the result stamped with its dataset fingerprint."""
+def on_benchmark(name: str, options: tuple[str, ...] = ()) -> Callable:
+    """Register `run(model, benchmark, workers, **options) -> Evaluation` as the evaluator `name` over a named
+    benchmark: the benchmark is looked up (sampled to max_images) and the result stamped with its dataset
+    fingerprint.  `options` are the keyword arguments of the call (e.g. a task's `draws`) passed on to `run`."""
     def register(run: Callable[..., Evaluation]) -> Callable[..., Evaluation]:
-        def evaluate(model, benchmark_name: str, max_images: int, workers: int, **_) -> Evaluation:
+        def evaluate(model, benchmark_name: str, max_images: int, workers: int, **given) -> Evaluation:
             from locktune.eval.benchmarks import get_benchmark
 
             benchmark = get_benchmark(benchmark_name, max_images)
-            result = run(model, benchmark, workers)
+            result = run(model, benchmark, workers, **{k: given[k] for k in options if k in given})
             result.metrics["dataset_fingerprint"] = benchmark.fingerprint()
             return result
 

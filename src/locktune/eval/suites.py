@@ -21,8 +21,9 @@ from locktune.registry import Registry
 class Task:
     key: str  # the name in the results
     evaluator: str  # an evaluator's name (eval/evaluators/)
-    benchmark: str  # a benchmark name (for ood_loss: the held-out pairs)
-    max_images: int = 1000
+    benchmark: str  # a benchmark name (for ood_loss: the held-out pairs; for validation: none, "")
+    max_images: int = 1000  # 0 = every image
+    draws: int = 0  # fewshot: random draws of the shots (0 = the evaluator's default)
 
 
 SUITES: Registry[list[Task]] = Registry("suite")
@@ -49,6 +50,23 @@ SUITES.register("ablation")([
     Task("fewshot/tuxpaint_categories", "fewshot", "tuxpaint_categories", 1000),
     Task("ood_loss", "ood_loss", "tuxpaint_retrieval", 1024),
 ])
+# The tower-settings study (issue 15, design 2): whole test sets, so that differences of a point or two
+# between arms are measurable per image (zero-shot results record each image's outcome); benchmarks
+# without the near-duplicates of training images where those exist; the run's own held-out validation pairs
+# (data.validation_fraction); 10 few-shot draws.  Image counts: fashion_mnist 10,000, animal_mnist 10,000,
+# tuxpaint_categories_clean 913, openmoji_groups 1,914 (no near-duplicates: its _clean set is the same
+# images), tuxpaint_retrieval_clean 913 images, validation ~fraction x the run's pairs.
+SUITES.register("towers")([
+    Task("fashion_mnist", "zero_shot", "fashion_mnist", 0),
+    Task("animal_mnist", "zero_shot", "animal_mnist", 0),
+    Task("tuxpaint_categories_clean", "zero_shot", "tuxpaint_categories_clean", 0),
+    Task("near_ood/openmoji_groups", "zero_shot", "openmoji_groups", 0),
+    Task("tuxpaint_retrieval_clean", "retrieval", "tuxpaint_retrieval_clean", 0),
+    Task("validation", "validation", "", 0),
+    Task("fewshot/fashion_mnist", "fewshot", "fashion_mnist", 0, draws=10),
+    Task("fewshot/tuxpaint_categories_clean", "fewshot", "tuxpaint_categories_clean", 0, draws=10),
+    Task("ood_loss", "ood_loss", "tuxpaint_retrieval_clean", 1024),
+])
 # Multilingual retrieval on the Tux Paint half that `tuxpaint_half_a*` training never sees.
 SUITES.register("ablation_multilingual")([
     Task("tuxpaint_multilingual_half_b", "multilingual", "tuxpaint_multilingual_half_b", 0),
@@ -65,16 +83,30 @@ def default_task(name: str, max_images: int) -> Task:
     return Task(name, "retrieval", name, max_images)
 
 
+def task_options(task: Task, train_sources, data) -> dict:
+    """The keyword arguments an evaluator is called with: `train_sources` always; the run's DataConfig
+    (`data=`, for the validation pairs) and the task's `draws` only when given, so evaluators written
+    before them are called as they always were."""
+    options = {"train_sources": train_sources}
+    if data is not None:
+        options["data"] = data
+    if task.draws:
+        options["draws"] = task.draws
+    return options
+
+
 def run_tasks(model, tasks: list[Task], workers: int = 1, train_sources=DEFAULT_TRAIN_SOURCES,
-              log: Callable[[str], None] = print) -> dict[str, Evaluation]:
-    """Run each task in order; each result's metrics gain `seconds`."""
+              log: Callable[[str], None] = print, data=None) -> dict[str, Evaluation]:
+    """Run each task in order; each result's metrics gain `seconds`.  `data` is the run's DataConfig (its
+    sources, max_pairs_per_source, validation_fraction, max_train_pairs): what the validation task holds
+    out, and the training pairs the held-out loss compares with."""
     model.eval()
     out: dict[str, Evaluation] = {}
     with remembered_features():  # tasks that share images run a trained image tower over them once
         for task in tasks:
             start = time.time()
             result = EVALUATORS.get(task.evaluator)(model, task.benchmark, task.max_images, workers,
-                                                    train_sources=train_sources)
+                                                    **task_options(task, train_sources, data))
             result.metrics["seconds"] = round(time.time() - start, 1)
             out[task.key] = result
             log(f"  {task.key}: {result.metrics['seconds']}s")

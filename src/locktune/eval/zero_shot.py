@@ -47,3 +47,13 @@ def zero_shot_metrics(image_emb: torch.Tensor, labels: torch.Tensor, classes: to
     return {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, min(5, n)),
             "mean_per_class_recall": mean_per_class_recall(logits, labels), "chance_top1": 1.0 / n,
             "majority_top1": majority}
+
+
+def per_image_outcomes(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Each evaluated image's top-1 outcome, in benchmark order (unreadable images left out, the same for
+    every model): {"correct": "0110..." ('1' = the argmax class is the label), "labels": [int, ...]}, what
+    the per-image bootstrap reads.  The argmax is the one `mean_per_class_recall` scores, so that metric is
+    recomputable from these two fields exactly (`top1` counts exact ties pessimistically, so it can differ
+    when an image's scores tie)."""
+    right = (logits.argmax(dim=1) == labels).tolist() if len(labels) else []
+    return {"correct": "".join("1" if r else "0" for r in right), "labels": [int(x) for x in labels.tolist()]}

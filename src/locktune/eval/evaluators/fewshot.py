@@ -11,13 +11,16 @@ from locktune.eval.run import image_features
 
 KIND = "fewshot"
 SHOTS = (1, 5, 10, 25)
+DEFAULT_DRAWS = 3  # what every suite used before tasks could ask for more (fewshot_metrics' seeds 0, 1, 2)
 
 
-@on_benchmark("fewshot")
-def fewshot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) -> Evaluation:
+@on_benchmark("fewshot", options=("draws",))
+def fewshot_evaluation(model, benchmark: ClassificationSet, workers: int = 1, draws: int = 0) -> Evaluation:
+    """`draws` random draws of the k shots per class (seeds 0..draws-1; 0 = DEFAULT_DRAWS): each shot
+    count's mean and (population) standard deviation over the draws; `seeds` records how many."""
     features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
     labels = torch.tensor(benchmark.labels)[valid]
-    metrics = fewshot_metrics(features[valid].numpy(), labels.numpy())
+    metrics = fewshot_metrics(features[valid].numpy(), labels.numpy(), seeds=tuple(range(draws or DEFAULT_DRAWS)))
     metrics["images"] = int(valid.sum())
     return Evaluation(KIND, metrics)
 

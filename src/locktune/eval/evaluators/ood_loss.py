@@ -10,6 +10,7 @@ from locktune.eval.benchmarks import get_benchmark
 from locktune.eval.evaluation import EVALUATORS, Evaluation, Reporter, SummaryValue, register_reporter
 from locktune.eval.ood_loss import ood_loss_metrics, pairs_loss
 from locktune.eval.run import image_embeddings
+from locktune.eval.run_pairs import split_run_pairs, splits_pairs
 
 KIND = "ood_loss"
 DEFAULT_TRAIN_SOURCES = ("openclipart", "emoji")
@@ -20,11 +21,19 @@ def _sampled(images, rows: list[int]):
     return images if rows == list(range(len(images))) else SubsetImages(images, rows)
 
 
+def training_pairs(train_sources, data):
+    """The pairs the run trained on: its training split when it held pairs out or trained on a subset
+    (`data`, the run's DataConfig), else every pair of its sources."""
+    if data is not None and splits_pairs(data):
+        return split_run_pairs(data)[0], "+".join(data.sources) + " (training split)"
+    return load_pairs(list(train_sources), 0), "+".join(train_sources)
+
+
 @EVALUATORS.register("ood_loss")
 def evaluate(model, benchmark_name: str, max_images: int, workers: int, train_sources=DEFAULT_TRAIN_SOURCES,
-             batch_size: int = 64, **_) -> Evaluation:
+             batch_size: int = 64, data=None, **_) -> Evaluation:
     with torch.no_grad():
-        train = load_pairs(list(train_sources), 0)
+        train, train_name = training_pairs(train_sources, data)
         # Only the sampled training pairs are embedded: a trained image tower cannot use the cache, and
         # running it over every training image would cost more than the training run did.
         sample = take_evenly(len(train), max_images)
@@ -39,7 +48,7 @@ def evaluate(model, benchmark_name: str, max_images: int, workers: int, train_so
         held_loss = pairs_loss(model, held_emb, held_valid, [held.captions[i] for i in held_sample], max_images,
                                batch_size)
     metrics = ood_loss_metrics(train_loss, held_loss, batch_size)
-    metrics["train_pairs"] = "+".join(train_sources)
+    metrics["train_pairs"] = train_name
     metrics["heldout_pairs"] = benchmark_name
     metrics["dataset_fingerprint"] = f"{train_images.fingerprint()}+{held_images.fingerprint()}"
     return Evaluation(KIND, metrics)

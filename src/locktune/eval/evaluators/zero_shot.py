@@ -10,9 +10,10 @@ from locktune.eval.benchmarks import ClassificationSet
 from locktune.eval.evaluation import Evaluation, Reporter, SummaryValue, mean, on_benchmark, pct, register_reporter
 from locktune.eval.reference import supervised_head, supervised_top1
 from locktune.eval.run import image_features
-from locktune.eval.zero_shot import class_embeddings, zero_shot_metrics
+from locktune.eval.zero_shot import class_embeddings, per_image_outcomes, zero_shot_metrics
 
 KIND = "classification"
+NEAR_OOD = "near_ood/"  # task keys of benchmarks near the training data but outside it (e.g. other emoji art)
 
 
 @on_benchmark("zero_shot")
@@ -27,7 +28,9 @@ def zero_shot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) 
     if head is not None:
         metrics["supervised_top1"] = supervised_top1(head, features[valid], labels, benchmark.imagenet_indices)
     metrics["images"] = int(valid.sum())
-    return Evaluation(KIND, metrics, {"logits": image_emb @ classes.T, "labels": labels,
+    logits = image_emb @ classes.T
+    metrics["per_image"] = per_image_outcomes(logits, labels)
+    return Evaluation(KIND, metrics, {"logits": logits, "labels": labels,
                                       "class_names": benchmark.class_names})
 
 
@@ -48,6 +51,13 @@ def plots(name: str, evaluation: Evaluation, folder: Path) -> list[Path]:
     return [per_class_plot(name, evaluation.details, folder), confusion_plot(name, evaluation.details, folder)]
 
 
+def mean_recall(results: dict[str, dict], near_ood: bool) -> float | None:
+    """Mean of mean_per_class_recall over the tasks whose key starts with "near_ood/" (near_ood=True) or
+    over every other classification task (near_ood=False)."""
+    return mean([m["mean_per_class_recall"] for task, m in results.items()
+                 if "mean_per_class_recall" in m and task.startswith(NEAR_OOD) == near_ood])
+
+
 def recognise(m: dict) -> bool:
     return "top1" in m and not {"train_loss", "languages", "1shot_top1", "seeds"} & set(m)
 
@@ -59,5 +69,11 @@ register_reporter(Reporter(
                             lambda results: mean([m["top1"] for m in results.values() if "mean_per_class_recall" in m])),
                SummaryValue("mean_zero_shot_chance", "zero-shot chance top-1 (mean)",
                             lambda results: mean([m["chance_top1"] for m in results.values()
-                                                  if "mean_per_class_recall" in m]), column=False)),
+                                                  if "mean_per_class_recall" in m]), column=False),
+               # The primary metric of the tower-settings study (design 2): not a column of the grid reports
+               # yet, so the reports of the older grids (RESULTS.md) stay as they are.
+               SummaryValue("mean_zero_shot_recall", "zero-shot mean per-class recall (mean)",
+                            lambda results: mean_recall(results, near_ood=False), column=False),
+               SummaryValue("near_ood_zero_shot_recall", "near-OOD zero-shot mean per-class recall (mean)",
+                            lambda results: mean_recall(results, near_ood=True), column=False)),
     task_columns=("top1",), chance="chance_top1"))
