@@ -81,3 +81,16 @@ def test_a_cut_build_leaves_no_entry(tmp_path, emoji_pairs):
     with pytest.raises(KeyboardInterrupt):
         pixel_cache(Interrupted(FileImages(emoji_pairs.images.paths[:8])), preprocess, workers=0)
     assert set(os.listdir(folder)) == before
+
+
+def test_building_the_entry_does_not_move_the_global_random_stream(tmp_path, emoji_pairs):
+    """A run that builds the entry and one that reuses it must draw the same dropout masks afterwards."""
+    from locktune.towers.image import build_image_tower
+
+    preprocess = build_image_tower("mobilenet_v2", pretrained=False).preprocess(20)
+    torch.manual_seed(5)
+    pixel_cache(FileImages(emoji_pairs.images.paths[20:30]), preprocess, workers=0)
+    after_build = torch.rand(3)
+    torch.manual_seed(5)
+    pixel_cache(FileImages(emoji_pairs.images.paths[20:30]), preprocess, workers=0)
+    assert torch.equal(after_build, torch.rand(3))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from locktune.data.images import ImageSet
@@ -92,7 +93,10 @@ def _build(images: ImageSet, preprocess: Preprocess, array_path: Path, manifest_
     try:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         # Lists of decoded images (no collation): the loader only spreads decoding over `workers` processes.
-        loader = DataLoader(_Decoded(images, preprocess), batch_size=32, collate_fn=_as_list, num_workers=workers)
+        # Its own generator: building must not draw from the global RNG, or a run that builds the entry and one
+        # that reuses it would see different dropout masks afterwards.
+        loader = DataLoader(_Decoded(images, preprocess), batch_size=32, collate_fn=_as_list, num_workers=workers,
+                            generator=torch.Generator().manual_seed(0))
         with progress(total=len(images), desc=desc, unit="img") as bar:
             for batch in loader:
                 for index, pixels, error in batch:

@@ -338,8 +338,10 @@ def _recalibrate(state: TrainingState, config: RunConfig, images: TrainingImages
         return 0
     rows = recalibration_rows(len(images.usable), config.train.bn_recalibration_images, config.train.seed)
     device = next(state.model.parameters()).device
-    return recalibrate_batchnorm(unwrap(state.model.image_tower), lambda batch: images.take(batch)[2], rows,
-                                 config.train.batch_size, device)
+    # Through the decoder, not `take`: image_forward_passes counts training's passes; these are reported
+    # apart (bn_recalibration_images).
+    return recalibrate_batchnorm(unwrap(state.model.image_tower), lambda batch: images.decoder.pixels(batch)[0],
+                                 rows, config.train.batch_size, device)
 
 
 def _write_summary(run_dir: Path, config: RunConfig, data: TrainingData, recalibrated: int) -> None:
