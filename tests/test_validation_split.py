@@ -99,3 +99,12 @@ def test_training_never_sees_held_out_pairs_and_reuses_the_source_cache(tmp_path
     assert result.image_forward_passes == 0, "the whole source set's cache entry serves the subset"
     summary = json.loads((tmp_path / "split" / "training.json").read_text())
     assert summary["held_out_pairs"] == len(held) and summary["training_pairs"] == 40
+
+
+def test_a_config_built_in_code_is_refused_with_a_sharded_cache_too(tmp_path, emoji_pairs):
+    from tiny_configs import tiny_run
+    from locktune.train.trainer import train
+
+    config = tiny_run(tmp_path / "run", data={"embedding_cache": str(tmp_path / "shards"), "max_train_pairs": 10})
+    with pytest.raises(LocktuneError, match="sharded cache"):
+        train(config, pairs=emoji_pairs)

@@ -57,10 +57,11 @@ class _InputMoments:
         self.handle = layer.register_forward_pre_hook(self)
 
     def __call__(self, layer, inputs) -> None:
-        x = inputs[0].detach().to(torch.float64).transpose(0, 1).reshape(layer.num_features, -1).cpu()
-        self.sum += x.sum(1)
-        self.squares += (x * x).sum(1)
-        self.count += x.shape[1]
+        x = inputs[0].detach().to(torch.float64)
+        over = [0, *range(2, x.ndim)]  # every dimension but the channels
+        self.sum += x.sum(over).cpu()
+        self.squares += x.square().sum(over).cpu()
+        self.count += x.numel() // x.shape[1]
 
     def tensor(self) -> torch.Tensor:
         return torch.cat([self.sum, self.squares, self.count.reshape(1)])

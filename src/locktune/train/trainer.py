@@ -161,13 +161,18 @@ def _prepare_run_folder(config: RunConfig) -> Path:
 
 
 def _training_data(config: RunConfig, pairs: PairSet | None) -> TrainingData:
-    """The pairs, or the sharded cache (which holds the captions beside the vectors, so training from it
-    decodes no image and loads no source)."""
+    """The pairs, less the validation hold-out and cut to data.max_train_pairs (`data/validation.py`), or the
+    sharded cache (which holds the captions beside the vectors, so training from it decodes no image and loads
+    no source)."""
+    splits = config.data.validation_fraction or config.data.max_train_pairs
+    if config.data.embedding_cache and splits:  # as `validate` says, for configs built in code
+        raise LocktuneError("data.validation_fraction and data.max_train_pairs are not supported with a sharded "
+                            "cache (data.embedding_cache); train from data.sources instead")
     sharded = ShardedCache.open(config.data.embedding_cache) if config.data.embedding_cache else None
     if sharded is None and pairs is None:
         pairs = load_pairs(config.data.sources, config.data.max_pairs_per_source)
     held_out = None
-    if sharded is None and (config.data.validation_fraction or config.data.max_train_pairs):
+    if splits:
         source_count = len(pairs)
         pairs, held_out = split_pairs(pairs, config.data.validation_fraction, config.data.max_train_pairs)
         if distributed.is_main():
@@ -176,7 +181,7 @@ def _training_data(config: RunConfig, pairs: PairSet | None) -> TrainingData:
                   + (f" (data.max_train_pairs={config.data.max_train_pairs})" if config.data.max_train_pairs else ""),
                   file=sys.stderr)
     return TrainingData(pairs, sharded, sharded.captions if sharded is not None else pairs.captions,
-                        len(held_out) if sharded is None and held_out is not None else 0)
+                        len(held_out) if held_out is not None else 0)
 
 
 def _restore(run_dir: Path) -> dict | None:
