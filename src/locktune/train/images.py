@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from locktune.cache.image_side import image_set_features, reads_cache
+from locktune.cache.image_side import reads_cache, source_set_features
 from locktune.cache.pixel_cache import PixelCache, pixel_cache
 from locktune.cache.sharded import ShardedCache
-from locktune.data.images import SubsetImages
 from locktune.errors import LocktuneError
 from locktune.towers.setting import unwrap
 
@@ -79,22 +78,6 @@ class BatchDecoder:
         return torch.stack(out), used
 
 
-def _subset_features(model, pairs, config) -> tuple[torch.Tensor, torch.Tensor, dict[str, str], int]:
-    """(features, valid, failed, forward passes) of `pairs`' images.  A subset of a source set (the
-    validation split's training side, `data/validation.py`) reads the whole source set's cache entry and
-    takes its rows, so every fraction and subset size shares one entry instead of computing its own."""
-    images, rows = pairs.images, None
-    if isinstance(images, SubsetImages):
-        images, rows = images.base, torch.as_tensor(images.indices, dtype=torch.long)
-    side = image_set_features(model, images, workers=config.data.image_workers, desc=f"embedding {pairs.name}",
-                              recompute_corrupt=config.data.recompute_corrupt_cache)
-    if rows is None:
-        return side.features, side.valid, dict(side.failed), side.forward_passes
-    mine = set(pairs.images.keys)
-    failed = {key: why for key, why in side.failed.items() if key in mine}
-    return side.features[rows], side.valid[rows], failed, side.forward_passes
-
-
 @dataclass
 class TrainingImages:
     usable: np.ndarray  # pair index of each usable row (numpy: ~8 bytes a pair, not a Python object)
@@ -112,10 +95,12 @@ class TrainingImages:
             return cls(usable, sharded.caption_counts()[usable], feature_rows=sharded.rows)
         usable, images = np.arange(len(captions)), cls(np.arange(0), np.arange(0))
         if reads_cache(model):
-            features, valid, failed, passes = _subset_features(model, pairs, config)
-            usable = np.flatnonzero(valid.numpy())
-            images = cls(usable, np.zeros(0), feature_rows=features.__getitem__, forward_passes=passes,
-                         skipped=failed)
+            # A training subset (data/validation.py) reads its source set's entry: one per source set.
+            side = source_set_features(model, pairs.images, workers=config.data.image_workers,
+                                       desc=f"embedding {pairs.name}", recompute_corrupt=config.data.recompute_corrupt_cache)
+            usable = np.flatnonzero(side.valid.numpy())
+            images = cls(usable, np.zeros(0), feature_rows=side.features.__getitem__,
+                         forward_passes=side.forward_passes, skipped=dict(side.failed))
         images.usable = usable
         images.caption_counts = np.fromiter((len(captions[i]) for i in usable), np.int32, len(usable))
         if images.feature_rows is None:
