@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from locktune.runtime import distributed
+from locktune.train.step import mix_seed
 
 RECALIBRATION_SALT = 0x42_4E  # "BN": the selection's generator is unrelated to the data order's
 
@@ -40,8 +41,6 @@ def freeze_batchnorm(module: nn.Module) -> None:
 
 def recalibration_rows(usable: int, count: int, seed: int) -> list[int]:
     """The training rows recalibration reads: `count` of `usable`, a seeded permutation's first ones."""
-    from locktune.train.step import mix_seed
-
     generator = torch.Generator().manual_seed(mix_seed(seed, RECALIBRATION_SALT))
     return torch.randperm(usable, generator=generator)[:count].tolist()
 

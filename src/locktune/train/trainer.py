@@ -3,7 +3,8 @@
 `train()` reads top to bottom as its named steps: prepare the run folder, load the data, restore a
 checkpoint, build the model, open the image side (`train/images.py`: cached features for a locked image
 tower, never decoding an image; decoded images otherwise), place the model, build the optimization; then
-per step: the batch, forward and backward (`train/step.py`), the update, the log, the checkpoint.
+per step: the batch, forward and backward (`train/step.py`), the update, the log, the checkpoint; at the
+end, a trained image tower's batch-norm statistics recalibrated (`train/batchnorm.py`) and the model saved.
 """
 
 from __future__ import annotations
