@@ -62,6 +62,16 @@ class DataConfig:
     # A sharded cache from `locktune embed --sharded DIR`: train from it (vectors and captions) instead of
     # the sources; memory stays flat whatever its size.
     embedding_cache: str = ""
+    # Share of the sources' pairs held out as an in-distribution validation split (0 <= f < 0.5), chosen by a
+    # stable hash of each image's identity (`data/validation.py`): the same pairs for every seed and arm,
+    # never trained on.
+    validation_fraction: float = 0.0
+    # After the hold-out, train on this many pairs (0 = all): a fixed, nested subset (the 1,000 inside the
+    # 3,000), the same for every seed and arm.
+    max_train_pairs: int = 0
+    # A trained image tower (U?/u?): decode every training image once into a uint8 pixel cache and read it
+    # each step (the same tensors as decoding every step, without the decode cost).
+    decode_once: bool = True
 
 
 @dataclass
@@ -96,6 +106,12 @@ class TrainConfig:
     # from the start.
     image_unlock_start: int = 0
     image_unlock_end: int = 0
+    # Batch norm in a trained image tower.  recalibrate: trained as usual, then after the last step its
+    # running statistics are recomputed over bn_recalibration_images training images with the final weights
+    # (the running averages trail weights that kept moving) | freeze: eval mode throughout (running
+    # statistics as pretrained; scale and shift still train) | train: trained as usual, nothing after.
+    batchnorm: str = "recalibrate"
+    bn_recalibration_images: int = 2048
 
 
 @dataclass
@@ -127,6 +143,7 @@ PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 PARALLEL = ("replicate", "fsdp")
 IMAGE_HEADS = ("linear", "none")
+BATCHNORM = ("recalibrate", "train", "freeze")
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -215,8 +232,11 @@ def validate(config: RunConfig) -> RunConfig:
     if config.model.image_head not in IMAGE_HEADS:
         raise LocktuneError(f"model.image_head '{config.model.image_head}' is not one of {', '.join(IMAGE_HEADS)} "
                             "(linear: a projection to model.embed_dim; none: the image tower's output as is)")
+    if config.train.batchnorm not in BATCHNORM:
+        raise LocktuneError(f"train.batchnorm '{config.train.batchnorm}' is not one of {', '.join(BATCHNORM)}")
     _validate_unlock(config)
     _validate_numbers(config)
+    _validate_data_subset(config)
     if config.train.chunk_size < 0:
         raise LocktuneError("train.chunk_size must be 0 (off) or a positive number of rows")
     for key, value in [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
@@ -249,6 +269,21 @@ def _validate_numbers(config: RunConfig) -> None:
     if m.logit_scale_init > m.logit_scale_max:
         raise LocktuneError(f"model.logit_scale_init ({m.logit_scale_init:g}) is above model.logit_scale_max "
                             f"({m.logit_scale_max:g}); the temperature would start clamped")
+
+
+def _validate_data_subset(config: RunConfig) -> None:
+    """The validation hold-out, the training subset and the recalibration count."""
+    d = config.data
+    if not math.isfinite(d.validation_fraction) or not 0.0 <= d.validation_fraction < 0.5:
+        raise LocktuneError(f"data.validation_fraction must be at least 0 and below 0.5, got {d.validation_fraction!r}")
+    if d.max_train_pairs < 0:
+        raise LocktuneError(f"data.max_train_pairs must be 0 (all) or a number of pairs, got {d.max_train_pairs}")
+    if d.embedding_cache and (d.validation_fraction or d.max_train_pairs):
+        raise LocktuneError("data.validation_fraction and data.max_train_pairs choose pairs of the sources; a "
+                            "sharded cache (data.embedding_cache) is not split: train from data.sources instead")
+    if config.train.bn_recalibration_images < 1:
+        raise LocktuneError(f"train.bn_recalibration_images must be at least 1, got "
+                            f"{config.train.bn_recalibration_images}")
 
 
 def _validate_towers(config: RunConfig) -> None:

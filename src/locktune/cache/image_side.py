@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from locktune.cache.embedding_cache import cached_features, compute_features
+from locktune.data.images import SubsetImages
 from locktune.towers.setting import unwrap
 
 
@@ -41,3 +42,18 @@ def image_set_features(model, images, workers: int = 1, desc: str = "embedding i
         return ImageFeatures(cached.features, cached.valid, cached.failed, len(images) if cached.computed else 0)
     features, failed = compute_features(tower, model.preprocess, images, workers=workers, desc=desc)
     return ImageFeatures(features, ~torch.isnan(features).any(1), failed, len(images))
+
+
+def source_set_features(model, images, workers: int = 1, desc: str = "embedding images",
+                        recompute_corrupt: bool = False) -> ImageFeatures:
+    """`image_set_features`, but a `SubsetImages` (the validation split's sides, `data/validation.py`) reads
+    the rows of its whole source set's entry: every hold-out fraction and training-subset size then shares
+    one cache entry instead of computing its own.  (Not for an evaluation's small sample of a large
+    benchmark: that would embed the whole benchmark.)"""
+    if not isinstance(images, SubsetImages):
+        return image_set_features(model, images, workers, desc, recompute_corrupt)
+    side = image_set_features(model, images.base, workers, desc, recompute_corrupt)
+    rows = torch.as_tensor(images.indices, dtype=torch.long)
+    mine = set(images.keys)
+    return ImageFeatures(side.features[rows], side.valid[rows], {k: v for k, v in side.failed.items() if k in mine},
+                         side.forward_passes)

@@ -7,6 +7,7 @@ It only wires parts chosen by name; what a tower letter means is decided in `tow
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Callable, Iterable
 
@@ -45,6 +46,18 @@ class TwoTower(nn.Module):
         self.preprocess: Preprocess = unwrap(image_tower).preprocess(config.image_size)
 
     @torch.no_grad()
+    def init_heads(self, seed: int) -> None:
+        """Draw both projections again from generators of their own, seeded from `seed` (the run's seed):
+        the towers draw their initial weights from the global generator, and how much they draw depends on
+        the setting (a from-scratch tower draws, a pretrained one does not), so heads drawn from it would
+        differ between arms run with the same seed.  Seeded here, every arm with the same seed starts from the
+        same heads wherever the shapes agree (paired seeds).  Same distribution as nn.Linear's default."""
+        for salt, head in ((0, self.image_projection), (1, self.text_projection)):
+            if isinstance(head, nn.Linear):
+                generator = torch.Generator().manual_seed(head_seed(seed, salt))
+                nn.init.kaiming_uniform_(head.weight, a=math.sqrt(5), generator=generator)
+
+    @torch.no_grad()
     def clamp_logit_scale(self) -> None:
         """Keep the learned log-scale at or below log(logit_scale_max) in parameter space, after each optimizer
         step: clamped only in the forward pass, a parameter that overshoots gets no gradient and never returns.
@@ -74,6 +87,13 @@ class TwoTower(nn.Module):
         return unwrap(self.text_tower).tokenize(texts)
 
 
+def head_seed(seed: int, salt: int) -> int:
+    """The seed of one head's generator: a stable mix of the run seed, a fixed tag and the head (0 image,
+    1 text), so the heads' draws are unrelated to any other stream the run seeds from `seed`."""
+    digest = hashlib.blake2b(f"locktune-heads:{int(seed)}:{salt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
 def text_tower_args(config: ModelConfig, pretrained: bool, **extra) -> TextTowerArgs:
     """The text tower's arguments from the model config (`extra`: corpus, tokenizer_json, saved)."""
     return TextTowerArgs(pretrained=pretrained, max_len=config.max_text_len, width=config.clip_width,
@@ -82,11 +102,15 @@ def text_tower_args(config: ModelConfig, pretrained: bool, **extra) -> TextTower
 
 
 def build_model(config: ModelConfig, corpus: Callable[[], Iterable[str]] | None = None,
-                tokenizer_json: str | None = None, loss: str = DEFAULT_LOSS) -> TwoTower:
+                tokenizer_json: str | None = None, loss: str = DEFAULT_LOSS, seed: int | None = None) -> TwoTower:
     """Build both towers from their names and letters.  `corpus` feeds a from-scratch tokenizer; `loss`
-    (`train.loss`) adds the parameters that loss learns beside the temperature."""
+    (`train.loss`) adds the parameters that loss learns beside the temperature; `seed` (training passes
+    `train.seed`) draws the heads from their own generators (`TwoTower.init_heads`)."""
     setting = parse_setting(config.setting)
     image = build_image_tower(config.image_tower, pretrained=is_pretrained(setting.image), pool=config.image_pool)
     text = build_text_tower(config.text_tower, text_tower_args(config, is_pretrained(setting.text), corpus=corpus,
                                                               tokenizer_json=tokenizer_json))
-    return TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text), loss=loss)
+    model = TwoTower(config, apply_letter(image, setting.image), apply_letter(text, setting.text), loss=loss)
+    if seed is not None:
+        model.init_heads(seed)
+    return model

@@ -1,6 +1,7 @@
 """The training loop's image side, decided once from the tower setting (`cache/image_side.py`): a locked
 tower's features are rows of a cache (the sharded cache, or the embedding cache computed here once); a
-trained tower's images are decoded per batch.  Either way the loop asks `take(rows)`."""
+trained tower's images are decoded per batch, or (data.decode_once) decoded once into a uint8 pixel cache
+whose rows each batch reads.  Either way the loop asks `take(rows)`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from locktune.cache.image_side import image_set_features, reads_cache
+from locktune.cache.image_side import reads_cache, source_set_features
+from locktune.cache.pixel_cache import PixelCache, pixel_cache
 from locktune.cache.sharded import ShardedCache
 from locktune.errors import LocktuneError
 from locktune.towers.setting import unwrap
@@ -35,23 +37,35 @@ class BatchDecoder:
     `skipped` and its pair replaced by the next readable one in the plan's order (the same one every time,
     so runs stay deterministic and `--resume` exact) instead of stopping the run."""
 
-    def __init__(self, images, usable: np.ndarray, preprocess, skipped: dict[str, str]):
+    def __init__(self, images, usable: np.ndarray, preprocess, skipped: dict[str, str],
+                 decoded: PixelCache | None = None):
         self.images, self.usable, self.preprocess, self.skipped = images, usable, preprocess, skipped
+        self.decoded = decoded  # data.decode_once: every image's pixels, decoded once (`cache/pixel_cache.py`)
         self.unreadable: set[int] = set()
 
     def _load(self, row: int) -> torch.Tensor | None:
         if row in self.unreadable:
             return None
         index = int(self.usable[row])
+        if self.decoded is not None:
+            error = self.decoded.failed.get(index)
+            if error is None:
+                return self.preprocess.normalize(self.decoded.array[index])
+            return self._unreadable(row, index, error)
         try:
             return self.preprocess(self.images.load(index))
         except Exception as error:  # any decoder failure: skip and count, never end the run
-            self.unreadable.add(row)
-            self.skipped[self.images.keys[index]] = f"{type(error).__name__}: {error}"[:200]
-            if len(self.unreadable) > len(self.usable) // 2:
-                raise LocktuneError(f"more than half of the {len(self.usable)} training images cannot be read "
-                                    f"(e.g. {self.images.keys[index]}: {error}); check the data source") from error
-            return None
+            return self._unreadable(row, index, f"{type(error).__name__}: {error}", error)
+
+    def _unreadable(self, row: int, index: int, message: str, error: Exception | None = None) -> None:
+        """Count the row's image as skipped (once); more than half unreadable ends the run."""
+        self.unreadable.add(row)
+        self.skipped[self.images.keys[index]] = message[:200]
+        if len(self.unreadable) > len(self.usable) // 2:
+            detail = message.split(": ", 1)[-1] if error is None else error
+            raise LocktuneError(f"more than half of the {len(self.usable)} training images cannot be read "
+                                f"(e.g. {self.images.keys[index]}: {detail}); check the data source") from error
+        return None
 
     def pixels(self, rows: list[int]) -> tuple[torch.Tensor, list[int]]:
         out, used = [], []
@@ -81,15 +95,18 @@ class TrainingImages:
             return cls(usable, sharded.caption_counts()[usable], feature_rows=sharded.rows)
         usable, images = np.arange(len(captions)), cls(np.arange(0), np.arange(0))
         if reads_cache(model):
-            side = image_set_features(model, pairs.images, workers=config.data.image_workers,
-                                      desc=f"embedding {pairs.name}", recompute_corrupt=config.data.recompute_corrupt_cache)
+            # A training subset (data/validation.py) reads its source set's entry: one per source set.
+            side = source_set_features(model, pairs.images, workers=config.data.image_workers,
+                                       desc=f"embedding {pairs.name}", recompute_corrupt=config.data.recompute_corrupt_cache)
             usable = np.flatnonzero(side.valid.numpy())
             images = cls(usable, np.zeros(0), feature_rows=side.features.__getitem__,
                          forward_passes=side.forward_passes, skipped=dict(side.failed))
         images.usable = usable
         images.caption_counts = np.fromiter((len(captions[i]) for i in usable), np.int32, len(usable))
         if images.feature_rows is None:
-            images.decoder = BatchDecoder(pairs.images, usable, model.preprocess, images.skipped)
+            decoded = (pixel_cache(pairs.images, model.preprocess, workers=config.data.image_workers,
+                                   desc=f"decoding {pairs.name} once") if config.data.decode_once else None)
+            images.decoder = BatchDecoder(pairs.images, usable, model.preprocess, images.skipped, decoded)
         return images
 
     def take(self, rows: list[int]) -> tuple[list[int], torch.Tensor | None, torch.Tensor | None]:

@@ -3,7 +3,8 @@
 `train()` reads top to bottom as its named steps: prepare the run folder, load the data, restore a
 checkpoint, build the model, open the image side (`train/images.py`: cached features for a locked image
 tower, never decoding an image; decoded images otherwise), place the model, build the optimization; then
-per step: the batch, forward and backward (`train/step.py`), the update, the log, the checkpoint.
+per step: the batch, forward and backward (`train/step.py`), the update, the log, the checkpoint; at the
+end, a trained image tower's batch-norm statistics recalibrated (`train/batchnorm.py`) and the model saved.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from locktune.cache.sharded import ShardedCache
 from locktune.config import RunConfig
 from locktune.errors import LocktuneError
 from locktune.data.pairs import PairSet, load_pairs
+from locktune.data.validation import split_pairs
 from locktune.model import TwoTower, build_model
 from locktune.progress import progress
 from locktune.towers.setting import unwrap
@@ -34,6 +36,7 @@ from locktune.runtime.pause_point import pause_point
 from locktune.train.schedule import build_scheduler
 from locktune.train.step import Batch, gradient_cached_step, mix_seed, whole_step
 from locktune.train.unlock import image_unlock_schedule
+from locktune.train.batchnorm import freeze_batchnorm, recalibrate_batchnorm, recalibration_rows
 
 
 @dataclass
@@ -46,6 +49,9 @@ class TrainResult:
     skipped_images: dict[str, str] = field(default_factory=dict)
     bad_steps: list[int] = field(default_factory=list)  # steps whose update was skipped (NaN/Inf)
     seconds: float = 0.0
+    training_pairs: int = 0  # pairs training drew from (after the validation hold-out and max_train_pairs)
+    held_out_pairs: int = 0  # pairs held out for validation (data.validation_fraction)
+    bn_recalibration_images: int = 0  # images the BN statistics were recomputed over (train.batchnorm)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,6 +92,7 @@ class TrainingData:
     pairs: PairSet | None
     sharded: ShardedCache | None
     captions: object  # pair index -> its captions
+    held_out: int = 0  # pairs held out for validation
 
     def corpus(self):  # for a from-scratch tokenizer
         return (caption for i in range(len(self.captions)) for caption in self.captions[i])
@@ -118,7 +125,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     data = _training_data(config, pairs)
     checkpoint = _restore(run_dir) if resume else None
     model = build_model(config.model, corpus=data.corpus, loss=config.train.loss,
-                        tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None)
+                        tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None, seed=config.train.seed)
     images = TrainingImages.open(model, config, data.pairs, data.sharded, data.captions)
     plan = BatchPlan(images.caption_counts, config.train.batch_size, config.train.seed)
     device = _place(model, config, checkpoint)
@@ -133,6 +140,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     while state.step < end:
         batch = _next_batch(state.step, plan, images, data.captions, model, local, device)
         unlocked = state.unlock.apply(state.step) if state.unlock is not None else None  # sets BN modes
+        if config.train.batchnorm == "freeze":
+            freeze_batchnorm(model.image_tower)  # after every mode change: eval-mode BN throughout
         loss = _forward_backward(state, batch, config, autocast, local)
         pause_point("train-step")  # tests kill here: gradients computed, weights not yet updated
         loss_value, grad_norm = _update(state, loss, trainable, config, run_dir)
@@ -141,7 +150,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
             _save_checkpoint(state, config, run_dir)
             distributed.barrier()
     log.close()
-    return _finish(state, config, run_dir, images, started)
+    return _finish(state, config, run_dir, images, started, data)
 
 
 def _prepare_run_folder(config: RunConfig) -> Path:
@@ -153,12 +162,27 @@ def _prepare_run_folder(config: RunConfig) -> Path:
 
 
 def _training_data(config: RunConfig, pairs: PairSet | None) -> TrainingData:
-    """The pairs, or the sharded cache (which holds the captions beside the vectors, so training from it
-    decodes no image and loads no source)."""
+    """The pairs, less the validation hold-out and cut to data.max_train_pairs (`data/validation.py`), or the
+    sharded cache (which holds the captions beside the vectors, so training from it decodes no image and loads
+    no source)."""
+    splits = config.data.validation_fraction or config.data.max_train_pairs
+    if config.data.embedding_cache and splits:  # as `validate` says, for configs built in code
+        raise LocktuneError("data.validation_fraction and data.max_train_pairs are not supported with a sharded "
+                            "cache (data.embedding_cache); train from data.sources instead")
     sharded = ShardedCache.open(config.data.embedding_cache) if config.data.embedding_cache else None
     if sharded is None and pairs is None:
         pairs = load_pairs(config.data.sources, config.data.max_pairs_per_source)
-    return TrainingData(pairs, sharded, sharded.captions if sharded is not None else pairs.captions)
+    held_out = None
+    if splits:
+        source_count = len(pairs)
+        pairs, held_out = split_pairs(pairs, config.data.validation_fraction, config.data.max_train_pairs)
+        if distributed.is_main():
+            print(f"locktune: {len(held_out)} of {source_count} pairs held out for validation "
+                  f"(data.validation_fraction={config.data.validation_fraction:g}); training on {len(pairs)}"
+                  + (f" (data.max_train_pairs={config.data.max_train_pairs})" if config.data.max_train_pairs else ""),
+                  file=sys.stderr)
+    return TrainingData(pairs, sharded, sharded.captions if sharded is not None else pairs.captions,
+                        len(held_out) if held_out is not None else 0)
 
 
 def _restore(run_dir: Path) -> dict | None:
@@ -313,14 +337,45 @@ class TrainingLog:
             self.file.close()
 
 
+def _recalibrate(state: TrainingState, config: RunConfig, images: TrainingImages) -> int:
+    """train.batchnorm=recalibrate: a trained image tower's BN statistics recomputed with the final weights
+    (`train/batchnorm.py`); after the last checkpoint, so a resumed finished run recomputes the same."""
+    if config.train.batchnorm != "recalibrate" or state.model.setting.image_locked or images.decoder is None:
+        return 0
+    rows = recalibration_rows(len(images.usable), config.train.bn_recalibration_images, config.train.seed)
+    device = next(state.model.parameters()).device
+    # Through the decoder, not `take`: image_forward_passes counts training's passes; these are reported
+    # apart (bn_recalibration_images).
+    return recalibrate_batchnorm(unwrap(state.model.image_tower), lambda batch: images.decoder.pixels(batch)[0],
+                                 rows, config.train.batch_size, device)
+
+
+def _write_summary(run_dir: Path, config: RunConfig, data: TrainingData, recalibrated: int) -> None:
+    """run_dir/training.json: what the data and batch norm were for this run, beside train_log.jsonl (whose
+    lines are all steps)."""
+    if not distributed.is_main():
+        return
+    summary = {"training_pairs": len(data.captions), "held_out_pairs": data.held_out,
+               "validation_fraction": config.data.validation_fraction, "max_train_pairs": config.data.max_train_pairs,
+               "batchnorm": config.train.batchnorm, "bn_recalibration_images": recalibrated}
+    (run_dir / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
 def _finish(state: TrainingState, config: RunConfig, run_dir: Path, images: TrainingImages,
-            started: float) -> TrainResult:
-    """A finished run writes its saved-model folder; the model is returned in eval mode, all trainable."""
+            started: float, data: TrainingData) -> TrainResult:
+    """A finished run recalibrates batch norm (train.batchnorm) and writes its saved-model folder; the model
+    is returned in eval mode, all trainable."""
     if state.unlock is not None:
         state.unlock.release()  # the returned model's parameters all trainable again, as without a schedule
+    recalibrated = 0
     if state.step == config.train.steps:
+        recalibrated = _recalibrate(state, config, images)
+        if recalibrated and distributed.is_main():
+            print(f"locktune: batch norm statistics recalibrated over {recalibrated} training images",
+                  file=sys.stderr)
         save_trained_model(state.model, run_dir, distributed.full_state(state.model, state.optimizer)[0])
+        _write_summary(run_dir, config, data, recalibrated)
     distributed.barrier()
     state.model.eval()
     return TrainResult(state.model, state.losses, run_dir, state.step, images.forward_passes, images.skipped,
-                       state.bad_steps, time.time() - started)
+                       state.bad_steps, time.time() - started, len(data.captions), data.held_out, recalibrated)

@@ -111,11 +111,25 @@ class Preprocess:
             image = square
         return image.resize((size, size), resample)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """The resized RGB image as uint8 [image_size, image_size, 3]: everything before normalisation (what
+        the decode-once pixel cache stores, `cache/pixel_cache.py`)."""
         image = self._resized(self.to_rgb(to_8bit(image)))  # 16-bit and float scaled to 8 bit, not clipped
-        array = np.asarray(image, dtype=np.float32) / 255.0
+        return np.asarray(image, dtype=np.uint8)
+
+    def normalize(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] -> the normalised float tensor [3, H, W]; `normalize(pixels(image))` is `self(image)`
+        bit for bit."""
+        array = np.asarray(pixels, dtype=np.float32) / 255.0
         array = (array - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+    def pixel_identity(self) -> dict:
+        """What decides `pixels()` (the description without mean and std, which only `normalize` uses)."""
+        return {k: v for k, v in self.describe().items() if k not in ("mean", "std")}
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.normalize(self.pixels(image))
 
 
 def preprocess_for(tower, image_size: int) -> Preprocess:
