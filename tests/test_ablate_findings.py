@@ -190,7 +190,7 @@ def test_every_grid_finding_is_judged_on_design_2_records():
     """Every shipped grid's findings run on design-2 records of its arms (no crash; a verdict word)."""
     from locktune.packaged import configs_folder
 
-    for path in sorted((configs_folder() / "ablations").glob("*.yaml")):
+    for path in sorted([*(configs_folder() / "ablations").glob("*.yaml"), *(configs_folder() / "studies").glob("*.yaml")]):
         if path.name == "base.yaml":
             continue
         grid = load_grid(path)

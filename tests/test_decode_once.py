@@ -94,3 +94,22 @@ def test_building_the_entry_does_not_move_the_global_random_stream(tmp_path, emo
     torch.manual_seed(5)
     pixel_cache(FileImages(emoji_pairs.images.paths[20:30]), preprocess, workers=0)
     assert torch.equal(after_build, torch.rand(3))
+
+
+def test_benchmark_features_decoded_once_equal_decoding_each_time(tmp_path, emoji_pairs):
+    """Inside `benchmarks_decoded_once` a trained tower's evaluation features come from the pixel cache:
+    the same features bit for bit (and the same unreadable images) as decoding every image."""
+    from locktune.cache.embedding_cache import benchmarks_decoded_once, compute_features
+    from locktune.towers.image import build_image_tower
+
+    images = broken_files(tmp_path, emoji_pairs)
+    tower = build_image_tower("mobilenet_v2", pretrained=False)
+    preprocess = tower.preprocess(40)
+    plain, plain_failed = compute_features(tower, preprocess, images, batch_size=5, workers=0)
+    with benchmarks_decoded_once():
+        once, once_failed = compute_features(tower, preprocess, images, batch_size=5, workers=0)
+    assert torch.equal(torch.nan_to_num(plain, 7.0), torch.nan_to_num(once, 7.0))
+    assert plain_failed.keys() == once_failed.keys() and len(once_failed) == 2
+    from locktune.cache.pixel_cache import pixel_cache_key
+
+    assert (cache_root() / "pixels" / f"{pixel_cache_key(images, preprocess)}.npy").is_file()  # read from the entry

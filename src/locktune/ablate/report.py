@@ -16,12 +16,13 @@ from locktune.config import load_config
 TRAIN_COLUMNS = [("train|final_loss", "final training loss"), ("train|seconds", "training s")]
 
 
-def summary_columns() -> list[tuple[str, str]]:
-    """(record key, column title): each evaluator's registered summary values, then the training columns;
-    percentages unless the key is a loss or seconds."""
+def summary_columns(design: int = 1) -> list[tuple[str, str]]:
+    """(record key, column title): each evaluator's registered summary values (those that are columns for
+    records of this study design), then the training columns; percentages unless a loss or seconds."""
     from locktune.eval.evaluation import reporters
 
-    return [(s.key, s.title) for r in reporters() for s in r.summaries if s.column] + TRAIN_COLUMNS
+    return [(s.key, s.title) for r in reporters() for s in r.summaries
+            if s.column and s.from_design <= design] + TRAIN_COLUMNS
 
 
 SUMMARY_COLUMNS = summary_columns()
@@ -50,7 +51,8 @@ def _present(records: list[dict], key: str) -> bool:
 
 
 def summary_table(records: list[dict]) -> list[str]:
-    columns = [(k, t) for k, t in SUMMARY_COLUMNS if _present(records, k)]
+    design = max((int(r.get("design", 1)) for r in records), default=1)
+    columns = [(k, t) for k, t in summary_columns(design) if _present(records, k)]
     lines = ["| arm | what | seeds | " + " | ".join(t for _, t in columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
     for arm in arms_in_order(records):

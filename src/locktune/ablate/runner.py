@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import yaml
@@ -130,6 +131,8 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
     """Train, evaluate and record one arm.  Once its record is written the arm is never resumed, so its
     training checkpoints (model + optimizer state, ~3x the model) are deleted unless `keep_checkpoints`;
     the model (`model/`, a saved-model folder) stays."""
+    from locktune.cache.embedding_cache import benchmarks_decoded_once
+    from locktune.cache.image_side import reads_cache
     from locktune.eval.suites import run_tasks
     from locktune.report import file_fingerprint
     from locktune.saved_model import RUN_MODEL_DIR, WEIGHTS, load_any
@@ -140,8 +143,12 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
     trained = _train_arm(config, run_dir, arm.processes)
     started = time.time()
     model = load_any(run_dir)
-    evaluations = run_tasks(model, _tasks(grid, eval_max_images), workers=config.data.image_workers,
-                            train_sources=tuple(config.data.sources), log=lambda line: None, data=config.data)
+    # A trained image tower has no feature cache: it runs over every benchmark image.  Those images are
+    # then decoded (SVGs rendered) once for all arms of the grid, not once per arm.
+    decoding = nullcontext() if reads_cache(model) or grid.design < 2 else benchmarks_decoded_once()
+    with decoding:
+        evaluations = run_tasks(model, _tasks(grid, eval_max_images), workers=config.data.image_workers,
+                                train_sources=tuple(config.data.sources), log=lambda line: None, data=config.data)
     curve = _training_curve(run_dir)
     record = {
         "grid": grid.name, "arm": arm.name, "seed": seed, "order": order, "label": arm.label,
@@ -158,6 +165,8 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
     }
     if calibration is not None:
         record["calibration"] = calibration
+    if (run_dir / "training.json").is_file():  # pairs trained on and held out, batch-norm recalibration
+        record["train"]["run"] = json.loads((run_dir / "training.json").read_text())
     write_record(record, run_dir / RECORD)
     if not keep_checkpoints:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)

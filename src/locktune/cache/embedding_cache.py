@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,50 @@ class _Preprocessed(Dataset):
             return index, torch.zeros(3, size, size), f"{type(error).__name__}: {error}"
 
 
+class _FromPixels(Dataset):
+    """Rows of a decode-once pixel cache entry, normalised: the same items as `_Preprocessed`, bit for bit."""
+
+    def __init__(self, cache, preprocess: Preprocess):
+        self.cache, self.preprocess = cache, preprocess
+
+    def __len__(self) -> int:
+        return len(self.cache.array)
+
+    def __getitem__(self, index: int):
+        error = self.cache.failed.get(index, "")
+        if error:
+            size = self.preprocess.image_size
+            return index, torch.zeros(3, size, size), error
+        return index, self.preprocess.normalize(self.cache.array[index]), ""
+
+
+_decode_once_depth = 0
+
+
+@contextmanager
+def benchmarks_decoded_once():
+    """Within this block, running a tower over an image set (`compute_features`: a trained image tower in
+    evaluation) reads the set's decode-once pixel cache entry (`cache/pixel_cache.py`), building it the first
+    time.  The tower-settings study evaluates many trained towers on the same benchmarks: they then decode
+    (and render) each benchmark image once in all, not once per arm.  Off by default: the entries take disk
+    (N x size^2 x 3 bytes) that a one-off `locktune eval` does not need."""
+    global _decode_once_depth
+    _decode_once_depth += 1
+    try:
+        yield
+    finally:
+        _decode_once_depth -= 1
+
+
+def _dataset(images: ImageSet, preprocess: Preprocess, workers: int) -> Dataset:
+    if _decode_once_depth == 0:
+        return _Preprocessed(images, preprocess)
+    from locktune.cache.pixel_cache import pixel_cache
+
+    return _FromPixels(pixel_cache(images, preprocess, workers=workers, desc="decoding benchmark images once"),
+                       preprocess)
+
+
 def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: ImageSet, batch_size: int = 64,
                      workers: int = 1, desc: str = "embedding images") -> tuple[torch.Tensor, dict[str, str]]:
     """Run the tower over every image (decoding in `workers` processes); NaN rows for unreadable images.
@@ -83,7 +128,8 @@ def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: Ima
     mine = batches[rank::world]
     # Its own generator: computing the cache must not consume the global RNG, or a run that computes it
     # and one that reuses it would initialise differently.
-    loader = DataLoader(_Preprocessed(images, preprocess), batch_sampler=mine, num_workers=workers,
+    dataset = _dataset(images, preprocess, workers)
+    loader = DataLoader(dataset, batch_sampler=mine, num_workers=workers if isinstance(dataset, _Preprocessed) else 0,
                         generator=torch.Generator().manual_seed(0))
     features: torch.Tensor | None = None
     failed: dict[str, str] = {}
