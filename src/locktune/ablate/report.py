@@ -28,10 +28,11 @@ def summary_columns(design: int = 1) -> list[tuple[str, str]]:
 SUMMARY_COLUMNS = summary_columns()
 
 
-BAR_PLOTS = [  # (record key, title, file-name part): one bar plot per key a grid's records have
-    ("mean_zero_shot_top1", "mean zero-shot top-1", "zero_shot"),
-    ("multilingual_en_R@1", "English retrieval R@1", "english_r1"),
-    ("multilingual_other_R@1", "other languages retrieval R@1", "other_languages_r1"),
+BAR_PLOTS = [  # (record key, title, file-name part, first design): one bar plot per key a grid's records have
+    ("mean_zero_shot_recall", "mean zero-shot per-class recall", "zero_shot_recall", 2),
+    ("mean_zero_shot_top1", "mean zero-shot top-1", "zero_shot", 1),
+    ("multilingual_en_R@1", "English retrieval R@1", "english_r1", 1),
+    ("multilingual_other_R@1", "other languages retrieval R@1", "other_languages_r1", 1),
 ]
 
 
@@ -132,8 +133,9 @@ def grid_section(grid: Grid, records: list[dict], plot_dir: Path, link_base: Pat
     """The grid's markdown; `plots=False` links the plots without drawing them (to compare text only)."""
     if not records:
         return [f"{level} {grid.title}", "", "No arm has finished yet.", ""]
-    newest = by_design(records)[0][1]  # plots draw the newest design's records only
-    bars = {key: (title, plot_dir / f"{grid.name}_{slug}.png") for key, title, slug in BAR_PLOTS if _present(newest, key)}
+    newest_design, newest = by_design(records)[0]  # plots draw the newest design's records only
+    bars = {key: (title, plot_dir / f"{grid.name}_{slug}.png") for key, title, slug, first in BAR_PLOTS
+            if first <= newest_design and _present(newest, key)}
     curves = plot_dir / f"{grid.name}_curves.png"
     if plots:
         for key, (title, path) in bars.items():
@@ -170,6 +172,16 @@ def write_grid_report(grid: Grid, records: list[dict], out_dir: Path) -> Path:
     return path
 
 
+DESIGN_HEADINGS = {
+    2: ["Design 2 (`configs/studies/`, docs/studies/towers-v2.md): paired seeds, the paper's regime, "
+        "mean per-class recall, and for every finding the effect with its per-image 95% interval, a paired "
+        "test and the minimum detectable effect. Verdicts: holds / does not hold / not enough power.", ""],
+    1: ["Design 1 (`configs/ablations/`, the first ablations): unpaired seeds, under one pass over the data at "
+        "64 px, and an earlier verdict rule (a difference larger than the seeds' combined spread, else "
+        "'unclear'). Kept for the record; where design 2 tests the same claim, design 2 supersedes it.", ""],
+}
+
+
 def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, command: str | None,
                      plots: bool = True) -> str:
     """The findings document's text: a verdict overview, then each grid's section."""
@@ -181,15 +193,22 @@ def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, comman
              "happens at the paper's scale.", ""]
     if command:
         lines += [f"Produced by: `{command}`", ""]
-    lines += ["| grid | finding (paper) | verdict here |", "|---|---|---|"]
-    for grid, records in sections:
-        groups = by_design(records) or [(DESIGN, [])]
-        for design, group in groups:
-            label = grid.name if len(groups) == 1 else f"{grid.name} (design {design})"
-            for name in grid.findings:
-                v = judge(name, group) if group else None
-                lines.append(f"| {label} | {v.claim if v else name} | {v.verdict if v else 'not run'} |")
-    lines.append("")
+    # The current design's grids first; the first design's after them, marked as such (their verdicts used
+    # an earlier rule and unpaired seeds: kept for the record, never mixed into the new tables).
+    sections = sorted(sections, key=lambda section: -section[0].design)
+    for design in sorted({grid.design for grid, _ in sections}, reverse=True):
+        lines += DESIGN_HEADINGS.get(design, [])
+        lines += ["| grid | finding (paper) | verdict here |", "|---|---|---|"]
+        for grid, records in sections:
+            if grid.design != design:
+                continue
+            groups = by_design(records) or [(DESIGN, [])]
+            for record_design, group in groups:
+                label = grid.name if len(groups) == 1 else f"{grid.name} (design {record_design})"
+                for name in grid.findings:
+                    v = judge(name, group) if group else None
+                    lines.append(f"| {label} | {v.claim if v else name} | {v.verdict if v else 'not run'} |")
+        lines.append("")
     for grid, records in sections:
         own = [r for r in records if not r.get("reused_from")]
         seconds = sum(r["train"]["seconds"] + r["eval_seconds"] for r in own)

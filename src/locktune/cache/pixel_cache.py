@@ -125,14 +125,16 @@ def pixel_cache(images: ImageSet, preprocess: Preprocess, workers: int = 1,
     folder = cache_root() / "pixels"
     array_path, manifest_path = folder / f"{key}.npy", folder / f"{key}.json"
     shape = (len(images), preprocess.image_size, preprocess.image_size, 3)
-    found = _read(array_path, manifest_path, key, shape)
-    if found is not None:
-        return found
-    if distributed.is_main():
+    # Only the first process looks and builds; every process then meets at the barrier, whatever it would
+    # have found on its own (a process that skipped the barrier because the entry appeared meanwhile would
+    # leave the others waiting there while it waits in the first collective of training).
+    built = False
+    if distributed.is_main() and _read(array_path, manifest_path, key, shape) is None:
         _build(images, preprocess, array_path, manifest_path, key, shape, workers, desc)
+        built = True
     distributed.barrier()
-    built = _read(array_path, manifest_path, key, shape)
-    if built is None:
+    entry = _read(array_path, manifest_path, key, shape)
+    if entry is None:
         raise OSError(f"the pixel cache entry {array_path} could not be read back after it was written")
-    built.built = True
-    return built
+    entry.built = built
+    return entry
