@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LOCKTUNE_NPM_PREFIX := $(CURDIR)/.deps/npm
 export LOCKTUNE_CACHE := $(CURDIR)/.cache/locktune
 
-.PHONY: setup data demo test results clean gpu-check
+.PHONY: setup data demo test results study clean gpu-check
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,15 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests
 
-# The paper's ablations on the built-in data -> RESULTS.md (about 1.5 hours on a 2-core CPU; finished arms
-# are kept, so a killed run continues where it stopped).
+# The paper's ablations on the built-in data -> RESULTS.md (design 1: about 1.5 hours on a 2-core CPU; the
+# design-2 tower-settings study about 50 minutes more; finished arms are kept, so a killed run continues
+# where it stopped).  `make study` runs the design-2 tower-settings study alone (docs/studies/towers-v2.md).
 GRIDS := towers text image loss schedules head multilingual
+STUDIES := towers
 results: setup
-	$(PY) -m locktune ablate $(foreach g,$(GRIDS),ablations/$(g).yaml) --results RESULTS.md
+	$(PY) -m locktune ablate $(foreach g,$(GRIDS),ablations/$(g).yaml) $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
+study: setup
+	$(PY) -m locktune ablate studies/towers.yaml
 
 # On a bare GPU machine (torch with CUDA installed, no network; run benchmarks/gpu_wheels.sh beforehand where PyPI
 # is reachable): installs the fetched wheels, runs the `cuda` tests and the GPU benchmarks, writes

@@ -43,3 +43,21 @@ def test_grid_budget_and_design_keys(tmp_path):
     bad.write_text("name: g\nbase: ablations/base.yaml\ndesign: 3\narms: [{name: a}]\n")
     with pytest.raises(LocktuneError, match="design should be 1 or 2"):
         load_grid(bad)
+
+
+def test_calibration_measures_once_and_every_seed_reuses_it(tmp_path):
+    """A budget arm's steps come from timing its own first steps once (tiny smoke settings here); the
+    entry is kept in calibration.json and a second call (another seed) reads it instead of measuring."""
+    from locktune.ablate.budget import CALIBRATION, calibrate
+    from locktune.ablate.runner import SMOKE
+
+    grid = load_grid("studies/equal_compute.yaml")
+    arm = grid.arm("LU-budget")
+    lines = []
+    entry = calibrate(grid, arm, tmp_path, list(SMOKE), log=lines.append)
+    assert entry["budget_s"] == 200 and entry["seconds_per_step"] > 0
+    assert entry["steps"] == steps_for(200, entry["seconds_per_step"])
+    assert json.loads((tmp_path / CALIBRATION).read_text())["LU-budget"] == entry
+    assert not list(tmp_path.glob(".calibrating-*")), "the timing run's folder is removed"
+    again = calibrate(grid, arm, tmp_path, list(SMOKE), log=lines.append)
+    assert again == entry and sum("calibrating" in line for line in lines) == 1

@@ -70,8 +70,10 @@ def test_sharded_cache_refuses_a_split():
         load_config(overrides=["data.embedding_cache=/x", "data.validation_fraction=0.1"])
 
 
-def test_training_never_sees_held_out_pairs_and_reuses_the_source_cache(tmp_path, emoji_pairs):
+def test_training_never_sees_held_out_pairs_and_reuses_the_source_cache(tmp_path, emoji_pairs, monkeypatch):
     import json
+
+    monkeypatch.setenv("LOCKTUNE_CACHE", str(tmp_path / "cache"))  # an empty cache: the first run computes it
 
     from tiny_configs import tiny_run
     from locktune.train import trainer
