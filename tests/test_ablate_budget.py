@@ -34,7 +34,7 @@ def test_steps_for_a_budget():
 
 def test_grid_budget_and_design_keys(tmp_path):
     grid = load_grid("studies/equal_compute.yaml")
-    assert grid.design == 2 and all(arm.budget_s == 200 for arm in grid.arms)
+    assert grid.design == 2 and all(arm.budget_s == 150 for arm in grid.arms)
     assert load_grid("ablations/towers.yaml").design == 1
     bad = tmp_path / "g.yaml"
     bad.write_text("name: g\nbase: ablations/base.yaml\narms: [{name: a, budget_s: -3}]\n")
@@ -55,8 +55,8 @@ def test_calibration_measures_once_and_every_seed_reuses_it(tmp_path):
     arm = grid.arm("LU-budget")
     lines = []
     entry = calibrate(grid, arm, tmp_path, list(SMOKE), log=lines.append)
-    assert entry["budget_s"] == 200 and entry["seconds_per_step"] > 0
-    assert entry["steps"] == steps_for(200, entry["seconds_per_step"])
+    assert entry["budget_s"] == 150 and entry["seconds_per_step"] > 0
+    assert entry["steps"] == steps_for(150, entry["seconds_per_step"])
     assert json.loads((tmp_path / CALIBRATION).read_text())["LU-budget"] == entry
     assert not list(tmp_path.glob(".calibrating-*")), "the timing run's folder is removed"
     again = calibrate(grid, arm, tmp_path, list(SMOKE), log=lines.append)

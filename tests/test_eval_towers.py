@@ -181,5 +181,5 @@ def test_towers_suite_tasks_all_resolve():
     assert {"validation", "near_ood/openmoji_groups", "tuxpaint_retrieval_clean", "ood_loss"} <= set(by_key)
     assert all(by_key[k].max_images == 0 for k in ("fashion_mnist", "tuxpaint_categories_clean"))
     assert by_key["animal_mnist"].max_images == 3000
-    assert [t.draws for t in tasks if t.evaluator == "fewshot"] == [10, 10]
+    assert [t.draws for t in tasks if t.evaluator == "fewshot"] == [10]
     assert by_key["ood_loss"].benchmark == "tuxpaint_retrieval_clean"

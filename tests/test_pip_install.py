@@ -39,7 +39,8 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_ships_configs_grids_assets_and_the_page(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("locktune/configs/demo.yaml", "locktune/configs/ablations/towers.yaml",
-                   "locktune/configs/ablations/base.yaml", "locktune/assets/prompt_templates.json",
+                   "locktune/configs/ablations/base.yaml", "locktune/configs/studies/towers.yaml",
+                   "locktune/configs/studies/base.yaml", "locktune/assets/prompt_templates.json",
                    "locktune/serve/static/index.html"):
         assert needed in names, needed
 
