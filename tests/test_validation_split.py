@@ -103,6 +103,22 @@ def test_training_never_sees_held_out_pairs_and_reuses_the_source_cache(tmp_path
     assert summary["held_out_pairs"] == len(held) and summary["training_pairs"] == 40
 
 
+def test_a_subset_without_its_source_entry_embeds_only_itself(tmp_path, emoji_pairs, monkeypatch):
+    """No entry for the whole source set yet: the training subset gets its own entry (40 images embedded,
+    not 96), and training from it equals training from the source set's rows."""
+    from tiny_configs import tiny_run
+    from locktune.train.trainer import train
+
+    monkeypatch.setenv("LOCKTUNE_CACHE", str(tmp_path / "cache"))
+    split = {"validation_fraction": 0.25, "max_train_pairs": 40}
+    alone = train(tiny_run(tmp_path / "alone", steps=4, data=split), pairs=emoji_pairs)
+    assert alone.image_forward_passes == 40
+    train(tiny_run(tmp_path / "all", steps=1), pairs=emoji_pairs)  # now the source set has its entry
+    from_source = train(tiny_run(tmp_path / "from-source", steps=4, data=split), pairs=emoji_pairs)
+    assert from_source.image_forward_passes == 0
+    assert alone.losses == pytest.approx(from_source.losses, rel=1e-5)
+
+
 def test_a_config_built_in_code_is_refused_with_a_sharded_cache_too(tmp_path, emoji_pairs):
     from tiny_configs import tiny_run
     from locktune.train.trainer import train
