@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from locktune.cache.decoded_images import DecodedImages
 from locktune.runtime.location import cache_root
 from locktune.data.decode import failure_reason
 from locktune.data.images import ImageSet
@@ -57,23 +59,13 @@ def cache_key(identity: dict, preprocess: Preprocess, images: ImageSet) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-class _Preprocessed(Dataset):
-    def __init__(self, images: ImageSet, preprocess: Preprocess):
-        self.images, self.preprocess = images, preprocess
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        try:
-            return index, self.preprocess(self.images.load(index)), ""
-        except Exception as error:  # a broken image is counted, never fatal
-            size = self.preprocess.image_size
-            return index, torch.zeros(3, size, size), f"{type(error).__name__}: {error}"
+def _preprocessed(images: ImageSet, preprocess: Preprocess) -> DecodedImages:
+    size = preprocess.image_size
+    return DecodedImages(images, preprocess, partial(torch.zeros, 3, size, size))  # picklable, for workers
 
 
 class _FromPixels(Dataset):
-    """Rows of a decode-once pixel cache entry, normalised: the same items as `_Preprocessed`, bit for bit."""
+    """Rows of a decode-once pixel cache entry, normalised: the same items as `_preprocessed`, bit for bit."""
 
     def __init__(self, cache, preprocess: Preprocess):
         self.cache, self.preprocess = cache, preprocess
@@ -110,7 +102,7 @@ def benchmarks_decoded_once():
 
 def _dataset(images: ImageSet, preprocess: Preprocess, workers: int) -> Dataset:
     if _decode_once_depth == 0:
-        return _Preprocessed(images, preprocess)
+        return _preprocessed(images, preprocess)
     from locktune.cache.pixel_cache import pixel_cache
 
     return _FromPixels(pixel_cache(images, preprocess, workers=workers, desc="decoding benchmark images once"),
@@ -134,7 +126,7 @@ def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: Ima
     # Its own generator: computing the cache must not consume the global RNG, or a run that computes it
     # and one that reuses it would initialise differently.
     dataset = _dataset(images, preprocess, workers)
-    loader = DataLoader(dataset, batch_sampler=mine, num_workers=workers if isinstance(dataset, _Preprocessed) else 0,
+    loader = DataLoader(dataset, batch_sampler=mine, num_workers=workers if isinstance(dataset, DecodedImages) else 0,
                         generator=torch.Generator().manual_seed(0))
     features: torch.Tensor | None = None
     failed: dict[str, str] = {}

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from locktune.cache.decoded_images import DecodedImages
 from locktune.data.images import ImageSet
 from locktune.progress import progress
 from locktune.runtime import distributed
@@ -54,18 +55,8 @@ def pixel_cache_key(images: ImageSet, preprocess: Preprocess) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-class _Decoded(Dataset):
-    def __init__(self, images: ImageSet, preprocess: Preprocess):
-        self.images, self.preprocess = images, preprocess
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        try:
-            return index, self.preprocess.pixels(self.images.load(index)), ""
-        except Exception as error:  # counted by the training decoder when the row is drawn, never fatal here
-            return index, None, f"{type(error).__name__}: {error}"
+def _no_pixels() -> None:
+    return None
 
 
 def _as_list(batch):
@@ -95,7 +86,7 @@ def _build(images: ImageSet, preprocess: Preprocess, array_path: Path, manifest_
         # Lists of decoded images (no collation): the loader only spreads decoding over `workers` processes.
         # Its own generator: building must not draw from the global RNG, or a run that builds the entry and one
         # that reuses it would see different dropout masks afterwards.
-        loader = DataLoader(_Decoded(images, preprocess), batch_size=32, collate_fn=_as_list, num_workers=workers,
+        loader = DataLoader(DecodedImages(images, preprocess.pixels, _no_pixels), batch_size=32, collate_fn=_as_list, num_workers=workers,
                             generator=torch.Generator().manual_seed(0))
         with progress(total=len(images), desc=desc, unit="img") as bar:
             for batch in loader:
