@@ -225,3 +225,14 @@ def test_compare_records_pairs_by_seed_and_names_the_arm_short_of_seeds():
     assert result.effect == pytest.approx(d.mean()) and result.t_p == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
     with pytest.raises(LocktuneError, match="arm 'C': 1 record"):
         S.compare_records(records + _records({"C": [0.5]}), "A", "C", "mean_zero_shot_top1")
+
+
+def test_a_significant_win_inside_the_margin_holds_but_says_it_is_small():
+    # +0.5 pt on every seed (tiny spread): significant and, by equivalence, inside +-2 pt.
+    a = {0: 0.605, 1: 0.606, 2: 0.604, 3: 0.605, 4: 0.606}
+    b = {0: 0.600, 1: 0.601, 2: 0.599, 3: 0.600, 4: 0.600}
+    result = S.compare_paired(a, b)
+    assert result.verdict == S.HOLDS and result.tost_p < 0.05 and result.small_but_real
+    assert "smaller than the ±2.0 pt margin" in result.text()
+    large = S.compare_paired({k: v + 0.05 for k, v in a.items()}, b)
+    assert large.verdict == S.HOLDS and not large.small_but_real and "smaller than" not in large.text()

@@ -13,6 +13,8 @@ The verdict rule, `d` = arm a - arm b on a higher-is-better metric, α = 0.05:
 - claim "a beats b": HOLDS when the paired t-test rejects d = 0 with d > 0 (and the bootstrap interval
   lies above 0); DOES NOT HOLD when it rejects with d < 0 (interval below 0), or when the equivalence
   test shows |d| < margin (the claimed advantage is absent); otherwise NOT ENOUGH POWER, with the MDE.
+  A significant positive effect that the equivalence test also puts inside the margin still HOLDS (the
+  direction is real), and its text says "smaller than the margin" so a reader does not take it as large.
 - claim "a is no worse than b": HOLDS only when the non-inferiority test rejects d <= -margin (the
   one-sided 95% lower bound of d, and the bootstrap interval's lower end, are above -margin); DOES NOT
   HOLD when a is significantly worse (the two-sided test rejects with d < 0, interval below 0) and the
@@ -284,7 +286,14 @@ class Comparison:
                 f"paired t p={self.t_p:.3f}, sign-flip p={self.sign_flip_p:.3f}, "
                 + (f"non-inferiority p={self.non_inferiority_p:.3f} at -{g(self.margin)} {unit}, "
                    if self.claim == NO_WORSE else f"equivalence p={self.tost_p:.3f} at ±{g(self.margin)} {unit}, ")
-                + f"MDE {g(self.mde)} {unit}: {self.verdict}")
+                + f"MDE {g(self.mde)} {unit}: {self.verdict}"
+                + (f" (a real effect, but smaller than the ±{g(self.margin)} {unit} margin)"
+                   if self.small_but_real else ""))
+
+    @property
+    def small_but_real(self) -> bool:
+        """A 'beats' claim that holds while the equivalence test puts the effect inside the margin."""
+        return self.claim == BEATS and self.verdict == HOLDS and self.tost_p < ALPHA
 
 
 def compare_paired(a: Mapping[int, float], b: Mapping[int, float], claim: str = BEATS, margin: float = MARGIN,
