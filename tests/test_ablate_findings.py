@@ -238,3 +238,22 @@ def test_sigmoid_gap_is_the_difference_of_the_per_seed_leads():
     assert F.judge("sigmoid_gap_largest_at_small_batch", wide[:10]).verdict == F.MISSING  # no batch-256 arms
     assert F.judge("sigmoid_no_worse_b16", wide).verdict == F.HOLDS
     assert F.judge("data_size_lu_beats_uu_1k", _records({"LU-1k": CLEAR_HIGH, "UU-1k": CLEAR_LOW})).verdict == F.HOLDS
+
+
+def test_a_grids_reading_follows_its_design_2_findings_table_and_names_only_its_findings(tmp_path):
+    import dataclasses
+
+    grid = dataclasses.replace(load_grid("ablations/loss.yaml"),
+                               reading={"global_beats_local_loss": "Two processes of 16 rows differ little here."})
+    new = _records({"global-2proc": CLEAR_HIGH, "local-2proc": CLEAR_LOW})
+    text = "\n".join(grid_section(grid, new, tmp_path, tmp_path, plots=False))
+    table_end = text.index("Reading (written after the run")
+    assert text.index("| finding (paper) |") < table_end
+    assert "- `global_beats_local_loss`: Two processes of 16 rows differ little here." in text[table_end:]
+    old = "\n".join(grid_section(grid, _records({"global-2proc": [0.5, 0.5]}, design=1), tmp_path, tmp_path,
+                                 plots=False))
+    assert "Reading (written after" not in old  # a reading describes the design-2 records only
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(grid.path.read_text().replace("base: base.yaml", f"base: {grid.base}") + "reading: {lu_beats_uu: 'not a finding of this grid'}\n")
+    with pytest.raises(LocktuneError, match="reading names \\['lu_beats_uu'\\]"):
+        load_grid(bad)

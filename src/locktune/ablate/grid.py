@@ -15,6 +15,8 @@ seeds, the evaluation suite every arm is judged on, and the paper's findings the
       - {name: LU-10min, overrides: [model.setting=LU], budget_s: 600}   # steps calibrated to 10 minutes
     findings: [lu_beats_uu]
     design: 2                          # the study design its records belong to (reports never mix two)
+    reading:                           # written after the run: why a finding differs from the paper
+      lu_beats_uu: "UU fit the 1,000 training pairs better than LU (loss 0.4 vs 0.9) ..."
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from locktune.errors import LocktuneError
 from locktune.packaged import find_config
 
 GRID_KEYS = {"name", "title", "description", "base", "overrides", "seeds", "suite", "arms", "findings", "smoke",
-             "design"}
+             "design", "reading"}
 ARM_KEYS = {"name", "overrides", "seeds", "processes", "label", "smoke", "budget_s"}
 
 
@@ -63,6 +65,9 @@ class Grid:
     # The study design the grid belongs to: its records carry it, and reports never put records of two
     # designs in one table (1: the first ablations; 2: the paired-seed studies of configs/studies/).
     design: int = 1
+    # {finding: one sentence of evidence on why it reads as it does here}, written after the run and
+    # printed under the design-2 findings table as such; never an input to a verdict.
+    reading: dict[str, str] = field(default_factory=dict)
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms:
@@ -140,12 +145,19 @@ def load_grid(path: str | Path) -> Grid:
     design = data.get("design", 1)
     if design not in (1, 2):
         raise LocktuneError(f"grid file '{path}': design should be 1 or 2, got {design!r}")
+    reading = data.get("reading") or {}
+    if not isinstance(reading, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in reading.items()):
+        raise LocktuneError(f"grid file '{path}': reading should map finding names to sentences, got {reading!r}")
+    stray = set(reading) - set(_strings(data.get("findings"), f"{path}: findings"))
+    if stray:
+        raise LocktuneError(f"grid file '{path}': reading names {sorted(stray)}, which are not in its findings")
     grid = Grid(name=str(data["name"]), title=str(data.get("title", data["name"])),
                 base=_resolve(str(data["base"]), path.parent), overrides=_strings(data.get("overrides"), f"{path}: overrides"),
                 suite=str(data.get("suite", "ablation")), arms=arms,
                 findings=_strings(data.get("findings"), f"{path}: findings"),
                 description=str(data.get("description", "")).strip(),
-                smoke=_strings(data.get("smoke"), f"{path}: smoke"), path=path.resolve(), design=design)
+                smoke=_strings(data.get("smoke"), f"{path}: smoke"), path=path.resolve(), design=design,
+                reading={k: " ".join(v.split()) for k, v in reading.items()})
     _check(grid)
     return grid
 
