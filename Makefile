@@ -27,7 +27,7 @@ test: setup
 	$(PY) -m pytest tests
 
 # The paper's ablations on the built-in data -> RESULTS.md (design 1: about 1.5 hours on a 2-core CPU; the
-# design-2 tower-settings study about 50 minutes more; finished arms are kept, so a killed run continues
+# design-2 tower-settings study 66 minutes more; finished arms are kept, so a killed run continues
 # where it stopped).  `make study` runs the design-2 tower-settings study alone (docs/studies/towers-v2.md).
 GRIDS := towers text image loss schedules head multilingual
 STUDIES := towers

@@ -257,3 +257,10 @@ def test_a_grids_reading_follows_its_design_2_findings_table_and_names_only_its_
     bad.write_text(grid.path.read_text().replace("base: base.yaml", f"base: {grid.base}") + "reading: {lu_beats_uu: 'not a finding of this grid'}\n")
     with pytest.raises(LocktuneError, match="reading names \\['lu_beats_uu'\\]"):
         load_grid(bad)
+
+
+def test_the_image_interval_does_not_depend_on_the_order_of_a_records_benchmarks():
+    records = _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW})
+    shuffled = [dict(r, eval=dict(reversed(list(r["eval"].items())))) for r in records]  # as a sorted write gives
+    first, second = (F.judge("lu_beats_uu", rs).measured for rs in (records, shuffled))
+    assert "95% image interval" in first and first == second

@@ -153,8 +153,8 @@ def _image_tasks(test: Test, rows_a: list[dict], rows_b: list[dict]):
     """(per-benchmark (correct_a, correct_b, labels) for the bootstrap, or None, and why not)."""
     if test.metric.tasks is None:
         return None, "seed tests only: no per-image data for this metric"
-    names = test.metric.tasks(rows_a[0])
-    if any(test.metric.tasks(r) != names for r in rows_a + rows_b):
+    names = sorted(test.metric.tasks(rows_a[0]))  # by name: the resample streams never depend on key order
+    if any(sorted(test.metric.tasks(r)) != names for r in rows_a + rows_b):
         return None, "seed tests only: the paired records evaluated different benchmarks"
     tasks = []
     for task in names:
