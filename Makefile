@@ -30,7 +30,7 @@ test: setup
 # design-2 tower-settings study 66 minutes more; finished arms are kept, so a killed run continues
 # where it stopped).  `make study` runs the design-2 tower-settings study alone (docs/studies/towers-v2.md).
 GRIDS := towers text image loss schedules head multilingual
-STUDIES := towers
+STUDIES := towers equal_compute
 results: setup
 	$(PY) -m locktune ablate $(foreach g,$(GRIDS),ablations/$(g).yaml) $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
 study: setup

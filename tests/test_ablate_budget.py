@@ -61,3 +61,17 @@ def test_calibration_measures_once_and_every_seed_reuses_it(tmp_path):
     assert not list(tmp_path.glob(".calibrating-*")), "the timing run's folder is removed"
     again = calibrate(grid, arm, tmp_path, list(SMOKE), log=lines.append)
     assert again == entry and sum("calibrating" in line for line in lines) == 1
+
+
+def test_a_budget_arms_report_names_its_budget_and_calibrated_steps(tmp_path):
+    from locktune.ablate.report import grid_section
+
+    grid = load_grid("studies/equal_compute.yaml")
+    calibration = {"budget_s": 150.0, "machine_cores": 2, "seconds_per_step": 0.5674, "steps": 264}
+    records = [{"grid": grid.name, "arm": "LU-budget", "seed": seed, "order": seed, "label": "", "design": 2,
+                "calibration": calibration, "train": {"seconds": 148.0, "final_loss": 0.3, "curve": []},
+                "eval": {"bench": {"kind": "classification", "top1": 0.3, "mean_per_class_recall": 0.3,
+                                   "chance_top1": 0.1, "images": 10}}, "eval_seconds": 1.0, "config": {}}
+               for seed in (0, 1)]
+    text = "\n".join(grid_section(grid, records, tmp_path, tmp_path, plots=False))
+    assert "`LU-budget`: `model.setting=LU` (150 s budget: 264 steps at 0.57 s/step, timed once)" in text

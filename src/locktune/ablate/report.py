@@ -157,13 +157,23 @@ def grid_section(grid: Grid, records: list[dict], plot_dir: Path, link_base: Pat
             lines += findings_table(grid, group) + [""]
         lines += summary_table(group) + ["", "Per task (top-1 / R@1 %, mean ± sample std over seeds):", ""]
         lines += task_table(group) + [""]
-        lines += ["Arms: " + "; ".join(f"`{a}`: `{overrides.get(a, '')}`" for a in arms_in_order(group)), ""]
+        lines += ["Arms: " + "; ".join(f"`{a}`: `{overrides.get(a, '')}`" + _budget_text(group, a)
+                                      for a in arms_in_order(group)), ""]
         if reused:
             lines += ["Runs whose config and evaluation equal another grid's run reuse its record (not retrained): "
                       + ", ".join(f"{r['arm']}-s{r['seed']} = {r['reused_from']}" for r in reused) + ".", ""]
     lines += [f"![{grid.name}: {title}]({rel(path)})" for title, path in bars.values()]
     lines += [f"![{grid.name}: training curves]({rel(curves)})", ""]
     return lines
+
+
+def _budget_text(records: list[dict], arm: str) -> str:
+    """For an arm trained on a wall-clock budget: the budget and the steps its calibration gave."""
+    calibration = next((r["calibration"] for r in records if r["arm"] == arm and r.get("calibration")), None)
+    if not calibration:
+        return ""
+    return (f" ({calibration['budget_s']:g} s budget: {calibration['steps']} steps at "
+            f"{calibration['seconds_per_step']:.2f} s/step, timed once)")
 
 
 def write_grid_report(grid: Grid, records: list[dict], out_dir: Path) -> Path:
