@@ -64,9 +64,10 @@ def calibrate(grid, arm, out_dir: Path, extra: list[str], log=print) -> dict:
                                                           f"train.checkpoint_every={CALIBRATION_STEPS}"])
     log(f"    calibrating {arm.name}: {CALIBRATION_STEPS} timed steps for a {arm.budget_s:.0f} s budget")
     train(config)
-    per_step = seconds_per_step(scratch / "train_log.jsonl", config.train.batch_size)
+    # Rounded before the steps are derived from it, so the stored entry is self-consistent.
+    per_step = round(seconds_per_step(scratch / "train_log.jsonl", config.train.batch_size), 4)
     shutil.rmtree(scratch, ignore_errors=True)
-    entry = {"budget_s": arm.budget_s, "seconds_per_step": round(per_step, 4),
+    entry = {"budget_s": arm.budget_s, "seconds_per_step": per_step,
              "steps": steps_for(arm.budget_s, per_step), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
              "machine_cores": os.cpu_count()}
     known = json.loads(path.read_text()) if path.is_file() else {}
