@@ -230,13 +230,28 @@ def test_identical_runs_are_reused_across_grids_but_not_across_process_counts(tm
     assert find_identical_run(tmp_path, config, "ablation", 40, processes=2) is None
 
 
-def test_smoke_version_of_the_design_2_tower_study(tmp_path):
+def _few_training_signatures(sources=("openclipart", "emoji")):
+    """The `_clean` benchmarks' training signatures from the first 100 images of each source: hashing all
+    10,000 training images is most of a minute, and test_near_duplicates covers the matching itself."""
+    import numpy as np
+    from locktune.data.images import SubsetImages
+    from locktune.data.near_duplicates import signatures
+    from locktune.data.pairs import load_pairs
+
+    parts = [signatures(SubsetImages(load_pairs([s]).images, range(100))) for s in sources]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def test_smoke_version_of_the_design_2_tower_study(tmp_path, monkeypatch):
     """studies/towers.yaml end to end on the smoke settings: design-2 records with per-image zero-shot
     outcomes, the run's validation split evaluated, the training split and batch-norm recalibration
     recorded, findings judged by the paired statistics (one seed: not enough power), and the report."""
     from locktune.ablate.findings import HOLDS, FAILS, MISSING
     from locktune.ablate.records import per_image
     from locktune.ablate.statistics import UNDERPOWERED
+    from locktune.eval.benchmarks import clean
+
+    monkeypatch.setattr(clean, "training_signatures", _few_training_signatures)
 
     grid = load_grid("studies/towers.yaml")
     run = run_grid(grid, tmp_path / grid.name, smoke=True, log=lambda line: None)

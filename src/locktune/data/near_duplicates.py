@@ -102,7 +102,7 @@ def signatures(images: ImageSet, progress=None) -> tuple[np.ndarray, np.ndarray]
     thumbs = np.full((len(images), THUMB, THUMB, 3), 255, dtype=np.uint8)
     for i in range(len(images)):
         try:
-            image = images.load(i)
+            image = on_background(images.load(i))  # once: the thumbnail and the hash both start from it
             thumbs[i] = thumbnail(image)
             hashes[i] = phash(image)
         except Exception:  # noqa: BLE001  (any decoder error, or blank: matches nothing)
