@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LOCKTUNE_NPM_PREFIX := $(CURDIR)/.deps/npm
 export LOCKTUNE_CACHE := $(CURDIR)/.cache/locktune
 
-.PHONY: setup data demo test results study clean gpu-check
+.PHONY: setup data demo test results study report clean gpu-check
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ results: setup
 	$(PY) -m locktune ablate $(foreach g,$(GRIDS),ablations/$(g).yaml) $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
 study: setup
 	$(PY) -m locktune ablate studies/towers.yaml
+# RESULTS.md rewritten from the records, no training: the grids with records under OUT (e.g. a study just run
+# with --out runs/studies) and, for the others, the records committed in results/.
+OUT ?= runs/ablations
+report: setup
+	$(PY) -m locktune ablate --report-only --out $(OUT) $(foreach g,$(GRIDS),ablations/$(g).yaml) $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
 
 # On a bare GPU machine (torch with CUDA installed, no network; run benchmarks/gpu_wheels.sh beforehand where PyPI
 # is reachable): installs the fetched wheels, runs the `cuda` tests and the GPU benchmarks, writes

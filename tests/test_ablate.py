@@ -268,3 +268,27 @@ def test_smoke_version_of_the_design_2_tower_study(tmp_path, monkeypatch):
     assert verdicts["lu_beats_uu"] == UNDERPOWERED and set(verdicts.values()) <= {HOLDS, FAILS, UNDERPOWERED, MISSING}
     text = write_grid_report(grid, run.records, tmp_path / grid.name).read_text()
     assert "zero-shot mean per-class recall (mean)" in text and "not enough power" in text
+
+
+def test_report_only_keeps_the_committed_records_of_a_grid_not_under_out(tmp_path, monkeypatch):
+    """`--report-only --results`: a grid with records under --out is reported from them; one without keeps
+    the records committed beside the findings document, so RESULTS.md is rewritten by one command."""
+    import shutil
+    import sys
+
+    from locktune.cli import main
+
+    committed = tmp_path / "results" / "towers-v2"
+    shutil.copytree(REPO / "results" / "towers-v2", committed)
+    before = {p.name: p.read_text() for p in committed.glob("*.json")}
+    out = tmp_path / "runs"
+    shutil.copytree(REPO / "results" / "equal-compute", out / "equal-compute")
+    argv = ["ablate", "--report-only", "--out", str(out), "--results", str(tmp_path / "RESULTS.md"),
+            "studies/towers.yaml", "studies/equal_compute.yaml"]
+    monkeypatch.setattr(sys, "argv", ["locktune", *argv])
+    assert main(argv) == 0
+    assert {p.name: p.read_text() for p in committed.glob("*.json")} == before  # kept as they were
+    assert len(list((tmp_path / "results" / "equal-compute").glob("*.json"))) == 9  # copied from --out
+    assert (out / "equal-compute" / "report.md").is_file() and not (out / "towers-v2").exists()
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "LU beats UU" in text and "equal compute" in text.lower()

@@ -10,6 +10,25 @@ def _names(text: str | None) -> list[str] | None:
     return [t for t in text.split(",") if t] if text else None
 
 
+def _recorded_run(grid, out_dir: Path, results: Path | None):
+    """`--report-only`: the grid's records under `out_dir`; where there are none and a findings document is
+    being written, the records committed beside it (results/GRID), so that one command rewrites RESULTS.md
+    from the grids just run and the ones run before."""
+    from locktune.ablate.records import read_records
+    from locktune.ablate.runner import GridRun
+
+    records = read_records(out_dir) if out_dir.exists() else []
+    if records or results is None:
+        if not records:
+            print(f"{grid.name}: no records in {out_dir}")
+        return GridRun(grid, out_dir, records, [], [])
+    committed = results.parent / "results" / grid.name
+    records = read_records(committed) if committed.exists() else []
+    print(f"{grid.name}: no records in {out_dir}; " + (f"the {len(records)} in {committed} kept" if records
+                                                         else f"none in {committed} either"))
+    return GridRun(grid, committed, records, [], [])
+
+
 def cmd_ablate(args) -> int:
     from locktune.ablate.grid import load_grid
     from locktune.ablate.report import write_grid_report, write_results_document
@@ -28,16 +47,16 @@ def cmd_ablate(args) -> int:
     for grid in grids:
         out_dir = root / grid.name
         if args.report_only:
-            from locktune.ablate.records import read_records
-            from locktune.ablate.runner import GridRun
-
-            run = GridRun(grid, out_dir, read_records(out_dir), [], [])
+            run = _recorded_run(grid, out_dir, Path(args.results) if args.results else None)
+            runs.append(run)
+            if run.out_dir != out_dir:  # the committed records: RESULTS.md is their report
+                continue
         else:
             run = run_grid(grid, out_dir, only_arms=_names(args.arms), seeds=seeds, extra=overrides,
                            smoke=args.smoke, keep_checkpoints=args.keep_checkpoints)
+            runs.append(run)
         report = write_grid_report(run.grid, run.records, out_dir)
         print(f"report: {report}")
-        runs.append(run)
     if args.results:
         import sys
 
@@ -68,7 +87,9 @@ def add_command(sub: argparse._SubParsersAction, listed: str = "") -> None:
     ab.add_argument("--smoke", action="store_true", help="the first two arms, one seed, a few steps on a few pairs")
     ab.add_argument("--keep-checkpoints", action="store_true",
                     help="keep each finished arm's training checkpoints (deleted by default; the model/ folder is kept)")
-    ab.add_argument("--report-only", action="store_true", help="no training: rewrite the reports from the records")
+    ab.add_argument("--report-only", action="store_true",
+                    help="no training: rewrite the reports from the records (with --results, a grid without "
+                         "records under --out keeps the ones committed in results/GRID)")
     ab.add_argument("--results", metavar="PATH", help="also write the findings document (e.g. RESULTS.md) from "
                     "these grids, with their records copied beside it")
     ab.set_defaults(run=cmd_ablate)
