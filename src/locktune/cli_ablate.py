@@ -15,6 +15,7 @@ def _recorded_run(grid, out_dir: Path, results: Path | None):
     being written, the records committed beside it (results/GRID), so that one command rewrites RESULTS.md
     from the grids just run and the ones run before."""
     from locktune.ablate.records import read_records
+    from locktune.ablate.report import committed_folder
     from locktune.ablate.runner import GridRun
 
     records = read_records(out_dir) if out_dir.exists() else []
@@ -22,7 +23,7 @@ def _recorded_run(grid, out_dir: Path, results: Path | None):
         if not records:
             print(f"{grid.name}: no records in {out_dir}")
         return GridRun(grid, out_dir, records, [], [])
-    committed = results.parent / "results" / grid.name
+    committed = committed_folder(results, grid.name)
     records = read_records(committed) if committed.exists() else []
     print(f"{grid.name}: no records in {out_dir}; " + (f"the {len(records)} in {committed} kept" if records
                                                          else f"none in {committed} either"))

@@ -232,12 +232,17 @@ def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, comman
     return "\n".join(lines) + "\n"
 
 
+def committed_folder(document: Path, grid_name: str) -> Path:
+    """Where the findings document at `document` keeps a grid's records: results/GRID beside it."""
+    return Path(document).parent / "results" / grid_name
+
+
 def write_results_document(runs, path: Path, command: str | None = None) -> Path:
     """RESULTS.md at `path`, its plots in `results/plots/` and every record in `results/GRID/` beside it."""
     base = path.parent
     sections = []
     for run in runs:
-        folder = base / "results" / run.grid.name
+        folder = committed_folder(path, run.grid.name)
         if folder.exists() and run.records:
             shutil.rmtree(folder)
         for record in run.records:
