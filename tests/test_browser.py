@@ -55,13 +55,17 @@ def site(tmp_path_factory):
         yield url, model, upload
 
 
-def screenshots() -> Path:
-    folder = Path(os.environ.get("LOCKTUNE_SCREENSHOTS") or tempfile.mkdtemp(prefix="locktune-shots-"))
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """LOCKTUNE_SCREENSHOTS keeps the page's screenshots; otherwise pytest's own temporary folder
+    (it keeps the last few runs' and removes older ones)."""
+    chosen = os.environ.get("LOCKTUNE_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def test_classify_an_uploaded_image_against_typed_labels(browser, site):
+def test_classify_an_uploaded_image_against_typed_labels(browser, site, screenshots):
     from locktune.serve.app import TEMPLATES
 
     url, model, upload = site
@@ -91,7 +95,7 @@ def test_classify_an_uploaded_image_against_typed_labels(browser, site):
     page.fill("#labels", "square, circle")
     page.press("#labels", "Control+Enter")
     page.wait_for_function("document.querySelectorAll('#result-classify .pct').length === 2")
-    shot = screenshots() / "classify.png"
+    shot = screenshots / "classify.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}; page load {load_ms:.0f} ms")
     assert shot.stat().st_size > 10_000
@@ -122,7 +126,7 @@ def test_a_sigmoid_trained_model_s_scores_are_labelled_as_independent(browser, t
     assert "on its own" in note and "do not add up to 100%" in note
 
 
-def test_search_and_describe_from_the_keyboard(browser, site):
+def test_search_and_describe_from_the_keyboard(browser, site, screenshots):
     url, _, _ = site
     page = browser.new_page()
     page.goto(url + "/")
@@ -139,7 +143,7 @@ def test_search_and_describe_from_the_keyboard(browser, site):
     page.wait_for_selector("#result-describe .bars span")
     assert page.get_attribute("#tab-describe", "aria-selected") == "true"
     assert page.locator("#grid-describe .tile").count() >= 1
-    page.screenshot(path=str(screenshots() / "describe.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "describe.png"), full_page=True)
     # A bad request shows the server's message instead of failing silently.
     page.click("#tab-classify")
     page.click("#go-classify")
