@@ -12,6 +12,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 os.environ.setdefault("LOCKTUNE_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# The second device kind (`locktune.runtime.fake_device`), registered before any test runs a backward pass
+# (autograd sizes its per-device queues once, at the first one): tests/test_device.py runs on it.
+from locktune.runtime import fake_device  # noqa: E402
+
+fake_device.register()
+
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):

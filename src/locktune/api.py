@@ -161,8 +161,10 @@ class LitModel:
         return next(self.net.parameters()).device
 
     def to(self, device: str | torch.device) -> "LitModel":
-        """Move the model (e.g. to "cuda"); returns itself, as torch modules do."""
-        self.net.to(device)
+        """Move the model (e.g. to "cuda", or "auto"); returns itself, as torch modules do."""
+        from locktune.runtime.placement import resolve_device
+
+        self.net.to(resolve_device(device))
         return self
 
     @property
@@ -307,8 +309,10 @@ def _returned(parts: list[torch.Tensor], dim: int, device, return_tensors: str):
     return out if return_tensors == "pt" else out.cpu().numpy()
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> LitModel:
-    """Load a trained model: a run folder, a saved-model folder, or an old run's model.pt (read safely)."""
+def load(path: str | Path, device: str | torch.device | None = "auto") -> LitModel:
+    """Load a trained model: a run folder, a saved-model folder, or an old run's model.pt (read safely).
+    `device`: where it runs, the same word as `--device` and `train.device` (auto: CUDA when visible, else the
+    CPU; cpu; cuda:1; ...)."""
     from locktune.saved_model import load_any
 
-    return LitModel(load_any(path)).to(device)
+    return LitModel(load_any(path)).to(device or "auto")

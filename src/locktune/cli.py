@@ -14,7 +14,7 @@ def cmd_embed(args) -> int:
     from locktune.runtime.distributed import distributed_session, is_main
 
     config = load_run_config(args)
-    with distributed_session():
+    with distributed_session(config.train.device):
         if args.sharded:
             return _embed_sharded(config, args.sharded, args.shard_size, args.views, is_main())
         return _embed(config, args.no_benchmarks, is_main())
@@ -24,8 +24,10 @@ def _embed_sharded(config, folder: str, shard_size: int, views: int, main: bool)
     """The training sources into a sharded cache folder (resumable: finished shards are kept)."""
     from locktune.cache.sharded import build_sharded_cache
     from locktune.data.pairs import load_pairs
+    from locktune.runtime.placement import resolve_device
     from locktune.towers.image import build_image_tower
     tower = build_image_tower(config.model.image_tower, pretrained=True, pool=config.model.image_pool)
+    tower.to(resolve_device(config.train.device))  # precompute where the device is: the job that needs it most
     preprocess = tower.preprocess(config.model.image_size)
     pairs = load_pairs(config.data.sources, config.data.max_pairs_per_source)
     cache = build_sharded_cache(tower, preprocess, pairs, folder, shard_size=shard_size,
@@ -40,8 +42,10 @@ def _embed(config, no_benchmarks: bool, main: bool) -> int:
     from locktune.cache.embedding_cache import cached_features
     from locktune.data.pairs import load_pairs
     from locktune.eval.benchmarks import get_benchmark
+    from locktune.runtime.placement import resolve_device
     from locktune.towers.image import build_image_tower
     tower = build_image_tower(config.model.image_tower, pretrained=True, pool=config.model.image_pool)
+    tower.to(resolve_device(config.train.device))
     preprocess = tower.preprocess(config.model.image_size)
     sets = [load_pairs(config.data.sources, config.data.max_pairs_per_source)]
     if not no_benchmarks:
@@ -89,8 +93,8 @@ def cmd_train(args) -> int:
     from locktune.train.trainer import train
 
     config = load_run_config(args)
-    with distributed_session():
-        result = train(config, resume=args.resume, stop_after=args.stop_after)
+    with distributed_session(config.train.device):
+        result = train(config, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite)
         main = is_main()
     if main:
         print(f"trained {result.steps_done}/{config.train.steps} steps in {result.seconds:.0f}s; "
@@ -102,6 +106,7 @@ def cmd_eval(args) -> int:
     import time
 
     from locktune.eval.driver import check_eval_config, evaluate_model
+    from locktune.runtime.placement import resolve_device
     from locktune.saved_model import WEIGHTS, load_any, model_folder
 
     started = time.time()
@@ -109,6 +114,7 @@ def cmd_eval(args) -> int:
     check_eval_config(config)  # unknown names or a missing extra fail before any model is loaded
     model_path = Path(args.model)
     model = load_any(model_path)  # a run folder or a saved-model folder (`locktune export`)
+    model.to(resolve_device(config.train.device))
     folder = model_folder(model_path)
     model_file = folder / WEIGHTS if folder is not None else (model_path / "model.pt" if model_path.is_dir()
                                                                else model_path)  # an old run's model.pt
@@ -190,6 +196,8 @@ def build_parser(names: bool = False) -> argparse.ArgumentParser:
     config_args(train)
     train.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     train.add_argument("--stop-after", type=int, default=None, metavar="STEP", help="stop after this many steps")
+    train.add_argument("--overwrite", action="store_true", help="start over in a run folder that holds another run "
+                       "(its checkpoints and log are removed first); without it such a folder is refused")
     train.set_defaults(run=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained model on benchmarks",

@@ -33,6 +33,15 @@ def config_args(parser: argparse.ArgumentParser, default: str | None = None) -> 
                         help="YAML config file, a path or a shipped name such as demo.yaml (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="config overrides, e.g. train.steps=100 model.setting=Lu eval.benchmarks=[mnist]")
+    device_arg(parser)
+
+
+DEVICE_HELP = ("where it runs: auto (CUDA when visible, else the CPU), cpu, cuda, cuda:N, any torch device string; "
+               "the same word as train.device in a config (default: the config's, auto)")
+
+
+def device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, metavar="DEVICE", help=DEVICE_HELP)
 
 
 def model_arg(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +57,10 @@ def load_run_config(args):
     for text in args.overrides:
         if "=" not in text and Path(text).exists():
             raise LocktuneError(f"'{text}' is not a key=value override; give a model as --model {text}")
-    return load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "device", None):
+        overrides.append(f"train.device={args.device}")  # --device is train.device, for every command
+    return load_config(args.config, overrides)
 
 
 def valid_names() -> str:

@@ -15,7 +15,7 @@ def cmd_export(args) -> int:
         from locktune.extras import require_extra
 
         require_extra("onnx", "export --onnx")
-    model = locktune.load(args.model)
+    model = locktune.load(args.model, device=args.device)
     if args.format == "transformers":
         from locktune.export.transformers_dual import check_dual_encoder
 
@@ -49,7 +49,7 @@ def cmd_index(args) -> int:
     from locktune.index.build import build_index
 
     started = time.time()
-    model = locktune.load(args.model)
+    model = locktune.load(args.model, device=args.device)
     labels = None
     if args.labels:
         labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
@@ -69,7 +69,7 @@ def cmd_serve(args) -> int:
     from locktune.index.build import index_for_model
     from locktune.serve.app import serve
 
-    model = locktune.load(args.model)
+    model = locktune.load(args.model, device=args.device)
     index = index_for_model(model, args.index, reembed=args.reembed) if args.index else None
     print(f"locktune: serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C stops")
     serve(model, index, args.host, args.port, max_batch=args.max_batch)
@@ -78,7 +78,7 @@ def cmd_serve(args) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register export, index and serve on the main parser's subcommands."""
-    from locktune.cli_common import examples, model_arg
+    from locktune.cli_common import device_arg, examples, model_arg
 
     ex = sub.add_parser("export", help="write a saved-model folder anyone can load (and ONNX towers)",
                         epilog=examples("locktune export --model runs/demo --out exported/",
@@ -91,6 +91,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help="transformers: also write OUT/transformers/, a VisionTextDualEncoderModel folder that "
                          "transformers alone loads (both towers hf:, model.image_pool=pooler model.text_pool=pooler) "
                          "(default: %(default)s)")
+    device_arg(ex)
     ex.set_defaults(run=cmd_export)
 
     ix = sub.add_parser("index", help="embed a folder of images into a searchable index with thumbnails",
@@ -102,6 +103,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ix.add_argument("--out", metavar="FOLDER", help="index folder to write (default: FOLDERNAME.index)")
     ix.add_argument("--labels", metavar="FILE",
                     help="text file, one label per line, for image -> label (default: file names)")
+    device_arg(ix)
     ix.set_defaults(run=cmd_index)
 
     sv = sub.add_parser("serve", help="the zero-shot search page and JSON API",
@@ -116,4 +118,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     sv.add_argument("--max-batch", type=int, default=64, help="concurrent search queries encoded together, at most "
                     "this many at a time; 1 = one at a time (default: %(default)s)")
+    device_arg(sv)
     sv.set_defaults(run=cmd_serve)

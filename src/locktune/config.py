@@ -98,7 +98,9 @@ class TrainConfig:
     chunk_size: int = 0  # >0: gradient caching in chunks of this many rows (huge batches); 0: whole batch
     parallel: str = "replicate"  # replicate (DDP-style) | fsdp (shard the text tower over processes)
     compile: bool = False  # torch.compile the text tower
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    # Where every stage runs (embed, train, eval, index, serve): auto (CUDA when visible, else CPU) | cpu | cuda |
+    # cuda:N | any torch device string | fakegpu (the tests' CPU-backed second device).  `--device` sets it.
+    device: str = "auto"
     # A trained image tower (U?/u?) locked for the first steps, then unlocked: before image_unlock_start
     # it is frozen (no gradients, batch norm and dropout in eval mode); from there to image_unlock_end its
     # layer groups unlock from the top (output side) down, a linearly growing share; from image_unlock_end
@@ -140,7 +142,6 @@ class RunConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
 PARALLEL = ("replicate", "fsdp")
 IMAGE_HEADS = ("linear", "none")
 BATCHNORM = ("recalibrate", "train", "freeze")
@@ -225,8 +226,9 @@ def validate(config: RunConfig) -> RunConfig:
     from locktune.loss import get_loss
 
     get_loss(config.train.loss)  # the loss registry owns the names
-    if config.train.device not in DEVICES:
-        raise LocktuneError(f"train.device '{config.train.device}' is not one of {', '.join(DEVICES)}")
+    from locktune.runtime.placement import check_device_word
+
+    check_device_word(config.train.device, "train.device")
     if config.train.parallel not in PARALLEL:
         raise LocktuneError(f"train.parallel '{config.train.parallel}' is not one of {', '.join(PARALLEL)}")
     if config.model.image_head not in IMAGE_HEADS:

@@ -20,7 +20,7 @@ def run_demo(config: RunConfig) -> int:
     print(f"locktune demo: setting {config.model.setting}, image tower {config.model.image_tower} "
           f"({config.model.image_size or 'its own '}px), text tower {config.model.text_tower}, "
           f"data {'+'.join(config.data.sources)}, {config.train.steps} steps of {config.train.batch_size} pairs")
-    result = train(config)
+    result = train(config, overwrite=True)  # the demo's run folder is its own: a rerun starts over
     print(f"trained in {result.seconds:.0f}s (image forward passes for training: {result.image_forward_passes}); "
           f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
     run_dir = Path(config.run_dir)

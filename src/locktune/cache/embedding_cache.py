@@ -30,7 +30,7 @@ from locktune.data.decode import failure_reason
 from locktune.data.images import ImageSet
 from locktune.errors import LocktuneError
 from locktune.progress import progress
-from locktune.runtime import distributed
+from locktune.runtime import distributed, placement
 from locktune.towers.image.preprocess import Preprocess
 
 CACHE_FORMAT = 1
@@ -109,15 +109,24 @@ def _dataset(images: ImageSet, preprocess: Preprocess, workers: int) -> Dataset:
                        preprocess)
 
 
-def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: ImageSet, batch_size: int = 64,
-                     workers: int = 1, desc: str = "embedding images") -> tuple[torch.Tensor, dict[str, str]]:
-    """Run the tower over every image (decoding in `workers` processes); NaN rows for unreadable images.
+@dataclass
+class RankRows:
+    """One process's share of an image set's features: the rows it computed, on the CPU."""
 
-    Under torchrun the batches are dealt round-robin to the processes and the results combined, so every
-    batch holds the same images as in a single-process run and the features are the same bit for bit.
-    """
+    indices: list[int]  # image rows, in the order of `features`
+    features: torch.Tensor  # [len(indices), D] float32
+    failed: dict[str, str]  # image key -> why it could not be read (its row is zero here)
+
+
+def compute_rank_rows(tower: torch.nn.Module, preprocess: Preprocess, images: ImageSet, batch_size: int = 64,
+                      workers: int = 1, desc: str = "embedding images") -> RankRows:
+    """Run the tower over this process's batches (all of them alone; under torchrun the batches dealt
+    round-robin, so every batch holds the same images as in a single-process run and the rows are the same bit
+    for bit).  The tower runs where its parameters are; images are decoded in `workers` processes into pinned
+    memory (on CUDA) and copied without blocking."""
     world, rank = distributed.world_size(), distributed.rank()
-    if _decode_once_depth and next(tower.parameters()).device.type == "cpu":
+    device = placement.model_device(tower)
+    if _decode_once_depth and device.type == "cpu":
         # Measured on 2 cores (EfficientNet-Lite0, 128 px, rows from the pixel cache): 92-107 images/s in
         # batches of 32 against 79-82 in batches of 64.
         batch_size = min(batch_size, DECODED_CPU_BATCH)
@@ -127,27 +136,41 @@ def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: Ima
     # and one that reuses it would initialise differently.
     dataset = _dataset(images, preprocess, workers)
     loader = DataLoader(dataset, batch_sampler=mine, num_workers=workers if isinstance(dataset, DecodedImages) else 0,
-                        generator=torch.Generator().manual_seed(0))
-    features: torch.Tensor | None = None
+                        generator=torch.Generator().manual_seed(0), pin_memory=placement.pin_memory(device))
+    parts: list[torch.Tensor] = []
+    indices: list[int] = []
     failed: dict[str, str] = {}
     was_training = tower.training
     tower.eval()
-    device = next(tower.parameters()).device
     with torch.no_grad(), progress(total=len(images), desc=desc, unit="img",
-                                          enabled=distributed.is_main()) as bar:
-        for indices, pixels, errors in loader:
-            out = tower(pixels.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
-            if features is None:
-                features = torch.zeros(len(images), out.shape[1])
+                                   enabled=distributed.is_main()) as bar:
+        for batch_indices, pixels, errors in loader:
+            pixels = pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            out = tower(pixels).float().cpu()
             for j, error in enumerate(errors):
                 if error:
-                    failed[images.keys[int(indices[j])]] = error
+                    failed[images.keys[int(batch_indices[j])]] = error
                     out[j] = 0.0
-            features[indices] = out
-            bar.update(len(indices) * world)
+            parts.append(out)
+            indices.extend(int(i) for i in batch_indices)
+            bar.update(len(batch_indices) * world)
     tower.train(was_training)
-    if distributed.is_distributed():
-        features, failed = _combine_ranks(features, failed, tower, preprocess)
+    if not parts:  # this rank had no batches; learn the width from one forward pass
+        size = preprocess.image_size
+        with torch.inference_mode():
+            width = tower(torch.zeros(1, 3, size, size, device=device)).shape[1]
+        parts.append(torch.zeros(0, width))
+    return RankRows(indices, torch.cat(parts), failed)
+
+
+def assemble(shares: list[RankRows], images: ImageSet) -> tuple[torch.Tensor, dict[str, str]]:
+    """The whole set's features from the processes' rows, NaN where an image could not be read (and said)."""
+    features = torch.zeros(len(images), shares[0].features.shape[1])
+    failed: dict[str, str] = {}
+    for share in shares:
+        if share.indices:
+            features[share.indices] = share.features
+        failed.update(share.failed)
     if failed:
         key_to_row = {key: row for row, key in enumerate(images.keys)}
         features[[key_to_row[key] for key in failed]] = float("nan")
@@ -158,24 +181,23 @@ def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: Ima
     return features, failed
 
 
-def _combine_ranks(features: torch.Tensor | None, failed: dict[str, str], tower, preprocess: Preprocess):
-    """Sum the ranks' disjoint rows (each rank's other rows are zero) and merge their failure lists."""
-    import torch.distributed as dist
+def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: ImageSet, batch_size: int = 64,
+                     workers: int = 1, desc: str = "embedding images") -> tuple[torch.Tensor, dict[str, str]]:
+    """Run the tower over every image (decoding in `workers` processes); NaN rows for unreadable images.
 
-    if features is None:  # this rank had no batches; learn the width from a dummy forward
-        size = preprocess.image_size
-        with torch.inference_mode():
-            width = tower(torch.zeros(1, 3, size, size, device=next(tower.parameters()).device)).shape[1]
-        features = torch.zeros(0, width)
-    sizes = [None] * distributed.world_size()
-    dist.all_gather_object(sizes, tuple(features.shape))
-    full = max(sizes)
-    if tuple(features.shape) != full:
-        features = torch.zeros(full)
-    dist.all_reduce(features)
-    merged: list[dict[str, str]] = [{} for _ in range(distributed.world_size())]
-    dist.all_gather_object(merged, failed)
-    return features, {k: v for part in merged for k, v in part.items()}
+    Under torchrun each process computes its batches and every process gets the whole matrix (as pickled CPU
+    rows, which the backend's object collectives carry on its own device: NCCL never sees a CPU tensor).  For a
+    trained tower's evaluation sets; a locked tower's cache entries are combined through files instead
+    (`cached_features`: no process holds another's rows in flight).
+    """
+    share = compute_rank_rows(tower, preprocess, images, batch_size, workers, desc)
+    shares = [share]
+    if distributed.is_distributed():
+        import torch.distributed as dist
+
+        shares = [None] * distributed.world_size()
+        dist.all_gather_object(shares, share)
+    return assemble(shares, images)
 
 
 def _sha256(path: Path) -> str:
@@ -219,6 +241,25 @@ def _entry_paths(tower, preprocess: Preprocess, images: ImageSet) -> tuple[str, 
     return key, folder / f"{stem}-{key}.npy", folder / f"{stem}-{key}.json"
 
 
+def _part_path(array_path: Path, rank: int) -> Path:
+    """Where process `rank` leaves its rows of an entry being computed (hidden: never mistaken for an entry)."""
+    return array_path.with_name(f".{array_path.stem}.rank{rank}.npz")
+
+
+def _write_part(path: Path, share: RankRows) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, indices=np.asarray(share.indices, dtype=np.int64), features=share.features.numpy(),
+                 failed=np.asarray(json.dumps(share.failed)))
+    tmp.replace(path)
+
+
+def _read_part(path: Path) -> RankRows:
+    with np.load(path, allow_pickle=False) as part:
+        return RankRows(part["indices"].tolist(), torch.from_numpy(part["features"].copy()),
+                        json.loads(str(part["failed"])))
+
+
 def has_cache_entry(tower, preprocess: Preprocess, images: ImageSet) -> bool:
     """Whether a finished entry for these images is there (its array and manifest; not checked further)."""
     _, array_path, manifest_path = _entry_paths(tower, preprocess, images)
@@ -246,11 +287,22 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
                                     "delete it, or rerun with data.recompute_corrupt_cache=true to compute it again")
             print(f"locktune: recomputing damaged cache entry {array_path.name} ({problem})", file=sys.stderr)
     start = time.time()
-    features, failed = compute_features(tower, preprocess, images, batch_size, workers, desc)
-    if not distributed.is_main():
-        distributed.barrier()  # rank 0 writes the entry
-        return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, True, failed)
     folder.mkdir(parents=True, exist_ok=True)
+    share = compute_rank_rows(tower, preprocess, images, batch_size, workers, desc)
+    if distributed.is_distributed():  # each rank writes its rows; rank 0 assembles the entry; the others read it
+        part = _part_path(array_path, distributed.rank())
+        _write_part(part, share)
+        distributed.barrier()
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 writes the entry
+            features, manifest = _read_entry(array_path, manifest_path, key, len(images))
+            return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, True, manifest["failed"])
+        parts = [_part_path(array_path, r) for r in range(distributed.world_size())]
+        features, failed = assemble([_read_part(p) for p in parts], images)
+        for p in parts:
+            p.unlink(missing_ok=True)
+    else:
+        features, failed = assemble([share], images)
     tmp = array_path.with_name(f".{array_path.name}.tmp{os.getpid()}")  # never mistaken for an entry
     with open(tmp, "wb") as f:
         np.save(f, features.numpy())
@@ -261,5 +313,5 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")
     tmp_manifest.write_text(json.dumps(manifest, indent=1))
     tmp_manifest.replace(manifest_path)
-    distributed.barrier()
+    distributed.barrier()  # the others read the entry now
     return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, True, failed)

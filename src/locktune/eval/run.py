@@ -42,7 +42,8 @@ def image_features(model, images, workers: int = 1, desc: str = "") -> tuple[tor
 
 
 def image_embeddings(model, images, workers: int = 1, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalised embeddings [N, dim], valid mask [N])."""
+    """(normalised embeddings [N, dim], valid mask [N]), on the CPU: the model runs on its device, the metrics
+    beside the benchmark's labels and masks on the host."""
     features, valid = image_features(model, images, workers, desc)
     with torch.no_grad():
-        return model.embed_image_features(features), valid
+        return model.embed_image_features(features).cpu(), valid

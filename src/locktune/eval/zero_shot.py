@@ -18,7 +18,8 @@ def class_embeddings(model, class_names: list[str], templates: list[str], batch_
 
 @torch.no_grad()
 def encode_texts(model, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised text embeddings [len(texts), dim], in batches, in the order given.
+    """L2-normalised text embeddings [len(texts), dim] on the CPU (computed on the model's device), in batches,
+    in the order given.
 
     Texts are batched in order of length so a batch pads to similar lengths (2-3x faster on mixed-length
     captions, e.g. many languages at once); the rows are put back in the caller's order.
@@ -27,7 +28,7 @@ def encode_texts(model, texts: list[str], batch_size: int = 256) -> torch.Tensor
     out = []
     for i in range(0, len(texts), batch_size):
         tokens = model.tokenize([texts[j] for j in order[i:i + batch_size]])
-        out.append(model.encode_text(tokens["ids"], tokens["mask"]))
+        out.append(model.encode_text(tokens["ids"], tokens["mask"]).cpu())  # metrics are computed on the host
     if not out:
         return torch.empty(0, 0)
     embeddings = torch.cat(out)

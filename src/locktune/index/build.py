@@ -46,7 +46,7 @@ def _image_embeddings(net, paths: list[Path]) -> tuple[np.ndarray, dict[str, str
 
     side = image_set_features(net, FileImages(paths), desc="indexing images")  # cache for a locked tower
     with torch.inference_mode():
-        embeddings = net.embed_image_features(side.zeroed()).float().numpy()  # unreadable rows dropped below
+        embeddings = net.embed_image_features(side.zeroed()).float().cpu().numpy()  # unreadable rows dropped below
     return embeddings, side.failed
 
 

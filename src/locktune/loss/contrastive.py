@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from locktune.runtime.placement import full_precision
+
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
@@ -58,7 +60,7 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
     Embeddings are expected L2-normalised.  Computed in float32 even when called inside an autocast region
     (autocast is switched off here: under it the matmuls would run in bf16).
     """
-    with torch.autocast(device_type=image_emb.device.type, enabled=False):
+    with full_precision(image_emb.device):
         image_emb, text_emb = image_emb.float(), text_emb.float()
         all_images, offset = gather(image_emb)
         all_texts, _ = gather(text_emb)

@@ -27,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from locktune.loss.contrastive import _distributed, _gather_plain, gather_with_grad
+from locktune.runtime.placement import full_precision
 
 
 def _signs(start: int, stop: int, offset: int, columns: int, device) -> torch.Tensor:
@@ -39,13 +40,15 @@ def sigmoid_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: t
                  logit_bias: torch.Tensor, gather=gather_with_grad) -> torch.Tensor:
     """This rank's share of the pairwise sigmoid loss: its image rows against every text of the global batch.
 
-    Embeddings are expected L2-normalised; the matmul runs in float32 whatever the autocast dtype.
+    Embeddings are expected L2-normalised.  Computed in float32 even when called inside an autocast region
+    (autocast is switched off here: under it the matmul would run in bf16).
     """
-    image_emb, text_emb = image_emb.float(), text_emb.float()
-    all_texts, offset = gather(text_emb)
-    logits = logit_scale * image_emb @ all_texts.T + logit_bias
-    signs = _signs(0, image_emb.shape[0], offset, all_texts.shape[0], image_emb.device)
-    return -F.logsigmoid(signs * logits).sum() / image_emb.shape[0]
+    with full_precision(image_emb.device):
+        image_emb, text_emb = image_emb.float(), text_emb.float()
+        all_texts, offset = gather(text_emb)
+        logits = logit_scale.float() * image_emb @ all_texts.T + logit_bias.float()
+        signs = _signs(0, image_emb.shape[0], offset, all_texts.shape[0], image_emb.device)
+        return -F.logsigmoid(signs * logits).sum() / image_emb.shape[0]
 
 
 def sigmoid_loss_grads(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,

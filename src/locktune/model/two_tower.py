@@ -70,17 +70,23 @@ class TwoTower(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.log_logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives: inputs given on another device are moved here, outputs stay here."""
+        return self.log_logit_scale.device
+
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """The image tower's pooled output (what the embedding cache stores for a locked tower)."""
-        return self.image_tower(pixels)
+        return self.image_tower(pixels.to(self.device, non_blocking=True))
 
     def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_projection(features.float()), dim=-1)
+        return F.normalize(self.image_projection(features.to(self.device, non_blocking=True).float()), dim=-1)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.embed_image_features(self.image_features(pixels))
 
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
         return F.normalize(self.text_projection(self.text_tower(ids, mask).float()), dim=-1)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:

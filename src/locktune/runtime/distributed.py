@@ -1,4 +1,5 @@
-"""torch.distributed set-up for `torchrun`: gloo on CPU, NCCL on GPU; helpers that are no-ops alone.
+"""torch.distributed set-up for `torchrun` (the backend follows the device used: `runtime/placement.py`); helpers
+that are no-ops alone.
 
 Every rank holds the whole model (the towers LiT trains are small next to the batch); each rank takes
 its slice of the global batch, the loss gathers embeddings from all ranks, and gradients are averaged
@@ -14,6 +15,8 @@ import os
 
 import torch
 import torch.distributed as dist
+
+from locktune.runtime import placement
 
 DEFAULT_TIMEOUT_S = 300
 
@@ -40,8 +43,10 @@ def barrier() -> None:
 
 
 @contextlib.contextmanager
-def distributed_session(timeout_s: int | None = None):
+def distributed_session(device: str | torch.device = "auto", timeout_s: int | None = None):
     """Join the process group that `torchrun` describes in the environment (WORLD_SIZE > 1), else nothing.
+    The backend is the one for `device` (a device word, resolved by `placement`): NCCL for CUDA, gloo for the CPU,
+    so `device=cpu` on a GPU host gets gloo; the process's device is made current before the group starts.
 
     A collective that waits longer than the timeout ($LOCKTUNE_DIST_TIMEOUT_S, default 300 s) raises,
     so a rank that dies makes the others exit with an error instead of hanging.
@@ -49,10 +54,9 @@ def distributed_session(timeout_s: int | None = None):
     timeout_s = timeout_s or int(os.environ.get("LOCKTUNE_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        resolved = placement.resolve_device(device)
+        placement.use(resolved)
+        dist.init_process_group(placement.backend_for(resolved), timeout=datetime.timedelta(seconds=timeout_s))
         started = True
     try:
         yield
@@ -78,7 +82,7 @@ def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
 
 
 def mean_over_ranks(value: torch.Tensor) -> float:
-    """A scalar averaged over ranks (the global loss from each rank's share of it)."""
+    """A scalar averaged over ranks (the global loss from each rank's share of it), reduced on its own device."""
     if not is_distributed():
         return float(value)
     value = value.detach().double().reshape(1).clone()
@@ -101,7 +105,7 @@ def shard_text_tower(tower: torch.nn.Module) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (world_size(),))
+    mesh = init_device_mesh(placement.model_device(tower).type, (world_size(),))
     for module in tower.modules():
         if isinstance(module, torch.nn.ModuleList):  # the stack of blocks, in every tower we ship
             for block in module:

@@ -22,6 +22,19 @@ def hf_quiet() -> None:
     hf_logging.disable_progress_bar()
 
 
+def plain_mode_switch(module: torch.nn.Module) -> torch.nn.Module:
+    """train()/eval() as torch's own for every transformers model inside `module`.  transformers 5 re-kernelizes a
+    model on each mode switch (hub kernels: a download where the hub is reachable, kernels other than the
+    model's own code, and a fixed list of device kinds that refuses any other).  A tower runs its own PyTorch
+    code, the same on every device; returns `module`."""
+    from transformers import PreTrainedModel
+
+    for sub in module.modules():
+        if isinstance(sub, PreTrainedModel):
+            sub.train = torch.nn.Module.train.__get__(sub)  # instance attribute: shadows the override
+    return module
+
+
 def load_config(folder: Path, what: str, part: str):
     """The folder's transformers config; for a two-tower checkpoint (CLIP, SigLIP) its `part` half
     ('vision' or 'text')."""

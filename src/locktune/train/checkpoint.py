@@ -1,7 +1,8 @@
 """Checkpoints: written to a temporary file, fsynced and renamed, so a kill never leaves a broken one.
 
 A training checkpoint (`checkpoints/step_00000100.pt`) holds the model, optimizer, schedule, step (which
-is the data position, see `batches.py`), loss history and every RNG state; the newest N are kept.
+is the data position, see `batches.py`), loss history, every process's RNG states (CPU, device, numpy,
+Python) and the config, which `--resume` compares; the newest N are kept.  Tensors are stored on the CPU.
 The trained model itself is a saved-model folder (`run_dir/model/`, `locktune.saved_model`): checkpoints are
 only for `--resume` of one's own run.  A write that fails (a full disk) removes its temporary file
 and stops the run with a clear error; the previous checkpoint is untouched.  A write cut by a kill leaves
@@ -12,15 +13,14 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from locktune.errors import LocktuneError
+from locktune.runtime import distributed, placement
 from locktune.runtime.pause_point import pause_point
 
 # `atomic_save`'s temporary name for checkpoints/step_00000100.pt: .step_00000100.pt.tmp<pid>
@@ -51,14 +51,93 @@ def atomic_save(obj: Any, path: Path) -> None:
                             "rerun with --resume to continue from the last checkpoint") from error
 
 
-def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+def rng_states(device: torch.device) -> list[dict[str, Any]]:
+    """Every process's random streams (CPU, device, numpy, Python: `placement.rng_state`), in rank order; a
+    collective under torchrun.  Each rank's own: dropout on rank 1 draws from rank 1's device generator."""
+    mine = placement.rng_state(device)
+    if not distributed.is_distributed():
+        return [mine]
+    import torch.distributed as dist
+
+    states: list = [None] * distributed.world_size()
+    dist.all_gather_object(states, mine)
+    return states
 
 
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+def restore_rng(states: list[dict[str, Any]] | dict[str, Any], device: torch.device) -> None:
+    """This process's streams from a checkpoint: its own rank's (a checkpoint from before per-rank states holds
+    one dict, rank 0's).  Resumed with more processes than wrote it, the extra ranks take rank 0's, and that
+    is said: their dropout does not repeat an earlier run's anyway, having had no earlier run."""
+    states = states if isinstance(states, list) else [states]
+    rank = distributed.rank()
+    if rank >= len(states) and distributed.is_main():
+        import sys
+
+        print(f"locktune: the checkpoint holds random streams for {len(states)} process(es); ranks from "
+              f"{len(states)} on start from rank 0's", file=sys.stderr)
+    placement.restore_rng(states[rank] if rank < len(states) else states[0], device)
+
+
+# Keys a resumed run may change: where it runs and how often it reports or keeps checkpoints, none of which
+# changes a number it computes.  Any other difference (model, data, loss, schedule, seed, batch...) is refused.
+RESUMABLE_CHANGES = {"run_dir", "train.device", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
+                     "train.max_bad_steps", "data.image_workers", "data.recompute_corrupt_cache"}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_keys(saved: dict, now: dict) -> list[str]:
+    """The keys whose values differ between two configs (`RunConfig.to_dict()`), less `RESUMABLE_CHANGES` and
+    the eval section (evaluation never changes training)."""
+    a, b = _flat(saved), _flat(now)
+    return sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("eval."))
+
+
+def check_resumable(saved: dict | None, now: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint written with a config that trains differently (one line naming the keys)."""
+    if saved is None:
+        return
+    changed = changed_keys(saved, now)
+    if changed:
+        shown = ", ".join(f"{k} ({_flat(saved).get(k)!r} -> {_flat(now).get(k)!r})" for k in changed[:6])
+        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        raise LocktuneError(f"--resume: checkpoint '{path}' was written with another config: {shown}{more}. Resume "
+                            "with the run's own config, or start a new run (--overwrite or another run_dir)")
+
+
+def run_artifacts(run_dir: Path) -> list[Path]:
+    """What a run leaves in its folder that another run must not mix with: checkpoints and the step log."""
+    run_dir = Path(run_dir)
+    found = list_checkpoints(run_dir)
+    log = run_dir / "train_log.jsonl"
+    return found + ([log] if log.is_file() else [])
+
+
+def remove_run(run_dir: Path) -> None:
+    """Remove an earlier run's checkpoints, step log and summary (`--overwrite`); its saved model is replaced
+    when this run finishes."""
+    for path in run_artifacts(run_dir) + [Path(run_dir) / "training.json"]:
+        path.unlink(missing_ok=True)
+
+
+def to_cpu(tree: Any) -> Any:
+    """A checkpoint's tensors on the CPU: it then loads on any machine, whatever device trained it."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -78,7 +157,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def save_checkpoint(state: dict, run_dir: Path, step: int, keep: int) -> Path:
     """Write step's checkpoint, then drop all but the newest `keep`."""
     path = checkpoint_path(run_dir, step)
-    atomic_save(state, path)
+    atomic_save(to_cpu(state), path)
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

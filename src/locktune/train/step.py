@@ -7,7 +7,7 @@ Memory is bounded by the chunk, not the batch.
 
 When is the cached step equal to the whole step?  Given the same `chunk` and `seed`, `whole_step` runs the
 towers chunk by chunk too (one graph), and both draw each chunk's dropout masks from a generator seeded
-with (seed, first row of the chunk) on the CPU and on the batch's CUDA device, so the masks are the same
+with (seed, first row of the chunk) on the CPU and on the batch's device (CUDA or any other), so the masks are the same
 in both paths and in the cached step's replay; batch norm in a trained image tower sees each chunk's
 statistics in both, and its running statistics are updated once per chunk (the no-graph pass restores
 them).  The parameter gradients then differ by float rounding only (tests/test_step.py: relative error 2e-7 in
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from locktune.loss import get_loss
+from locktune.runtime import placement
 
 
 @dataclass
@@ -65,14 +66,20 @@ def mix_seed(*parts: int) -> int:
 
 @contextmanager
 def seeded_rng(seed: int, device: torch.device):
-    """Inside: the CPU generator and, for a CUDA `device`, that device's generator seeded with `seed`.
-    Outside, both are as they were (the global streams do not move)."""
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
+    """Inside: the CPU generator and, for an accelerator `device` (CUDA or any device with its own generator),
+    that device's generator seeded with `seed`.  Outside, both are as they were (the global streams do not
+    move)."""
+    module = placement.device_module(device)
+    if module is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            yield
+        return
+    index = device.index if device.index is not None else module.current_device()
+    with torch.random.fork_rng(devices=[index], device_type=device.type):
         torch.default_generator.manual_seed(seed)
-        for index in cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
+        with module.device(index):
+            module.manual_seed(seed)
         yield
 
 
@@ -100,7 +107,7 @@ def _running_stats(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def _loss(model, image: torch.Tensor, text: torch.Tensor, loss_name: str) -> torch.Tensor:
     """The named loss (`loss/`), in float32 outside autocast whatever the towers ran in."""
-    with torch.autocast(device_type=image.device.type, enabled=False):
+    with placement.full_precision(image.device):
         return get_loss(loss_name).whole(model, image.float(), text.float())
 
 
@@ -132,7 +139,7 @@ def gradient_cached_step(model, batch: Batch, autocast: AbstractContextManager, 
         parts = [_embed_chunk(model, batch, start, chunk, autocast, seed, first_row) for start in starts]
     for buffer, before in running:  # the replay below updates them, once per chunk
         buffer.copy_(before)
-    with torch.autocast(device_type=batch.ids.device.type, enabled=False):
+    with placement.full_precision(batch.ids.device):
         loss, image_grad, text_grad = get_loss(loss_name).grads(model, torch.cat([p[0].float() for p in parts]),
                                                                 torch.cat([p[1].float() for p in parts]), chunk)
     del parts

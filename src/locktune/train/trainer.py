@@ -13,7 +13,6 @@ import json
 import math
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +28,10 @@ from locktune.progress import progress
 from locktune.towers.setting import unwrap
 from locktune.train.batches import BatchPlan
 from locktune.train.images import TrainingImages
-from locktune.train.checkpoint import latest_checkpoint, remove_stale_temporaries, restore_rng, rng_state
+from locktune.train.checkpoint import (check_resumable, latest_checkpoint, remove_run, remove_stale_temporaries,
+                                       restore_rng, rng_states, run_artifacts)
 from locktune.train.checkpoint import save_checkpoint as save_checkpoint_file
-from locktune.runtime import distributed
+from locktune.runtime import distributed, placement
 from locktune.runtime.pause_point import pause_point
 from locktune.train.schedule import build_scheduler
 from locktune.train.step import Batch, gradient_cached_step, mix_seed, whole_step
@@ -54,16 +54,6 @@ class TrainResult:
     bn_recalibration_images: int = 0  # images the BN statistics were recomputed over (train.batchnorm)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LocktuneError("train.device is 'cuda' but no CUDA device is visible; use train.device=cpu")
-    if name == "cuda" and distributed.is_distributed():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(name)
-
-
 def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
@@ -73,7 +63,7 @@ def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
             decays = p.ndim >= 2 and "log_logit_scale" not in name
             groups.setdefault((is_head, decays), []).append(p)
     lr, mult, wd = config.train.lr, config.train.head_lr_multiplier, config.train.weight_decay
-    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
+    fused = {"fused": True} if placement.model_device(model).type == "cuda" else {}  # one kernel for all tensors
     return torch.optim.AdamW([{"params": params, "lr": lr * (mult if head else 1.0), "weight_decay": wd if decays else 0.0}
                               for (head, decays), params in sorted(groups.items())], lr=lr, **fused)
 
@@ -113,26 +103,29 @@ class TrainingState:
 
 
 def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
-          stop_after: int | None = None) -> TrainResult:
-    """Train per `config`; with `resume`, continue from the run folder's latest checkpoint exactly.
-    `stop_after` ends this call after that many steps in total (to test and to split long runs).
+          stop_after: int | None = None, overwrite: bool = False) -> TrainResult:
+    """Train per `config`; with `resume`, continue from the run folder's latest checkpoint exactly (refused when
+    the saved config differs in a key that changes training).  A run folder that holds another run is refused
+    unless `overwrite` (which removes that run's checkpoints and log first).  `stop_after` ends this call after
+    that many steps in total (to test and to split long runs).
 
     The order of these steps is part of the contract: it fixes what the random streams see, so a resumed
     run continues bit for bit."""
     started = time.time()
-    run_dir = _prepare_run_folder(config)
+    device = placement.resolve_device(config.train.device)
+    placement.use(device)
+    run_dir = _prepare_run_folder(config, resume, overwrite)
     torch.manual_seed(config.train.seed)
     data = _training_data(config, pairs)
-    checkpoint = _restore(run_dir) if resume else None
+    checkpoint = _restore(run_dir, config) if resume else None
     model = build_model(config.model, corpus=data.corpus, loss=config.train.loss,
                         tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None, seed=config.train.seed)
+    _place(model, config, checkpoint, device)  # before the image side: a cache to compute runs on the device
     images = TrainingImages.open(model, config, data.pairs, data.sharded, data.captions)
     plan = BatchPlan(images.caption_counts, config.train.batch_size, config.train.seed)
-    device = _place(model, config, checkpoint)
-    state = _optimization(model, config, checkpoint)
+    state = _optimization(model, config, checkpoint, device)
     local = _rows_per_process(config)
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.train.precision == "bf16"
-                else nullcontext())
+    autocast = placement.tower_autocast(device, config.train.precision)
     trainable = [p for p in model.parameters() if p.requires_grad]
     end = min(config.train.steps, stop_after) if stop_after is not None else config.train.steps
     model.train()
@@ -147,15 +140,26 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         loss_value, grad_norm = _update(state, loss, trainable, config, run_dir)
         log.step(state, loss_value, grad_norm, unlocked, end)
         if state.step % config.train.checkpoint_every == 0 or state.step == end:
-            _save_checkpoint(state, config, run_dir)
+            _save_checkpoint(state, config, run_dir, device)
             distributed.barrier()
     log.close()
     return _finish(state, config, run_dir, images, started, data)
 
 
-def _prepare_run_folder(config: RunConfig) -> Path:
+def _prepare_run_folder(config: RunConfig, resume: bool, overwrite: bool) -> Path:
+    """The run folder, refusing to mix runs: a new run in a folder that holds another run's checkpoints or log
+    needs `overwrite` (then those are removed first, so pruning and --resume only ever see this run's)."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    earlier = run_artifacts(run_dir)
+    if earlier and not resume:
+        if not overwrite:
+            raise LocktuneError(f"run folder '{run_dir}' already holds a run ({earlier[0].name}); continue it with "
+                                "--resume, start over with --overwrite, or choose another run_dir")
+        distributed.barrier()  # every process has looked before the first one removes anything
+        if distributed.is_main():
+            remove_run(run_dir)
+        distributed.barrier()
     if distributed.is_main():  # a checkpoint write killed earlier left its temporary file (checkpoint-sized)
         remove_stale_temporaries(run_dir)
     return run_dir
@@ -185,15 +189,19 @@ def _training_data(config: RunConfig, pairs: PairSet | None) -> TrainingData:
                         len(held_out) if held_out is not None else 0)
 
 
-def _restore(run_dir: Path) -> dict | None:
-    """The run's latest training checkpoint (our own file: written by this code for `--resume`)."""
+def _restore(run_dir: Path, config: RunConfig) -> dict | None:
+    """The run's latest training checkpoint (our own file: written by this code for `--resume`), after checking
+    that it was written with the same training-relevant config."""
     path = latest_checkpoint(run_dir)
-    return torch.load(path, map_location="cpu", weights_only=False) if path is not None else None
+    if path is None:
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    check_resumable(checkpoint.get("config"), config.to_dict(), path)
+    return checkpoint
 
 
-def _place(model: TwoTower, config: RunConfig, checkpoint: dict | None) -> torch.device:
+def _place(model: TwoTower, config: RunConfig, checkpoint: dict | None, device: torch.device) -> None:
     """Checkpointed weights, the device, FSDP sharding and compilation."""
-    device = resolve_device(config.train.device)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
     model.to(device)
@@ -203,10 +211,9 @@ def _place(model: TwoTower, config: RunConfig, checkpoint: dict | None) -> torch
         distributed.shard_text_tower(unwrap(model.text_tower))
     if config.train.compile:
         unwrap(model.text_tower).compile()  # in place: parameter names (and checkpoints) unchanged
-    return device
 
 
-def _optimization(model: TwoTower, config: RunConfig, checkpoint: dict | None) -> TrainingState:
+def _optimization(model: TwoTower, config: RunConfig, checkpoint: dict | None, device: torch.device) -> TrainingState:
     """Optimizer, unlock schedule and learning-rate schedule, restored with the position and random streams."""
     optimizer = _optimizer(model, config)
     # After the optimizer, which must hold the whole image tower before the schedule first freezes it.
@@ -222,7 +229,7 @@ def _optimization(model: TwoTower, config: RunConfig, checkpoint: dict | None) -
         scheduler.load_state_dict(checkpoint["scheduler"])
         state.step, state.losses = checkpoint["step"], list(checkpoint["losses"])
         state.bad_steps = list(checkpoint.get("bad_steps", []))
-        restore_rng(checkpoint["rng"])
+        restore_rng(checkpoint["rng"], device)
     return state
 
 
@@ -293,13 +300,14 @@ def _skip_bad_step(state: TrainingState, loss_value: float, grad_norm: float, co
             f"{last or 'none yet'}. Lower train.lr, try train.precision=fp32, or check the data, then --resume")
 
 
-def _save_checkpoint(state: TrainingState, config: RunConfig, run_dir: Path) -> None:
+def _save_checkpoint(state: TrainingState, config: RunConfig, run_dir: Path, device: torch.device) -> None:
     model_state, optimizer_state = distributed.full_state(state.model, state.optimizer)  # collective under FSDP
+    rng = rng_states(device)  # every process's streams (a collective)
     if not distributed.is_main():
         return
     save_checkpoint_file({"model": model_state, "optimizer": optimizer_state,
                           "scheduler": state.scheduler.state_dict(), "step": state.step, "losses": state.losses,
-                          "rng": rng_state(), "bad_steps": state.bad_steps, "config": config.to_dict(),
+                          "rng": rng, "bad_steps": state.bad_steps, "config": config.to_dict(),
                           "tokenizer_json": unwrap(state.model.text_tower).tokenizer_json()},
                          run_dir, state.step, config.train.keep_checkpoints)
 
@@ -343,7 +351,7 @@ def _recalibrate(state: TrainingState, config: RunConfig, images: TrainingImages
     if config.train.batchnorm != "recalibrate" or state.model.setting.image_locked or images.decoder is None:
         return 0
     rows = recalibration_rows(len(images.usable), config.train.bn_recalibration_images, config.train.seed)
-    device = next(state.model.parameters()).device
+    device = placement.model_device(state.model)
     # Through the decoder, not `take`: image_forward_passes counts training's passes; these are reported
     # apart (bn_recalibration_images).
     return recalibrate_batchnorm(unwrap(state.model.image_tower), lambda batch: images.decoder.pixels(batch)[0],

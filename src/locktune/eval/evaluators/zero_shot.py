@@ -20,7 +20,7 @@ NEAR_OOD = "near_ood/"  # task keys of benchmarks near the training data but out
 @torch.no_grad()
 def zero_shot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) -> Evaluation:
     features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
-    image_emb = model.embed_image_features(features)[valid]
+    image_emb = model.embed_image_features(features).cpu()[valid]
     labels = torch.tensor(benchmark.labels)[valid]
     classes = class_embeddings(model, benchmark.class_names, benchmark.templates)
     metrics = zero_shot_metrics(image_emb, labels, classes)

@@ -23,7 +23,8 @@ import torch
 
 from locktune.errors import LocktuneError
 from locktune.towers.hub import folder_fingerprint, read_json, require_config, resolve_model, weight_files
-from locktune.towers.hf_common import load_error, freeze_unused, hf_quiet, load_config, model_class, probing
+from locktune.towers.hf_common import (freeze_unused, hf_quiet, load_config, load_error, model_class, plain_mode_switch,
+                                      probing)
 from locktune.towers.image.base import IMAGE_TOWER_KINDS, ImageTower, ImageTowerArgs
 from locktune.towers.image.hf_processor import PROCESSOR_FILE, preprocess_from_processor, scaled
 from locktune.towers.image.preprocess import Preprocess
@@ -102,6 +103,7 @@ class HFVisionTower(ImageTower):
         if not has_pooler and getattr(self.model, "pooler", None) is not None:
             self.model.pooler = None  # untrained weights: never part of a locked tower's output
         self.has_pooler = has_pooler
+        plain_mode_switch(self.model)
         self.prefix = _prefix_tokens(self.model)
         self.native_size = int(getattr(config, "image_size", 0) or self.native.image_size)
         self.takes_interpolate = "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters

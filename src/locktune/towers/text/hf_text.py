@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from locktune.errors import LocktuneError
-from locktune.towers.hf_common import load_error, ENCODER_ONLY, freeze_unused, hf_quiet, load_config, model_class
+from locktune.towers.hf_common import (ENCODER_ONLY, freeze_unused, hf_quiet, load_config, load_error, model_class,
+                                      plain_mode_switch)
 from locktune.towers.hub import folder_fingerprint, read_json, require_config, resolve_model
 from locktune.towers.text.base import TEXT_TOWER_KINDS, TextTower, TextTowerArgs, encodable
 
@@ -90,7 +91,7 @@ class HFTextTower(TextTower):
         model, missing = self._load(cls, folder, config, what) if pretrained else (cls(config), [])
         self.encoder_only = config.model_type in ENCODER_ONLY
         # T5EncoderModel names its embedding twice (shared, encoder.embed_tokens): keep the stack alone.
-        self.encoder = model.encoder if self.encoder_only else model
+        self.encoder = plain_mode_switch(model.encoder if self.encoder_only else model)
         requested = options.get("pool") or args.pool
         self.pool = self._resolve_pool(requested, st_pool, config, missing, what)
         if self.pool != "pooler" and getattr(self.encoder, "pooler", None) is not None:

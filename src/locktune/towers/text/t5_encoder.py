@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from locktune.towers.hf_common import plain_mode_switch
 from locktune.towers.text.base import TEXT_TOWERS, TextTower, TextTowerArgs, check_from_scratch_args
 from locktune.towers.text.vocab import fixed_length_ids, own_tokenizer, train_unigram_tokenizer
 
@@ -48,7 +49,7 @@ class T5EncoderTower(TextTower):
                            self.eos_id)
         # T5EncoderModel's only addition to its encoder stack is a second name (`shared`) for the same
         # embedding; a tensor saved under two names is one safetensors refuses, so keep the stack alone.
-        self.encoder = T5EncoderModel(config).encoder
+        self.encoder = plain_mode_switch(T5EncoderModel(config).encoder)
 
     def tokenizer_json(self) -> str:
         return self.sentencepiece.to_str()

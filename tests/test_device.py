@@ -1,0 +1,280 @@
+"""Every stage on a second device kind (`fakegpu`, `locktune/runtime/fake_device.py`): a tensor on the wrong device
+raises here as it would on a GPU, so these tests fail where a stage forgets to place one.  Each row of issue 24's
+table has a test below; numbers are compared with the same run on the CPU (the same kernels compute both)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from locktune.errors import LocktuneError
+from locktune.runtime import placement
+from tiny_configs import tiny_run
+
+FAKE = "fakegpu"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------- the device itself
+def test_the_fake_device_refuses_what_cuda_refuses():
+    x = torch.randn(3, 4)
+    y = x.to(FAKE)
+    assert y.device.type == FAKE and torch.equal((y * 2).cpu(), x * 2)
+    with pytest.raises(RuntimeError, match="same device"):
+        y + x
+    with pytest.raises(RuntimeError, match="same device"):
+        torch.nn.Linear(4, 2)(y)
+    assert (y + torch.tensor(1.0)).device.type == FAKE  # a 0-dim CPU scalar is fine, as on CUDA
+    assert y[torch.tensor([0, 2])].device.type == FAKE  # CPU indices are fine, as on CUDA
+    with pytest.raises(RuntimeError, match="fakeccl|generator"):
+        torch.randperm(4, generator=torch.Generator(), device=FAKE)
+
+
+def test_the_fake_device_has_its_own_generator():
+    before = torch.get_rng_state()
+    state = torch.fakegpu.get_rng_state()
+    a = F.dropout(torch.ones(64, device=FAKE), 0.5).cpu()
+    assert torch.equal(before, torch.get_rng_state()), "device randomness must not move the CPU stream"
+    torch.fakegpu.set_rng_state(state)
+    assert torch.equal(a, F.dropout(torch.ones(64, device=FAKE), 0.5).cpu())
+
+
+# --------------------------------------------------------------------------------- placement: one owner
+def test_device_words_resolve_and_bad_ones_are_one_line():
+    assert placement.resolve_device("cpu") == torch.device("cpu")
+    assert placement.resolve_device(FAKE) == torch.device(FAKE, 0)
+    if not torch.cuda.is_available():
+        assert placement.resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(LocktuneError, match="no CUDA device"):
+            placement.resolve_device("cuda")
+    with pytest.raises(LocktuneError, match="not a device"):
+        placement.check_device_word("gpu0")
+    assert placement.backend_for(torch.device("cpu")) == "gloo"
+    assert placement.backend_for(torch.device("cuda", 0)) == "nccl"
+    assert placement.backend_for(torch.device(FAKE, 0)) == "fakeccl"
+
+
+def test_backend_follows_the_device_not_the_host(monkeypatch):
+    """train.device=cpu on a GPU host: gloo, not NCCL with CPU tensors."""
+    from locktune.runtime import distributed
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: chosen.append(backend))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with distributed.distributed_session("cpu"):
+        pass
+    with distributed.distributed_session(FAKE):
+        pass
+    assert chosen == ["gloo", "fakeccl"]
+
+
+def test_the_sigmoid_loss_leaves_autocast():
+    """Under bf16 autocast on the device the loss must still be float32 (float64 reference, 1e-5)."""
+    from locktune.loss.sigmoid import sigmoid_loss
+    from locktune.loss.contrastive import contrastive_loss
+
+    g = torch.Generator().manual_seed(0)
+    img, txt = F.normalize(torch.randn(16, 32, generator=g), dim=-1), F.normalize(torch.randn(16, 32, generator=g), dim=-1)
+    t, b = torch.tensor(10.0), torch.tensor(-3.0)
+    logits = t.double() * img.double() @ txt.double().T + b.double()
+    signs = 2 * torch.eye(16, dtype=torch.float64) - 1
+    reference = float(-F.logsigmoid(signs * logits).sum() / 16)
+    with torch.autocast(FAKE, dtype=torch.bfloat16):
+        sig = sigmoid_loss(img.to(FAKE), txt.to(FAKE), t.to(FAKE), b.to(FAKE))
+        soft = contrastive_loss(img.to(FAKE), txt.to(FAKE), t.to(FAKE))
+    assert sig.dtype == torch.float32 and abs(float(sig) - reference) < 1e-5 * abs(reference)
+    assert abs(float(soft) - float(contrastive_loss(img, txt, t))) < 1e-5
+
+
+def test_fake_autocast_really_lowers_precision():
+    """The check above can fail: under the device's autocast a matmul does run in bfloat16."""
+    a, b = torch.randn(8, 8).to(FAKE), torch.randn(8, 8).to(FAKE)
+    with torch.autocast(FAKE, dtype=torch.bfloat16):
+        assert (a @ b).dtype == torch.bfloat16
+
+
+# ------------------------------------------------------------------------ train, resume, demo, eval
+@pytest.mark.parametrize("setting,loss,chunk", [("Lu", "global", 0), ("Lu", "sigmoid", 4), ("uu", "global", 0),
+                                                ("Uu", "sigmoid", 0), ("Uu", "global", 4)])
+def test_training_on_the_device_equals_the_cpu(tmp_path, emoji_pairs, setting, loss, chunk):
+    from locktune.train.trainer import train
+
+    results = {}
+    for device in ("cpu", FAKE):
+        config = tiny_run(tmp_path / device, steps=3, train={"device": device, "loss": loss, "chunk_size": chunk})
+        config.model.setting = setting
+        results[device] = train(config, pairs=emoji_pairs)
+    assert placement.model_device(results[FAKE].model).type == FAKE
+    # The first step's loss to float rounding; later ones within 1e-3: on a device AdamW takes its foreach
+    # kernels (another summation order), and Adam's normalised steps magnify last-bit gradient differences.
+    assert abs(results[FAKE].losses[0] - results["cpu"].losses[0]) < 1e-5
+    np.testing.assert_allclose(results[FAKE].losses, results["cpu"].losses, rtol=1e-3)
+
+
+def test_the_locked_tower_is_on_the_device_while_the_cache_is_computed(tmp_path, emoji_pairs, monkeypatch):
+    import locktune.cache.embedding_cache as cache
+    from locktune.train.trainer import train
+
+    seen = []
+    original = cache.compute_rank_rows
+
+    def spy(tower, *args, **kwargs):
+        seen.append(placement.model_device(tower).type)
+        return original(tower, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "compute_rank_rows", spy)
+    monkeypatch.setenv("LOCKTUNE_CACHE", str(tmp_path / "empty-cache"))
+    train(tiny_run(tmp_path / "run", steps=1, train={"device": FAKE}), pairs=emoji_pairs)
+    assert seen == [FAKE]
+
+
+def test_resume_on_the_device_is_exact_with_dropout(tmp_path, emoji_pairs):
+    """Dropout in the whole (unchunked) step draws from the device's generator: a checkpoint must hold it."""
+    from locktune.train.trainer import train
+
+    def config(folder):
+        c = tiny_run(tmp_path / folder, steps=4, train={"device": FAKE, "checkpoint_every": 100})
+        c.model.text_tower, c.model.setting = "minilm", "LU"  # MiniLM: dropout 0.1
+        return c
+
+    whole = train(config("whole"), pairs=emoji_pairs)
+    train(config("split"), pairs=emoji_pairs, stop_after=2)
+    torch.fakegpu.manual_seed(12345)  # another process would start with another device stream
+    resumed = train(config("split"), pairs=emoji_pairs, resume=True)
+    assert resumed.losses == whole.losses
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu()), name
+
+
+def test_demo_path_trains_and_evaluates_on_the_device(tmp_path, emoji_pairs):
+    """The demo's two calls (train, then evaluate the returned model) on the device, equal to the CPU's."""
+    from locktune.eval.driver import evaluate_model
+    from locktune.saved_model import RUN_MODEL_DIR, WEIGHTS
+    from locktune.train.trainer import train
+
+    out = {}
+    for device in ("cpu", FAKE):
+        config = tiny_run(tmp_path / device, steps=2, train={"device": device})
+        config.eval.benchmarks, config.eval.max_images_per_benchmark = ["animal_mnist", "tuxpaint_retrieval"], 40
+        config.eval.plots = False
+        result = train(config, pairs=emoji_pairs)
+        evaluate_model(result.model, config, tmp_path / device / RUN_MODEL_DIR / WEIGHTS, tmp_path / f"{device}.json")
+        out[device] = json.loads((tmp_path / f"{device}.json").read_text())
+    cpu, fake = out["cpu"], out[FAKE]
+    assert set(cpu) == set(fake) == {"animal_mnist", "tuxpaint_retrieval"}
+    for name in cpu:
+        for metric, value in cpu[name].items():
+            if isinstance(value, float) and metric != "seconds":
+                assert abs(fake[name][metric] - value) < 1e-4, (name, metric)
+
+
+def test_api_index_and_server_on_the_device(tmp_path, emoji_pairs):
+    import locktune
+    from locktune.index.build import build_index
+    from locktune.train.trainer import train
+
+    train(tiny_run(tmp_path / "run", steps=1), pairs=emoji_pairs)
+    cpu = locktune.load(tmp_path / "run", device="cpu")
+    fake = locktune.load(tmp_path / "run", device=FAKE)
+    assert fake.device.type == FAKE
+    images = [emoji_pairs.images.load(i) for i in range(3)]
+    np.testing.assert_allclose(fake.encode_image(images), cpu.encode_image(images), atol=1e-5)
+    np.testing.assert_allclose(fake.encode_text(["a cat", "a dog"]), cpu.encode_text(["a cat", "a dog"]), atol=1e-5)
+    assert fake.encode_text(["a cat"], return_tensors="pt").device.type == FAKE
+    assert [c for c, _ in fake.classify(images[0], ["cat", "dog"])] == [c for c, _ in cpu.classify(images[0], ["cat", "dog"])]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        image.convert("RGB").save(folder / f"img{i}.png")
+    meta = build_index(fake, folder, tmp_path / "photos.index")
+    assert meta["count"] == 3
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from locktune.index.build import index_for_model
+    from locktune.serve.app import create_app
+
+    app = create_app(fake, index_for_model(fake, tmp_path / "photos.index"))
+    with TestClient(app) as client:
+        answer = client.post("/api/search", json={"query": "a cat", "k": 2})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["results"]) == 2
+
+
+# ------------------------------------------------------------------------------- run folders
+def test_resume_refuses_a_config_that_trains_differently(tmp_path, emoji_pairs):
+    from locktune.train.trainer import train
+
+    train(tiny_run(tmp_path, steps=4), pairs=emoji_pairs, stop_after=2)
+    changed = tiny_run(tmp_path, steps=4, train={"lr": 5e-4, "log_every": 1})  # log_every may change
+    with pytest.raises(LocktuneError, match=r"train\.lr") as refused:
+        train(changed, pairs=emoji_pairs, resume=True)
+    assert "log_every" not in str(refused.value)
+    assert train(tiny_run(tmp_path, steps=4, train={"log_every": 1}), pairs=emoji_pairs, resume=True).steps_done == 4
+
+
+def test_a_new_run_in_a_used_folder_needs_overwrite_and_then_keeps_only_its_own(tmp_path, emoji_pairs):
+    from locktune.train.checkpoint import list_checkpoints
+    from locktune.train.trainer import train
+
+    train(tiny_run(tmp_path, steps=6, train={"checkpoint_every": 3}), pairs=emoji_pairs)  # step 3 and 6
+    with pytest.raises(LocktuneError, match="--overwrite"):
+        train(tiny_run(tmp_path, steps=4, train={"checkpoint_every": 2}), pairs=emoji_pairs, stop_after=2)
+    train(tiny_run(tmp_path, steps=4, train={"checkpoint_every": 2}), pairs=emoji_pairs, stop_after=2, overwrite=True)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002.pt"], "the earlier run's step 6 is gone"
+    resumed = train(tiny_run(tmp_path, steps=4, train={"checkpoint_every": 2}), pairs=emoji_pairs, resume=True)
+    assert resumed.steps_done == 4
+
+
+# ------------------------------------------------------------------------ two processes on the device
+def _torchrun(tmp_path, *args, env=None):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               "-m", "locktune", *args]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=environment)
+
+
+def test_embed_in_two_processes_on_the_device_with_an_empty_cache(tmp_path):
+    """Each rank computes its rows on the device and writes them; rank 0 assembles the entry: no collective
+    carries a CPU tensor (fakeccl refuses one, as NCCL does).  The entry equals the one-process CPU entry."""
+    common = ["--config", "demo.yaml", "data.sources=[emoji]", "data.max_pairs_per_source=40", "data.image_workers=0",
+              "model.image_size=64"]
+    two = _torchrun(tmp_path, "embed", "--no-benchmarks", "--device", FAKE, *common,
+                    env={"LOCKTUNE_CACHE": str(tmp_path / "two")})
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "locktune", "embed", "--no-benchmarks", "--device", "cpu", *common],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={**os.environ, "LOCKTUNE_CACHE": str(tmp_path / "one")})
+    assert one.returncode == 0, one.stderr[-3000:]
+    [a] = sorted((tmp_path / "two" / "embeddings").glob("*.npy"))
+    [b] = sorted((tmp_path / "one" / "embeddings").glob("*.npy"))
+    assert a.name == b.name
+    np.testing.assert_allclose(np.load(a), np.load(b), rtol=1e-5, atol=1e-6)
+    assert not list((tmp_path / "two" / "embeddings").glob(".*")), "no part files left behind"
+
+
+def test_train_and_resume_in_two_processes_on_the_device_is_exact(tmp_path):
+    """Two processes, MiniLM dropout in the whole step, on the device: stopped and resumed equals uninterrupted;
+    the checkpoint holds every rank's streams, the device's among them."""
+    common = ["--config", "demo.yaml", "data.sources=[emoji]", "data.max_pairs_per_source=48", "data.image_workers=0",
+              "model.image_size=64", "model.setting=LU", "train.steps=4", "train.batch_size=8",
+              "train.warmup_steps=1", "train.checkpoint_every=100", "eval.benchmarks=[]"]
+    env = {"LOCKTUNE_CACHE": str(tmp_path / "cache")}
+    whole = _torchrun(tmp_path, "train", "--device", FAKE, *common, "run_dir=whole", env=env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    first = _torchrun(tmp_path, "train", "--device", FAKE, *common, "run_dir=split", "--stop-after", "2", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    states = torch.load(tmp_path / "split" / "checkpoints" / "step_00000002.pt", weights_only=False)["rng"]
+    assert len(states) == 2 and all(s["device_type"] == FAKE and s["device"] is not None for s in states)
+    second = _torchrun(tmp_path, "train", "--device", FAKE, *common, "run_dir=split", "--resume", env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    read = lambda run: [json.loads(line)["loss"] for line in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+    assert read("split")[-1] == read("whole")[-1]
