@@ -57,7 +57,7 @@ def test_device_words_resolve_and_bad_ones_are_one_line():
         placement.check_device_word("gpu0")
     assert placement.backend_for(torch.device("cpu")) == "gloo"
     assert placement.backend_for(torch.device("cuda", 0)) == "nccl"
-    assert placement.backend_for(torch.device(FAKE, 0)) == "fakeccl"
+    assert placement.backend_for(torch.device(FAKE, 0)) == "fakegpu:fakeccl"
 
 
 def test_backend_follows_the_device_not_the_host(monkeypatch):
@@ -74,7 +74,7 @@ def test_backend_follows_the_device_not_the_host(monkeypatch):
         pass
     with distributed.distributed_session(FAKE):
         pass
-    assert chosen == ["gloo", "fakeccl"]
+    assert chosen == ["gloo", "fakegpu:fakeccl"]
 
 
 def test_the_sigmoid_loss_leaves_autocast():

@@ -344,6 +344,9 @@ def _make_collectives_class():
         def __init__(self, gloo, rank: int, world_size: int):
             super().__init__(rank, world_size)
             self.gloo = gloo
+            # The group's device kind: object collectives (all_gather_object) then move their bytes to the
+            # device, as they do for NCCL, instead of sending CPU tensors (which this group refuses).
+            self._register_backend(torch.device(NAME), dist.ProcessGroup.BackendType.CUSTOM, gloo)
 
         def getBackendName(self) -> str:
             return BACKEND

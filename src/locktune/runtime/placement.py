@@ -29,7 +29,9 @@ from locktune.errors import LocktuneError
 
 FAKE = "fakegpu"
 PRECISIONS = ("fp32", "bf16")
-BACKENDS = {"cuda": "nccl", "cpu": "gloo", "xpu": "xccl", "hpu": "hccl", FAKE: "fakeccl"}
+# fakegpu names its device: its group then carries object collectives (all_gather_object) on device tensors, as
+# NCCL does, instead of guessing the CPU.
+BACKENDS = {"cuda": "nccl", "cpu": "gloo", "xpu": "xccl", "hpu": "hccl", FAKE: f"{FAKE}:fakeccl"}
 
 
 def _local_rank() -> int:
