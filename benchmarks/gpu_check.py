@@ -3,8 +3,9 @@
 On a bare GPU machine with no network (torch with CUDA already there):
   1. install what `benchmarks/gpu_wheels.sh` fetched beforehand into benchmarks/wheels/ (pip --no-index);
   2. record the machine: torch's and nvidia-smi's device names, memory, the part and its dense bf16 peak;
-  3. run the tests marked `cuda` (tests/test_gpu.py: gradient cache with dropout and bf16 on CUDA, NCCL with
-     one and two processes, ONNX on onnxruntime's CUDA provider) with pytest -m cuda;
+  3. run the CUDA tests (tests/test_gpu.py: gradient cache with dropout and bf16 on CUDA, NCCL with one and two
+     processes, ONNX on onnxruntime's CUDA provider) and the device tests (tests/test_device.py, which CI runs on
+     the fake device) on CUDA (LOCKTUNE_TEST_DEVICE=cuda);
   4. run benchmarks/gpu_text_tower.py and benchmarks/precompute_throughput.py;
   5. write RESULTS_DIR/gpu_check.json (everything above, each step's exit code and seconds) and
      RESULTS_DIR/gpu_check.log (every command and its output).
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / "benchmarks" / "wheels"
 
 # (name, seconds at most) per step, on the GPU and in the CPU smoke run.
-CAPS = {"install": 90, "tests": 150, "gpu_text_tower": 150, "precompute": 90}
+CAPS = {"install": 90, "tests": 200, "gpu_text_tower": 150, "precompute": 90}
 
 
 def text_tower_args(smoke: bool) -> list[str]:
@@ -47,7 +48,8 @@ def precompute_args(smoke: bool) -> list[str]:
     if smoke:
         return ["--pipeline", "features", "--images", "8", "--batch-size", "4", "--workers", "0", "--rounds", "1",
                 "--device", "cpu"]
-    return ["--images", "2048", "--batch-size", "256", "--workers", "12", "--rounds", "2", "--device", "cuda"]
+    return ["--images", "2048", "--batch-size", "256", "--workers", "12", "--rounds", "2", "--device", "cuda",
+            "--precision", "bf16"]
 
 
 class Check:
@@ -159,8 +161,12 @@ def main() -> int:
     check.note(f"machine: {json.dumps(report['machine'])}")
 
     junit = out_dir / "cuda_tests.xml"
-    check.run("tests", [sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_gpu.py", "-q", "-rs",
-                        "-p", "no:cacheprovider", f"--junitxml={junit}"], env)
+    # The CUDA-only tests, and the device tests (tests/test_device.py, the fake device's in CI) again on CUDA.
+    # (The smoke run keeps to the CUDA tests, which skip: CI runs the device tests on the fake device anyway.)
+    on_gpu = cuda and not args.smoke
+    files = ["tests/test_gpu.py", "tests/test_device.py"] if on_gpu else ["-m", "cuda", "tests/test_gpu.py"]
+    check.run("tests", [sys.executable, "-m", "pytest", *files, "-q", "-rs", "-p", "no:cacheprovider",
+                        f"--junitxml={junit}"], {**env, "LOCKTUNE_TEST_DEVICE": "cuda"} if on_gpu else env)
     report["cuda_tests"] = test_summary(junit)
 
     tower_json = out_dir / "gpu_text_tower.json"

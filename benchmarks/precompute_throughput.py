@@ -129,6 +129,8 @@ def main() -> None:
                         help="tower input size (0: the tower's own, 224 for the bundled towers)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="what the tower runs in, in both arms (bf16: autocast, as train.precision=bf16)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both arms")
     parser.add_argument("--out", default=None, help="also write the JSON report here")
     args = parser.parse_args()
@@ -145,8 +147,9 @@ def main() -> None:
     if args.make_small_vit:
         make_small_vit(args.make_small_vit, args.vit_layers)
     tower_name = args.tower or (f"hf:{Path(args.make_small_vit).resolve()}" if args.make_small_vit else "mobilenet_v2")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    from locktune.runtime.placement import resolve_device, tower_autocast
+
+    device = resolve_device(args.device)
     # Speed does not depend on the weights; an hf: folder's own (random or not) are loaded as saved.
     tower = build_image_tower(tower_name, pretrained=tower_name.startswith("hf:")).to(device).eval()
     preprocess = preprocess_for(tower, args.size)
@@ -176,7 +179,9 @@ def main() -> None:
         with torch.inference_mode():
             for s in range(0, len(pixels), args.batch):
                 batch = pixels[s:s + args.batch].to(device, non_blocking=True).contiguous(memory_format=layout)
-                tower(batch).float().cpu()  # the pipeline brings every batch back too
+                with tower_autocast(device, args.precision):
+                    out = tower(batch)
+                out.float().cpu()  # the pipeline brings every batch back too
         sync()
         return len(pixels) / (time.perf_counter() - start)
 
@@ -187,7 +192,8 @@ def main() -> None:
             build_sharded_cache(tower, preprocess, pairs, folder, shard_size=1024, batch_size=args.batch,
                                 workers=args.workers)
         else:
-            compute_features(tower, preprocess, images, batch_size=args.batch, workers=args.workers)
+            compute_features(tower, preprocess, images, batch_size=args.batch, workers=args.workers,
+                             precision=args.precision)
         sync()
         rate = len(images) / (time.perf_counter() - start)
         shutil.rmtree(folder, ignore_errors=True)
@@ -208,7 +214,7 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
               "pipeline": args.pipeline, "tower": tower_name, "tower_params_m": round(
                   sum(p.numel() for p in tower.parameters()) / 1e6, 1),
-              "size": preprocess.image_size, "batch": args.batch, "source": args.source, "images": len(images),
+              "size": preprocess.image_size, "batch": args.batch, "precision": args.precision, "source": args.source, "images": len(images),
               "workers": args.workers, "torch_threads": torch.get_num_threads(), "bare_layout": "channels_last" if
               channels_last else "plain", "made_images_s": round(made, 1),
               "images_per_s": {k: [round(x, 2) for x in v] for k, v in rates.items()},

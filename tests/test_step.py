@@ -132,3 +132,56 @@ def test_batch_norm_running_statistics_updated_once_per_chunk(bert):
     expected = reference.image_tower.state_dict()
     for key, value in stats.items():
         assert torch.allclose(value.double(), expected[key].double(), rtol=0, atol=1e-6), key
+
+
+def test_cached_step_equals_whole_step_with_dropout_on_the_second_device(bert):
+    """The chunks' dropout masks are seeded on the device's own generator (`fakegpu`, tests/test_device.py):
+    the no-graph pass, the replay and the whole step draw the same masks there too."""
+    check_cached_equals_whole(bert, device="fakegpu", tolerance=1e-5)
+
+
+@pytest.mark.parametrize("text_tower", ["bert", "clip"])
+def test_gradient_checkpointing_gives_the_same_gradients(bert, text_tower):
+    """train.grad_checkpointing recomputes the text tower's blocks in backward, replaying their dropout masks:
+    the gradients equal the plain step's (the BERT tower has dropout 0.1; the CLIP-style tower none)."""
+    from locktune.towers.setting import unwrap
+
+    if text_tower == "bert":
+        model = make_model(bert)
+    else:
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(setting="Lu", image_tower="mobilenet_v2", text_tower="clip", image_size=32,
+                                        max_text_len=12, embed_dim=16, clip_width=32, clip_layers=2, clip_heads=2,
+                                        clip_vocab_size=300), corpus=lambda: iter(WORDS)).train()
+    batch = make_batch(model)
+    torch.manual_seed(3)
+    plain_loss, plain = gradients(whole_step, model, batch)
+    unwrap(model.text_tower).enable_grad_checkpointing()
+    torch.manual_seed(3)
+    checkpointed_loss, checkpointed = gradients(whole_step, model, batch)
+    assert float(plain_loss) == float(checkpointed_loss)
+    assert relative(checkpointed, plain) < 1e-6
+    torch.manual_seed(4)  # and the dropout is real: another stream moves the gradient
+    if text_tower == "bert":
+        assert relative(gradients(whole_step, model, batch)[1], plain) > 0.05
+
+
+def test_compiled_text_tower_step_equals_the_eager_step():
+    """train.compile=true compiles the text tower in place (torch.compile, inductor on this CPU): the step's loss
+    and gradients equal the eager step's to float rounding."""
+    from locktune.towers.setting import unwrap
+
+    def model():
+        torch.manual_seed(0)
+        return build_model(ModelConfig(setting="Lu", image_tower="mobilenet_v2", text_tower="clip", image_size=32,
+                                       max_text_len=12, embed_dim=16, clip_width=32, clip_layers=1, clip_heads=2,
+                                       clip_vocab_size=300), corpus=lambda: iter(WORDS)).train()
+
+    eager = model()
+    batch = make_batch(eager)
+    eager_loss, eager_grads = gradients(whole_step, eager, batch)
+    compiled = model()
+    unwrap(compiled.text_tower).compile()
+    compiled_loss, compiled_grads = gradients(whole_step, compiled, batch)
+    assert abs(float(compiled_loss) - float(eager_loss)) < 1e-5
+    assert relative(compiled_grads, eager_grads) < 1e-4

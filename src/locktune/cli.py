@@ -52,6 +52,7 @@ def _embed(config, no_benchmarks: bool, main: bool) -> int:
         sets += [get_benchmark(n, config.eval.max_images_per_benchmark) for n in config.eval.benchmarks]
     for s in sets:
         result = cached_features(tower, preprocess, s.images, workers=config.data.image_workers,
+                                 precision=config.train.precision,
                                  desc=f"embedding {s.name}")
         state = "computed" if result.computed else "reused"
         if main:
@@ -115,6 +116,7 @@ def cmd_eval(args) -> int:
     model_path = Path(args.model)
     model = load_any(model_path)  # a run folder or a saved-model folder (`locktune export`)
     model.to(resolve_device(config.train.device))
+    model.precision = config.train.precision  # the image tower's (and so the cache entry's) precision
     folder = model_folder(model_path)
     model_file = folder / WEIGHTS if folder is not None else (model_path / "model.pt" if model_path.is_dir()
                                                                else model_path)  # an old run's model.pt

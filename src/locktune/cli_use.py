@@ -15,7 +15,9 @@ def cmd_export(args) -> int:
         from locktune.extras import require_extra
 
         require_extra("onnx", "export --onnx")
-    model = locktune.load(args.model, device=args.device)
+    # On the CPU whatever the host has: the files are device-independent, and ONNX and transformers' export
+    # trace with host tensors.
+    model = locktune.load(args.model, device="cpu")
     if args.format == "transformers":
         from locktune.export.transformers_dual import check_dual_encoder
 
@@ -91,7 +93,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help="transformers: also write OUT/transformers/, a VisionTextDualEncoderModel folder that "
                          "transformers alone loads (both towers hf:, model.image_pool=pooler model.text_pool=pooler) "
                          "(default: %(default)s)")
-    device_arg(ex)
     ex.set_defaults(run=cmd_export)
 
     ix = sub.add_parser("index", help="embed a folder of images into a searchable index with thumbnails",

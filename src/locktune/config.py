@@ -98,6 +98,7 @@ class TrainConfig:
     chunk_size: int = 0  # >0: gradient caching in chunks of this many rows (huge batches); 0: whole batch
     parallel: str = "replicate"  # replicate (DDP-style) | fsdp (shard the text tower over processes)
     compile: bool = False  # torch.compile the text tower
+    grad_checkpointing: bool = False  # recompute the text tower's blocks in backward: less memory, same gradients
     # Where every stage runs (embed, train, eval, index, serve): auto (CUDA when visible, else CPU) | cpu | cuda |
     # cuda:N | any torch device string | fakegpu (the tests' CPU-backed second device).  `--device` sets it.
     device: str = "auto"

@@ -50,10 +50,12 @@ def failure_counts(failed: dict[str, str]) -> dict[str, int]:
     return dict(Counter(failure_reason(error) for error in failed.values()))
 
 
-def cache_key(identity: dict, preprocess: Preprocess, images: ImageSet) -> str:
+def cache_key(identity: dict, preprocess: Preprocess, images: ImageSet, precision: str = "fp32") -> str:
     """`identity`: the tower's `cache_identity()` (name and starting weights; kind, revision and pooling for
-    towers users bring)."""
-    payload = json.dumps({"format": CACHE_FORMAT, **identity,
+    towers users bring).  `precision`: what the tower ran in (`placement.tower_autocast`); a bf16 entry is another
+    entry than the float32 one (float32 keys are as they were before precision was recorded)."""
+    extra = {} if precision == "fp32" else {"precision": precision}
+    payload = json.dumps({"format": CACHE_FORMAT, **identity, **extra,
                           "preprocess": preprocess.describe(), "images": images.fingerprint(),
                           "count": len(images)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -119,11 +121,11 @@ class RankRows:
 
 
 def compute_rank_rows(tower: torch.nn.Module, preprocess: Preprocess, images: ImageSet, batch_size: int = 64,
-                      workers: int = 1, desc: str = "embedding images") -> RankRows:
+                      workers: int = 1, desc: str = "embedding images", precision: str = "fp32") -> RankRows:
     """Run the tower over this process's batches (all of them alone; under torchrun the batches dealt
     round-robin, so every batch holds the same images as in a single-process run and the rows are the same bit
-    for bit).  The tower runs where its parameters are; images are decoded in `workers` processes into pinned
-    memory (on CUDA) and copied without blocking."""
+    for bit).  The tower runs where its parameters are, in `precision` (bf16: autocast); images are decoded in
+    `workers` processes into pinned memory (on CUDA) and copied without blocking, channels-last."""
     world, rank = distributed.world_size(), distributed.rank()
     device = placement.model_device(tower)
     if _decode_once_depth and device.type == "cpu":
@@ -146,7 +148,9 @@ def compute_rank_rows(tower: torch.nn.Module, preprocess: Preprocess, images: Im
                                    enabled=distributed.is_main()) as bar:
         for batch_indices, pixels, errors in loader:
             pixels = pixels.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            out = tower(pixels).float().cpu()
+            with placement.tower_autocast(device, precision):
+                out = tower(pixels)
+            out = out.float().cpu()
             for j, error in enumerate(errors):
                 if error:
                     failed[images.keys[int(batch_indices[j])]] = error
@@ -182,7 +186,8 @@ def assemble(shares: list[RankRows], images: ImageSet) -> tuple[torch.Tensor, di
 
 
 def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: ImageSet, batch_size: int = 64,
-                     workers: int = 1, desc: str = "embedding images") -> tuple[torch.Tensor, dict[str, str]]:
+                     workers: int = 1, desc: str = "embedding images",
+                     precision: str = "fp32") -> tuple[torch.Tensor, dict[str, str]]:
     """Run the tower over every image (decoding in `workers` processes); NaN rows for unreadable images.
 
     Under torchrun each process computes its batches and every process gets the whole matrix (as pickled CPU
@@ -190,7 +195,7 @@ def compute_features(tower: torch.nn.Module, preprocess: Preprocess, images: Ima
     trained tower's evaluation sets; a locked tower's cache entries are combined through files instead
     (`cached_features`: no process holds another's rows in flight).
     """
-    share = compute_rank_rows(tower, preprocess, images, batch_size, workers, desc)
+    share = compute_rank_rows(tower, preprocess, images, batch_size, workers, desc, precision)
     shares = [share]
     if distributed.is_distributed():
         import torch.distributed as dist
@@ -233,9 +238,9 @@ def _read_entry(array_path: Path, manifest_path: Path, key: str, count: int) -> 
     return torch.from_numpy(array), manifest
 
 
-def _entry_paths(tower, preprocess: Preprocess, images: ImageSet) -> tuple[str, Path, Path]:
+def _entry_paths(tower, preprocess: Preprocess, images: ImageSet, precision: str = "fp32") -> tuple[str, Path, Path]:
     identity = tower.cache_identity()
-    key = cache_key(identity, preprocess, images)
+    key = cache_key(identity, preprocess, images, precision)
     folder = cache_root() / "embeddings"
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", identity["tower"]).strip("._")[-60:]  # hf:/a/b -> hf_a_b
     return key, folder / f"{stem}-{key}.npy", folder / f"{stem}-{key}.json"
@@ -260,14 +265,15 @@ def _read_part(path: Path) -> RankRows:
                         json.loads(str(part["failed"])))
 
 
-def has_cache_entry(tower, preprocess: Preprocess, images: ImageSet) -> bool:
+def has_cache_entry(tower, preprocess: Preprocess, images: ImageSet, precision: str = "fp32") -> bool:
     """Whether a finished entry for these images is there (its array and manifest; not checked further)."""
-    _, array_path, manifest_path = _entry_paths(tower, preprocess, images)
+    _, array_path, manifest_path = _entry_paths(tower, preprocess, images, precision)
     return array_path.is_file() and manifest_path.is_file()
 
 
 def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size: int = 64, workers: int = 1,
-                    desc: str = "embedding images", recompute_corrupt: bool = False) -> CachedFeatures:
+                    desc: str = "embedding images", recompute_corrupt: bool = False,
+                    precision: str = "fp32") -> CachedFeatures:
     """Reuse the cache entry for these images if there is one, else compute and store it.
 
     An entry that fails its checks (checksum, shape, manifest) is never used: it is an error naming the
@@ -275,7 +281,7 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     without one is an unfinished write and is simply recomputed.
     """
     identity = tower.cache_identity()
-    key, array_path, manifest_path = _entry_paths(tower, preprocess, images)
+    key, array_path, manifest_path = _entry_paths(tower, preprocess, images, precision)
     folder = array_path.parent
     if array_path.is_file() and manifest_path.is_file():
         try:
@@ -288,7 +294,7 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
             print(f"locktune: recomputing damaged cache entry {array_path.name} ({problem})", file=sys.stderr)
     start = time.time()
     folder.mkdir(parents=True, exist_ok=True)
-    share = compute_rank_rows(tower, preprocess, images, batch_size, workers, desc)
+    share = compute_rank_rows(tower, preprocess, images, batch_size, workers, desc, precision)
     if distributed.is_distributed():  # each rank writes its rows; rank 0 assembles the entry; the others read it
         part = _part_path(array_path, distributed.rank())
         _write_part(part, share)
@@ -307,7 +313,8 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     with open(tmp, "wb") as f:
         np.save(f, features.numpy())
     tmp.replace(array_path)
-    manifest = {"key": key, "format": CACHE_FORMAT, **identity, "preprocess": preprocess.describe(), "images": images.fingerprint(), "count": len(images),
+    manifest = {"key": key, "format": CACHE_FORMAT, **identity, "precision": precision,
+                "preprocess": preprocess.describe(), "images": images.fingerprint(), "count": len(images),
                 "dim": int(features.shape[1]), "sha256": _sha256(array_path), "failed": failed,
                 "failed_count": len(failed), "failed_reasons": failure_counts(failed), "seconds": round(time.time() - start, 1)}
     tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")

@@ -15,6 +15,11 @@ from locktune.data.images import SubsetImages
 from locktune.towers.setting import unwrap
 
 
+def model_precision(model) -> str:
+    """What the image tower runs in (`train.precision`, which training sets on the model): part of a cache entry."""
+    return getattr(model, "precision", "fp32")
+
+
 def reads_cache(model) -> bool:
     """True when the model's image side comes from the cache: its image tower is locked (`L?`)."""
     return model.setting.image_locked
@@ -36,11 +41,13 @@ def image_set_features(model, images, workers: int = 1, desc: str = "embedding i
                        recompute_corrupt: bool = False) -> ImageFeatures:
     """The image tower's features for every image of `images`, from the cache or from the tower."""
     tower = unwrap(model.image_tower)
+    precision = model_precision(model)
     if reads_cache(model):
         cached = cached_features(tower, model.preprocess, images, workers=workers, desc=desc,
-                                 recompute_corrupt=recompute_corrupt)
+                                 recompute_corrupt=recompute_corrupt, precision=precision)
         return ImageFeatures(cached.features, cached.valid, cached.failed, len(images) if cached.computed else 0)
-    features, failed = compute_features(tower, model.preprocess, images, workers=workers, desc=desc)
+    features, failed = compute_features(tower, model.preprocess, images, workers=workers, desc=desc,
+                                        precision=precision)
     return ImageFeatures(features, ~torch.isnan(features).any(1), failed, len(images))
 
 
@@ -52,7 +59,7 @@ def source_set_features(model, images, workers: int = 1, desc: str = "embedding 
     embedding the whole source set for it (a 1,000-pair study subset of 10,032 images: ~25 s instead of
     2 min 43 s cold on 2 cores).  (Not for an evaluation's small sample of a large benchmark.)"""
     if not isinstance(images, SubsetImages) or not reads_cache(model) or \
-            not has_cache_entry(unwrap(model.image_tower), model.preprocess, images.base):
+            not has_cache_entry(unwrap(model.image_tower), model.preprocess, images.base, model_precision(model)):
         return image_set_features(model, images, workers, desc, recompute_corrupt)
     side = image_set_features(model, images.base, workers, desc, recompute_corrupt)
     rows = torch.as_tensor(images.indices, dtype=torch.long)

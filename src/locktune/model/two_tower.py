@@ -29,6 +29,7 @@ class TwoTower(nn.Module):
         super().__init__()
         self.config = config
         self.loss = loss  # the training loss (`train.loss`): what its similarities mean at use time
+        self.precision = "fp32"  # what the towers run in (`train.precision`; training sets it): the image cache's too
         self.setting = parse_setting(config.setting)
         self.image_tower = image_tower
         self.text_tower = text_tower

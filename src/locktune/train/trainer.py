@@ -120,6 +120,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     checkpoint = _restore(run_dir, config) if resume else None
     model = build_model(config.model, corpus=data.corpus, loss=config.train.loss,
                         tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None, seed=config.train.seed)
+    model.precision = config.train.precision
     _place(model, config, checkpoint, device)  # before the image side: a cache to compute runs on the device
     images = TrainingImages.open(model, config, data.pairs, data.sharded, data.captions)
     plan = BatchPlan(images.caption_counts, config.train.batch_size, config.train.seed)
@@ -209,6 +210,10 @@ def _place(model: TwoTower, config: RunConfig, checkpoint: dict | None, device: 
         if model.setting.text_locked:
             raise LocktuneError("train.parallel=fsdp shards a trained text tower; this setting locks it")
         distributed.shard_text_tower(unwrap(model.text_tower))
+    if config.train.grad_checkpointing:
+        if model.setting.text_locked:
+            raise LocktuneError("train.grad_checkpointing saves a trained text tower's memory; this setting locks it")
+        unwrap(model.text_tower).enable_grad_checkpointing()
     if config.train.compile:
         unwrap(model.text_tower).compile()  # in place: parameter names (and checkpoints) unchanged
 

@@ -62,6 +62,14 @@ class TextTower(nn.Module):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def enable_grad_checkpointing(self) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them
+        (`train.grad_checkpointing`): memory for time, the same gradients (dropout masks are replayed)."""
+        from locktune.errors import LocktuneError
+
+        raise LocktuneError(f"train.grad_checkpointing: the text tower '{self.name}' does not support it; use an "
+                            "hf: tower, minilm, t5 or clip, or set train.grad_checkpointing=false")
+
 
     def save_architecture(self, folder: Path) -> dict:
         """Write what rebuilds this tower offline (tokenizer, architecture config) into `folder`; weights are

@@ -8,6 +8,7 @@ state at the end-of-text token, as in CLIP.  There are no pretrained weights: th
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 
@@ -58,14 +59,22 @@ class ClipTextTower(TextTower):
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return fixed_length_ids(self.bpe, texts, self.max_len, self.pad_id, [self.sos_id], [self.eos_id])
 
+    checkpointing = False
+
+    def enable_grad_checkpointing(self) -> None:
+        self.checkpointing = True
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.token_embedding(ids) + self.position_embedding[: ids.shape[1]]
         for block in self.blocks:
-            x = block(x)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         x = self.ln_final(x)
         # Causal attention: the end-of-text token has seen the whole caption and no padding.
         eos_position = mask.sum(1) - 1
-        return x[torch.arange(x.shape[0]), eos_position]
+        return x[torch.arange(x.shape[0], device=x.device), eos_position]
 
 
 TEXT_TOWERS.register("clip")(ClipTextTower)

@@ -163,6 +163,10 @@ class HFTextTower(TextTower):
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
+    def enable_grad_checkpointing(self) -> None:
+        # Non-reentrant: works with frozen inputs (embeddings) and replays dropout with the saved RNG states.
+        self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     def weights_fingerprint(self) -> str:
         return self.fingerprint_
 

@@ -58,6 +58,9 @@ class T5EncoderTower(TextTower):
         # T5 appends </s> and has no start token.
         return fixed_length_ids(self.sentencepiece, texts, self.max_len, self.pad_id, [], [self.eos_id])
 
+    def enable_grad_checkpointing(self) -> None:
+        self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
