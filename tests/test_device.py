@@ -134,40 +134,39 @@ def test_training_on_the_device_equals_the_cpu(tmp_path, emoji_pairs, setting, l
     np.testing.assert_allclose(results[DEVICE].losses, results["cpu"].losses, rtol=1e-3)
 
 
-def test_the_locked_tower_is_on_the_device_while_the_cache_is_computed(tmp_path, emoji_pairs, monkeypatch):
+@pytest.fixture
+def tower_devices(monkeypatch) -> list:
+    """The device type the locked tower is on each time a cache entry's rows are computed."""
     import locktune.cache.embedding_cache as cache
+
+    seen = []
+    original = cache.compute_rank_rows
+
+    def spy(tower, *args, **kwargs):
+        seen.append(placement.model_device(tower).type)
+        return original(tower, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "compute_rank_rows", spy)
+    return seen
+
+
+def test_the_locked_tower_is_on_the_device_while_the_cache_is_computed(tmp_path, emoji_pairs, monkeypatch,
+                                                                        tower_devices):
     from locktune.train.trainer import train
 
-    seen = []
-    original = cache.compute_rank_rows
-
-    def spy(tower, *args, **kwargs):
-        seen.append(placement.model_device(tower).type)
-        return original(tower, *args, **kwargs)
-
-    monkeypatch.setattr(cache, "compute_rank_rows", spy)
     monkeypatch.setenv("LOCKTUNE_CACHE", str(tmp_path / "empty-cache"))
     train(tiny_run(tmp_path / "run", steps=1, train={"device": DEVICE}), pairs=emoji_pairs)
-    assert seen == [DEVICE]
+    assert tower_devices == [DEVICE]
 
 
-def test_embed_runs_the_tower_on_the_device(tmp_path, monkeypatch):
+def test_embed_runs_the_tower_on_the_device(tmp_path, monkeypatch, tower_devices):
     """`locktune embed --device D`: the precompute (the job that needs the device most) runs there."""
-    import locktune.cache.embedding_cache as cache
     from locktune.cli import main
 
-    seen = []
-    original = cache.compute_rank_rows
-
-    def spy(tower, *args, **kwargs):
-        seen.append(placement.model_device(tower).type)
-        return original(tower, *args, **kwargs)
-
-    monkeypatch.setattr(cache, "compute_rank_rows", spy)
     monkeypatch.setenv("LOCKTUNE_CACHE", str(tmp_path / "cache"))
     assert main(["embed", "--no-benchmarks", "--device", DEVICE, "--config", "demo.yaml", "data.sources=[emoji]",
                  "data.max_pairs_per_source=16", "data.image_workers=0", "model.image_size=64"]) == 0
-    assert seen == [DEVICE]
+    assert tower_devices == [DEVICE]
 
 
 def test_a_bf16_cache_entry_is_computed_in_bf16_and_kept_apart(tmp_path, emoji_pairs, monkeypatch):
@@ -260,7 +259,6 @@ def test_api_index_and_server_on_the_device(tmp_path, emoji_pairs):
         image.convert("RGB").save(folder / f"img{i}.png")
     meta = build_index(fake, folder, tmp_path / "photos.index")
     assert meta["count"] == 3
-    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
     from locktune.index.build import index_for_model
     from locktune.serve.app import create_app

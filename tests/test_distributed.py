@@ -148,15 +148,22 @@ def _pairs():
     return load_pairs(["emoji"], max_pairs_per_source=48)
 
 
+def four_step_config(run_dir, loss):
+    """A 4-step run, stopped after 3 (`stop_after`) so that a resume continues the same config."""
+    config = train_config(run_dir, loss=loss)
+    config.train.steps = 4
+    return config
+
+
 def _rank_train(rank, tmp_path, parallel="replicate", loss="global"):
-    from locktune.saved_model import load_any
+    from locktune.train.checkpoint import latest_checkpoint
     from locktune.train.trainer import train
 
-    config = train_config(os.path.join(tmp_path, "two"), loss=loss)
+    config = four_step_config(os.path.join(tmp_path, "two"), loss)
     config.train.parallel = parallel
-    result = train(config, pairs=_pairs())
-    if rank == 0:  # the saved model holds whole tensors even when training sharded them
-        state = load_any(os.path.join(tmp_path, "two")).state_dict()
+    result = train(config, pairs=_pairs(), stop_after=3)
+    if rank == 0:  # the checkpoint holds whole tensors even when training sharded them
+        state = torch.load(latest_checkpoint(os.path.join(tmp_path, "two")), weights_only=False)["model"]
         torch.save({"losses": result.losses, "state": state}, os.path.join(tmp_path, "two.pt"))
 
 
@@ -182,7 +189,7 @@ def test_two_process_training_equals_one_process(tmp_path, parallel, loss):
     with FSDP the text tower is sharded over the two and its gradients reduce-scattered."""
     from locktune.train.trainer import train
 
-    one = train(train_config(tmp_path / "one", loss=loss), pairs=_pairs())
+    one = train(four_step_config(tmp_path / "one", loss), pairs=_pairs(), stop_after=3)
     launch(_rank_train, tmp_path, parallel, loss)
     two = torch.load(tmp_path / "two.pt")
     assert max(abs(a - b) for a, b in zip(one.losses, two["losses"])) < 1e-5
@@ -194,11 +201,12 @@ def test_two_process_training_equals_one_process(tmp_path, parallel, loss):
         if name in noise:
             close |= noise[name]
         assert bool(close.all()), name
-    # A checkpoint written by two processes resumes in one: the global batch does not depend on the count.
-    config = train_config(tmp_path / "two", loss=loss)
-    config.train.steps = 4
-    resumed = train(config, pairs=_pairs(), resume=True)
+    # A checkpoint written by two processes resumes in one: the global batch does not depend on the count, and
+    # the fourth step equals the one-process run's fourth.
+    resumed = train(four_step_config(tmp_path / "two", loss), pairs=_pairs(), resume=True)
     assert resumed.steps_done == 4 and resumed.losses[:3] == two["losses"]
+    whole = train(four_step_config(tmp_path / "one", loss), pairs=_pairs(), resume=True)
+    assert abs(resumed.losses[3] - whole.losses[3]) < 1e-5
 
 
 @pytest.mark.parametrize("loss", ["global", "sigmoid"])

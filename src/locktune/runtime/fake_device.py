@@ -318,7 +318,7 @@ def _register_process_group_backend() -> None:
 def _create_group(store, rank: int, world_size: int, timeout: datetime.timedelta):
     import torch.distributed as dist
 
-    return _FakeCollectives(dist.ProcessGroupGloo(store, rank, world_size, timeout), rank, world_size)
+    return _fake_collectives(dist.ProcessGroupGloo(store, rank, world_size, timeout), rank, world_size)
 
 
 def _inner_tensors(tensors, what: str) -> list:
@@ -332,6 +332,29 @@ def _inner_tensors(tensors, what: str) -> list:
             raise RuntimeError(f"{BACKEND} ({what}): tensors must be on {NAME}, got a {t.device.type} tensor "
                                "(as NCCL refuses CPU tensors)")
     return out
+
+
+# Collective -> its options class: each is relayed to gloo with the device tensors' CPU insides.
+_COLLECTIVES = {"allreduce": "AllreduceOptions", "allreduce_coalesced": "AllreduceCoalescedOptions",
+                "broadcast": "BroadcastOptions", "allgather": "AllgatherOptions", "_allgather_base": "AllgatherOptions",
+                "allgather_into_tensor_coalesced": "AllgatherOptions", "reduce_scatter": "ReduceScatterOptions",
+                "_reduce_scatter_base": "ReduceScatterOptions",
+                "reduce_scatter_tensor_coalesced": "ReduceScatterOptions", "gather": "GatherOptions",
+                "scatter": "ScatterOptions"}
+
+
+def _relay(name: str, options: str):
+    """A collective that checks its tensors are on the device (as NCCL does), then runs gloo's on their insides."""
+    def collective(self, *args):
+        import torch.distributed as dist
+
+        tensors = [a for a in args if isinstance(a, (list, tuple, torch.Tensor))]
+        given = [a for a in args if not isinstance(a, (list, tuple, torch.Tensor))]
+        opts = given[0] if given and given[0] is not None else getattr(dist, options)()
+        return getattr(self.gloo, name)(*_inner_tensors(tensors, name), opts)
+
+    collective.__name__ = name
+    return collective
 
 
 def _make_collectives_class():
@@ -351,61 +374,18 @@ def _make_collectives_class():
         def getBackendName(self) -> str:
             return BACKEND
 
-        def allreduce(self, tensors, opts=None):
-            return self.gloo.allreduce(_inner_tensors(tensors, "allreduce"), opts or dist.AllreduceOptions())
-
-        def allreduce_coalesced(self, tensors, opts=None):
-            return self.gloo.allreduce_coalesced(_inner_tensors(tensors, "allreduce"),
-                                                 opts or dist.AllreduceCoalescedOptions())
-
-        def broadcast(self, tensors, opts=None):
-            return self.gloo.broadcast(_inner_tensors(tensors, "broadcast"), opts or dist.BroadcastOptions())
-
-        def allgather(self, outputs, inputs, opts=None):
-            return self.gloo.allgather(_inner_tensors(outputs, "allgather"), _inner_tensors(inputs, "allgather"),
-                                       opts or dist.AllgatherOptions())
-
-        def _allgather_base(self, output, input, opts=None):
-            return self.gloo._allgather_base(*_inner_tensors([output, input], "all_gather_into_tensor"),
-                                             opts or dist.AllgatherOptions())
-
-        def allgather_into_tensor_coalesced(self, outputs, inputs, opts=None):
-            return self.gloo.allgather_into_tensor_coalesced(_inner_tensors(outputs, "allgather"),
-                                                             _inner_tensors(inputs, "allgather"),
-                                                             opts or dist.AllgatherOptions())
-
-        def reduce_scatter(self, outputs, inputs, opts=None):
-            return self.gloo.reduce_scatter(_inner_tensors(outputs, "reduce_scatter"),
-                                            _inner_tensors(inputs, "reduce_scatter"),
-                                            opts or dist.ReduceScatterOptions())
-
-        def _reduce_scatter_base(self, output, input, opts=None):
-            return self.gloo._reduce_scatter_base(*_inner_tensors([output, input], "reduce_scatter_tensor"),
-                                                  opts or dist.ReduceScatterOptions())
-
-        def reduce_scatter_tensor_coalesced(self, outputs, inputs, opts=None):
-            return self.gloo.reduce_scatter_tensor_coalesced(_inner_tensors(outputs, "reduce_scatter"),
-                                                             _inner_tensors(inputs, "reduce_scatter"),
-                                                             opts or dist.ReduceScatterOptions())
-
-        def gather(self, outputs, inputs, opts=None):
-            return self.gloo.gather(_inner_tensors(outputs, "gather"), _inner_tensors(inputs, "gather"),
-                                    opts or dist.GatherOptions())
-
-        def scatter(self, outputs, inputs, opts=None):
-            return self.gloo.scatter(_inner_tensors(outputs, "scatter"), _inner_tensors(inputs, "scatter"),
-                                     opts or dist.ScatterOptions())
-
         def barrier(self, opts=None):
             return self.gloo.barrier(dist.BarrierOptions())
 
+    for name, options in _COLLECTIVES.items():
+        setattr(FakeCollectives, name, _relay(name, options))
     return FakeCollectives
 
 
 _collectives_class = None
 
 
-def _FakeCollectives(gloo, rank: int, world_size: int):
+def _fake_collectives(gloo, rank: int, world_size: int):
     global _collectives_class
     if _collectives_class is None:
         _collectives_class = _make_collectives_class()

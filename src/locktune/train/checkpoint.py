@@ -78,10 +78,13 @@ def restore_rng(states: list[dict[str, Any]] | dict[str, Any], device: torch.dev
     placement.restore_rng(states[rank] if rank < len(states) else states[0], device)
 
 
-# Keys a resumed run may change: where it runs and how often it reports or keeps checkpoints, none of which
-# changes a number it computes.  Any other difference (model, data, loss, schedule, seed, batch...) is refused.
-RESUMABLE_CHANGES = {"run_dir", "train.device", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
-                     "train.max_bad_steps", "data.image_workers", "data.recompute_corrupt_cache"}
+# Keys a resumed run may change: where and how it runs (device, sharding, compilation, recomputed activations) and
+# how often it reports or keeps checkpoints, none of which changes the arithmetic beyond float rounding (a
+# checkpoint written by N processes, sharded or not, resumes in M).  Any other difference (model, data, loss,
+# schedule, steps, seed, batch, chunks, precision...) is refused.
+RESUMABLE_CHANGES = {"run_dir", "train.device", "train.parallel", "train.compile", "train.grad_checkpointing",
+                     "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.max_bad_steps",
+                     "data.image_workers", "data.recompute_corrupt_cache"}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
