@@ -134,3 +134,34 @@ def test_sigmoid_scores_are_independent_per_label():
     np.testing.assert_allclose(softmax.sum(1), 1.0, atol=1e-6)
     expected = np.exp(10 * sims[0]) / np.exp(10 * sims[0]).sum()
     np.testing.assert_allclose(softmax[0], expected, atol=1e-6)
+
+
+def confident_embeddings(n: int = 6) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Pairs whose positives sit at logits 10..30 and whose negatives are far below (x ~ -75), so every
+    gradient row is the positive's own term, -sigmoid(-x) ~ -exp(-x): any precision lost on it shows.
+    Images are a regular simplex (pairwise cos -1/(n-1)); text j is image j tilted towards the all-ones axis,
+    which is orthogonal to every image."""
+    img = np.eye(n) - 1.0 / n
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    cos = np.linspace(0.7, 0.9, n)  # t * cos + b from 10 to 30 with t = 100, b = -60
+    txt = cos[:, None] * img + np.sqrt(1 - cos ** 2)[:, None] * np.ones(n) / math.sqrt(n)
+    return img, txt, math.log(100.0), -60.0
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_chunked_gradient_of_confident_positives_matches_float64(chunk):
+    """The issue's case: `sigmoid(x) - 1` in float32 had relative error 4.5e-4 at x = 10 and 1.0 from ~18 on."""
+    img, txt, log_scale, bias = confident_embeddings()
+    ref = reference(img, txt, log_scale, bias)
+    got = _chunked(img, txt, log_scale, bias, chunk)
+    positive_x = 100.0 * np.einsum("ij,ij->i", img, txt) - 60.0
+    assert positive_x.min() == pytest.approx(10.0) and positive_x.max() == pytest.approx(30.0)
+    for key in ("image", "text"):
+        grad = got[key].double().numpy()
+        scale = np.abs(ref[key]).max(axis=1)
+        assert (scale > 0).all() and scale.min() < 1e-11  # t * e^-30 / n: tiny
+        relative = np.abs(grad - ref[key]).max(axis=1) / scale
+        # float32 cosines carry ~6e-8 relative error, which t = 100 turns into ~1e-5 of exp(-x): the floor.
+        assert relative.max() < 1e-4, (key, relative)
+    assert got["bias"] == pytest.approx(ref["bias"], rel=1e-5)
+    assert got["loss"] == pytest.approx(ref["loss"], rel=1e-5)

@@ -59,7 +59,7 @@ def sigmoid_loss_grads(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sc
     The same loss as `sigmoid_loss`, its gradients written out instead of taken by autograd, so a chunk
     holds three chunk_rows x global-batch matrices (cosines, logits turned in place into their gradient,
     softplus) and no graph.  With x = t * cos + b, a negative pair costs softplus(x) and a positive one
-    softplus(-x); d/dx is sigmoid(x), minus 1 for a positive.  The gradients of the scale and the bias
+    softplus(-x); d/dx is sigmoid(x) for a negative and -sigmoid(-x) for a positive.  The gradients of the scale and the bias
     are accumulated through them into their parameters' `.grad`.
     """
     images = image_emb.detach().float()
@@ -78,15 +78,18 @@ def sigmoid_loss_grads(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sc
         logits = cos * t + b
         positives = slice(offset + start, offset + stop)  # image row r's text is column offset + r
         x_pos = logits[:, positives].diagonal().clone()
+        # Each pair's cost, the positives' swapped for softplus(-x) in place before the sum (subtracting their
+        # softplus(x) from a float32 total would lose the small costs of confident positives).
         cost = F.softplus(logits)
-        # Negatives' softplus(x) summed, positives' swapped for softplus(-x) (not cancelled: exact for large x).
-        total += (cost.sum().double() - cost[:, positives].diagonal().sum().double()
-                  + F.softplus(-x_pos).sum().double()) / rows
+        cost[:, positives].diagonal().copy_(F.softplus(-x_pos))
+        total += cost.sum(dtype=torch.float64) / rows
         del cost
-        grad = logits.sigmoid_()  # d cost / d x, in place
-        grad[:, positives].diagonal().sub_(1.0)
+        # d cost / d x: sigmoid(x) for a negative, -sigmoid(-x) for a positive (written so; sigmoid(x) - 1 in
+        # float32 is 0 from x ~ 17 on, and loses digits well before).
+        grad = logits.sigmoid_()
+        grad[:, positives].diagonal().copy_(-torch.sigmoid(-x_pos))
         grad /= rows
-        bias_grad += grad.sum().double()
+        bias_grad += grad.sum(dtype=torch.float64)
         scale_grad += torch.dot(grad.reshape(-1), cos.reshape(-1)).double()
         torch.mm(grad, all_texts, out=image_grad[start:stop])
         text_grad.addmm_(grad.T, chunk)
