@@ -74,7 +74,8 @@ def cmd_serve(args) -> int:
     model = locktune.load(args.model, device=args.device)
     index = index_for_model(model, args.index, reembed=args.reembed) if args.index else None
     print(f"locktune: serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl+C stops")
-    serve(model, index, args.host, args.port, max_batch=args.max_batch)
+    serve(model, index, args.host, args.port, max_batch=args.max_batch, max_decodes=args.max_decodes,
+          max_decode_megapixels=args.max_decode_megapixels)
     return 0
 
 
@@ -119,5 +120,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     sv.add_argument("--max-batch", type=int, default=64, help="concurrent search queries encoded together, at most "
                     "this many at a time; 1 = one at a time (default: %(default)s)")
+    sv.add_argument("--max-decodes", type=int, default=2, help="uploaded images decoded and embedded at once; "
+                    "more wait up to a second, then get 503 with Retry-After (default: %(default)s)")
+    sv.add_argument("--max-decode-megapixels", type=float, default=80.0, help="megapixels (by their headers) "
+                    "of the uploads being decoded at once, together; also the largest single upload, up to 40 "
+                    "(default: %(default)s)")
     device_arg(sv)
     sv.set_defaults(run=cmd_serve)

@@ -61,7 +61,10 @@ class ImageIndex:
     label_embeddings: np.ndarray  # [L, dim] float32
 
     @classmethod
-    def load(cls, folder: str | Path) -> "ImageIndex":
+    def load(cls, folder: str | Path, embed_dim: int | None = None) -> "ImageIndex":
+        """Open an index folder; every vectors file is checked against index.json (and `embed_dim`, the
+        serving model's, when given), so a truncated or foreign file is one LocktuneError here, not a 500 on
+        every search later."""
         folder = Path(folder).resolve()
         meta_path = folder / "index.json"
         if not meta_path.is_file():
@@ -70,14 +73,15 @@ class ImageIndex:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != INDEX_FORMAT:
             raise LocktuneError(f"'{folder}' has index format {meta.get('format')!r}; this locktune reads {INDEX_FORMAT}")
+        dim = embed_dim or meta.get("dim")
         # Read into memory (100,000 x 256 float32 is 100 MB): every search touches every row.
-        embeddings = np.ascontiguousarray(np.load(folder / "embeddings.npy"), dtype=np.float32)
+        embeddings = _vectors(folder, "embeddings.npy", len(meta["images"]), dim, meta)
+        dim = embeddings.shape[1]
         labels_path, label_emb_path = folder / "labels.json", folder / "labels.npy"
         labels = json.loads(labels_path.read_text()) if labels_path.is_file() else []
-        label_emb = np.load(label_emb_path) if label_emb_path.is_file() else np.zeros((0, embeddings.shape[1]), np.float32)
-        if embeddings.shape[0] != len(meta["images"]):
-            raise LocktuneError(f"'{folder}': {embeddings.shape[0]} embeddings for {len(meta['images'])} images")
-        return cls(folder, meta, embeddings, labels, label_emb.astype(np.float32))
+        label_emb = (_vectors(folder, "labels.npy", len(labels), dim, meta) if label_emb_path.is_file()
+                     else np.zeros((0, dim), np.float32))
+        return cls(folder, meta, embeddings, labels, label_emb)
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -116,3 +120,22 @@ class ImageIndex:
 
     def original_file(self, row: int) -> Path:
         return Path(self.meta["root"]) / self.meta["images"][row]["path"]
+
+
+def _vectors(folder: Path, name: str, rows: int, dim: int | None, meta: dict) -> np.ndarray:
+    """`folder/name` as float32 [rows, dim] (dim None: any width), or one LocktuneError naming the file, the
+    shape expected and found, and how to rebuild it."""
+    path = folder / name
+    want = f"({rows}, {dim if dim else 'embed_dim'})"
+    fix = (f"rebuild the index with `locktune index {meta.get('root', 'FOLDER')} --model MODEL --out {folder}`")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise LocktuneError(f"index '{folder}' has no {name} (expected float32 vectors of shape {want}); {fix}") from None
+    except (ValueError, OSError, EOFError) as error:  # truncated: numpy cannot fill the shape its header names
+        raise LocktuneError(f"{path} is unreadable or truncated (expected float32 vectors of shape {want}; numpy: "
+                            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}); {fix}") from None
+    if array.ndim != 2 or array.shape[0] != rows or (dim and array.shape[1] != dim):
+        raise LocktuneError(f"{path} holds vectors of shape {tuple(array.shape)}, expected {want}"
+                            f"{' (the model embed_dim)' if dim else ''}; {fix}")
+    return np.ascontiguousarray(array, dtype=np.float32)

@@ -7,6 +7,9 @@
     GET  /thumbs/{name}   a thumbnail (only files inside the index's thumbnail folder)
 
 Every error is JSON {"error": message} with a 4xx code; nothing a client sends can stop the server.
+Under load, an upload that would take the decode budget past its limits (decodes at once, megapixels in
+flight: `serve/budget.py`) waits briefly, then gets 503 with Retry-After; a body past the upload limit is cut
+with 413 as it streams, chunked or not (`serve/body_limit.py`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,15 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from locktune.errors import LocktuneError
 from locktune.serve.batcher import TextBatcher
-from locktune.serve.uploads import MAX_LABELS, MAX_UPLOAD_BYTES, BadInput, parse_labels, read_image
+from locktune.serve.body_limit import CapBody
+from locktune.serve.budget import DECODE_WAIT_S, MAX_DECODE_MEGAPIXELS, MAX_DECODES, DecodeBudget
+from locktune.serve.uploads import (MAX_LABELS, MAX_PIXELS, MAX_UPLOAD_BYTES, BadInput, image_size, parse_labels,
+                                    read_image)
+
+# Room past the image's own limit for the form's other fields (labels) and the multipart framing.
+BODY_SLACK_BYTES = 1024 * 1024
 
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "an icon of a {}.", "{}"]
@@ -71,21 +81,33 @@ class NeighborsResponse(BaseModel):
     ms: float
 
 
-def create_app(model, index=None, max_batch: int = 64) -> FastAPI:
-    """The app for a `locktune.api.LitModel` and an optional `locktune.index.ImageIndex`.  Concurrent search
-    queries are encoded together, up to `max_batch` at a time (1: one at a time)."""
+def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DECODES,
+               max_decode_megapixels: float = MAX_DECODE_MEGAPIXELS, decode_wait_s: float = DECODE_WAIT_S) -> FastAPI:
+    """The app for a `locktune.api.LitModel` and an optional `locktune.index.ImageIndex`.
+
+    Concurrent search queries are encoded together, up to `max_batch` at a time (1: one at a time).  Uploaded
+    images are decoded and embedded at most `max_decodes` at a time and `max_decode_megapixels` together (by
+    their headers); one that does not fit within `decode_wait_s` gets 503 with Retry-After.  An index whose
+    vectors do not fit the model is refused here, before the server starts, as a LocktuneError."""
+    if index is not None:
+        check_index_fits(model, index)
     app = FastAPI(title="locktune", version="1", description=__doc__)
     _install_error_handlers(app)
     app.state.text_batcher = batcher = TextBatcher(model.encode_text, max_batch=max_batch,
                                                    index_matrix=index.embeddings if index is not None else None)
+    app.state.decode_budget = budget = DecodeBudget(max_decodes, max_decode_megapixels, decode_wait_s)
+    max_pixels = min(MAX_PIXELS, budget.max_pixels)  # a bigger image could never be admitted: refuse it as such
 
-    app.add_middleware(CapBody)
+    app.add_middleware(CapBody, limit=MAX_UPLOAD_BYTES + BODY_SLACK_BYTES, upload_limit_bytes=MAX_UPLOAD_BYTES)
 
     def image_from(upload: Optional[UploadFile], image_id: Optional[int]):
         """The request's image: an upload, or an indexed image chosen by id -> embedding [dim]."""
         if upload is not None and upload.filename:
             data = upload.file.read(MAX_UPLOAD_BYTES + 1)
-            return model.encode_image(read_image(data))[0]
+            width, height = image_size(data, max_pixels)
+            # Held through the image tower too: its resize works on the full decoded image.
+            with budget.claim(width * height):
+                return model.encode_image(read_image(data, max_pixels))[0]
         if image_id is not None:
             if index is None or not 0 <= image_id < len(index):
                 raise BadInput(404, f"no indexed image with id {image_id}")
@@ -106,7 +128,8 @@ def create_app(model, index=None, max_batch: int = 64) -> FastAPI:
                 "image_tower": model.net.config.image_tower, "text_tower": model.net.config.text_tower,
                 "loss": model.loss, "scores": model.scores,
                 "images": len(index) if index is not None else 0, "labels": len(index.labels) if index else 0,
-                "limits": {"upload_bytes": MAX_UPLOAD_BYTES, "labels": MAX_LABELS},
+                "limits": {"upload_bytes": MAX_UPLOAD_BYTES, "labels": MAX_LABELS, "image_pixels": max_pixels,
+                           "decodes": budget.describe()},
                 "text_batches": {"max_batch": batcher.max_batch, "calls": batcher.batches, "queries": batcher.queries}}
 
     @app.post("/api/classify", response_model=ClassifyResponse)
@@ -169,21 +192,20 @@ def create_app(model, index=None, max_batch: int = 64) -> FastAPI:
     return app
 
 
-class CapBody:
-    """Refuse an oversized upload from its header, before any of it is read or spooled to disk (a plain ASGI
-    middleware: the decorator form costs every request a task and a stream copy)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            length = dict(scope.get("headers") or []).get(b"content-length", b"")
-            if length.isdigit() and int(length) > MAX_UPLOAD_BYTES + 1024 * 1024:
-                response = _error(413, f"request is {int(length) / 1e6:.1f} MB; images are limited to "
-                                       f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+def check_index_fits(model, index) -> None:
+    """LocktuneError (one line) if the index's vectors are not [images, the model's embed_dim]: otherwise the
+    server would start and answer every search with a 500."""
+    found, want = index.embeddings.shape, (len(index.meta["images"]), model.embed_dim)
+    if tuple(found) != want:
+        raise LocktuneError(f"index '{index.folder}': {index.folder / 'embeddings.npy'} holds vectors of shape "
+                            f"{tuple(found)}, but this model needs {want} ({want[0]} images x embed_dim "
+                            f"{want[1]}); rebuild it with `locktune index {index.meta.get('root', 'FOLDER')} "
+                            f"--model MODEL --out {index.folder}`")
+    if index.label_embeddings.shape[1:] != (model.embed_dim,):
+        raise LocktuneError(f"index '{index.folder}': {index.folder / 'labels.npy'} holds vectors of shape "
+                            f"{tuple(index.label_embeddings.shape)}, but this model's embed_dim is "
+                            f"{model.embed_dim}; rebuild it with `locktune index "
+                            f"{index.meta.get('root', 'FOLDER')} --model MODEL --out {index.folder}`")
 
 
 def _rank(matrix: np.ndarray, query: np.ndarray, k: int):
@@ -201,8 +223,8 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
-def _error(status: int, message: str, **extra) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 # What the page shows for a request the API's schema refuses: (field, pydantic error type) -> message.
@@ -222,7 +244,7 @@ FRIENDLY = {
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, error: BadInput):
-        return _error(error.status, error.message)
+        return _error(error.status, error.message, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
@@ -247,9 +269,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error: {type(error).__name__}")
 
 
-def serve(model, index, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 64) -> None:
-    """Run the server until interrupted."""
+def serve(model, index, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 64, **limits) -> None:
+    """Run the server until interrupted; `limits` are `create_app`'s decode budget (max_decodes ...)."""
     import uvicorn
 
-    uvicorn.run(create_app(model, index, max_batch), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(model, index, max_batch, **limits), host=host, port=port, log_level="warning")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
+from typing import Iterator
 
 from PIL import Image
 
@@ -19,19 +21,18 @@ MAX_LABEL_CHARS = 200
 class BadInput(Exception):
     """A request the user can fix; `status` is the HTTP code, the message says what to change."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}  # e.g. Retry-After on a 503
 
 
-def read_image(data: bytes) -> Image.Image:
-    """Bytes -> a decoded, upright RGB(A) PIL image, or BadInput (413 too big or too thin, 415 not an image)."""
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise BadInput(413, f"image is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
-    if not data:
-        raise BadInput(400, "the uploaded image is empty")
-    try:
+def image_size(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an upload from its header, its bounds and file structure checked without decoding a
+    pixel (what the decode budget is claimed by); BadInput (413 too big or too thin, 415 not an image)."""
+    _check_bytes(data)
+    with _refusals(max_pixels):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_size refuses by name
             try:
@@ -39,16 +40,41 @@ def read_image(data: bytes) -> Image.Image:
             except Image.DecompressionBombError:  # Pillow refuses a header claiming over twice its own limit
                 raise UnusableImage("image too large", f"over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels "
                                                        "by its header") from None
-            check_size(probe.width, probe.height, MAX_PIXELS)  # from the header, before any pixel is decoded
+            check_size(probe.width, probe.height, max_pixels)
             probe.verify()  # checks the file's structure without decoding pixels
-        return decode_image(data, MAX_PIXELS)  # verify() leaves the probe unusable; decode afresh
+        return probe.width, probe.height
+
+
+def read_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Bytes -> a decoded, upright RGB(A) PIL image, or BadInput (413 too big or too thin, 415 not an image)."""
+    image_size(data, max_pixels)
+    with _refusals(max_pixels):
+        return decode_image(data, max_pixels)  # verify() left the probe unusable; decode afresh
+
+
+def _check_bytes(data: bytes) -> None:
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BadInput(413, f"image is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    if not data:
+        raise BadInput(400, "the uploaded image is empty")
+
+
+@contextlib.contextmanager
+def _refusals(max_pixels: int) -> Iterator[None]:
+    """Pillow's and the decoder's refusals -> BadInput with the code and words a user can act on."""
+    try:
+        yield
+    except BadInput:
+        raise
     except UnusableImage as refused:
         if refused.reason == "image too large":
             raise BadInput(413, f"image is {refused.detail.split(';')[0]}; the limit is "
-                                f"{MAX_PIXELS // 1_000_000} megapixels")
+                                f"{max_pixels // 1_000_000} megapixels")
         if refused.reason == "image too thin":
             raise BadInput(413, f"image is {refused.detail}; crop it or pad it nearer to a square")
         raise BadInput(415, f"the upload is not a usable image ({refused})")
+    except MemoryError:  # not the user's fault: let the server's 500 handler count it
+        raise
     except Exception:
         raise BadInput(415, "the upload is not an image Pillow can read (PNG, JPEG, GIF, WebP, BMP ...)")
 
