@@ -290,7 +290,7 @@ def test_a_new_run_in_a_used_folder_needs_overwrite_and_then_keeps_only_its_own(
     with pytest.raises(LocktuneError, match="--overwrite"):
         train(tiny_run(tmp_path, steps=4, train={"checkpoint_every": 2}), pairs=emoji_pairs, stop_after=2)
     train(tiny_run(tmp_path, steps=4, train={"checkpoint_every": 2}), pairs=emoji_pairs, stop_after=2, overwrite=True)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002.pt"], "the earlier run's step 6 is gone"
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002.safetensors"], "the earlier run's step 6 is gone"
     resumed = train(tiny_run(tmp_path, steps=4, train={"checkpoint_every": 2}), pairs=emoji_pairs, resume=True)
     assert resumed.steps_done == 4
 
@@ -336,7 +336,9 @@ def test_train_and_resume_in_two_processes_on_the_device_is_exact(tmp_path, drop
     assert whole.returncode == 0, whole.stderr[-3000:]
     first = _torchrun(tmp_path, "train", "--device", DEVICE, *common, "run_dir=split", "--stop-after", "2", env=env)
     assert first.returncode == 0, first.stderr[-3000:]
-    states = torch.load(tmp_path / "split" / "checkpoints" / "step_00000002.pt", weights_only=False)["rng"]
+    from locktune.train.checkpoint import load_checkpoint
+
+    states = load_checkpoint(tmp_path / "split" / "checkpoints" / "step_00000002.safetensors")["rng"]
     assert len(states) == 2 and all(s["device_type"] == DEVICE and s["device"] is not None for s in states)
     second = _torchrun(tmp_path, "train", "--device", DEVICE, *common, "run_dir=split", "--resume", env=env)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -156,14 +156,14 @@ def four_step_config(run_dir, loss):
 
 
 def _rank_train(rank, tmp_path, parallel="replicate", loss="global"):
-    from locktune.train.checkpoint import latest_checkpoint
+    from locktune.train.checkpoint import latest_checkpoint, load_checkpoint
     from locktune.train.trainer import train
 
     config = four_step_config(os.path.join(tmp_path, "two"), loss)
     config.train.parallel = parallel
     result = train(config, pairs=_pairs(), stop_after=3)
     if rank == 0:  # the checkpoint holds whole tensors even when training sharded them
-        state = torch.load(latest_checkpoint(os.path.join(tmp_path, "two")), weights_only=False)["model"]
+        state = load_checkpoint(latest_checkpoint(os.path.join(tmp_path, "two")))["model"]
         torch.save({"losses": result.losses, "state": state}, os.path.join(tmp_path, "two.pt"))
 
 
@@ -171,9 +171,9 @@ def below_adam_eps(run_dir) -> dict[str, torch.Tensor]:
     """Per parameter, the elements whose gradients stayed below AdamW's eps (1e-8) in a run: there AdamW divides
     float32 rounding noise (summation order differs between one and two processes) by ~eps, so the weights may
     part by up to a learning rate while the gradients agree to ~1e-9.  From the run's last checkpoint."""
-    from locktune.train.checkpoint import latest_checkpoint
+    from locktune.train.checkpoint import latest_checkpoint, load_checkpoint
 
-    optimizer = torch.load(latest_checkpoint(run_dir), map_location="cpu", weights_only=False)["optimizer"]
+    optimizer = load_checkpoint(latest_checkpoint(run_dir))["optimizer"]
     out = {}
     for name, state in optimizer["state"].items():
         if isinstance(name, str) and "exp_avg_sq" in state:

@@ -28,29 +28,29 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path, emoji_pairs):
     from locktune.train.trainer import train
 
     train(tiny(tmp_path, steps=6, checkpoint_every=1, keep_checkpoints=2), pairs=emoji_pairs)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005.pt", "step_00000006.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005.safetensors", "step_00000006.safetensors"]
 
 
 def test_full_disk_keeps_previous_checkpoint_and_stops_clearly(tmp_path, emoji_pairs, monkeypatch):
     from locktune.train import checkpoint as ckpt
     from locktune.train.trainer import train
 
-    real_save, calls = torch.save, []
+    real_write, calls = ckpt._write, []
 
     def filling_disk(obj, f):
         calls.append(1)
         if len(calls) == 2:  # the second checkpoint: half written, then the disk is full
             f.write(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, f)
+        real_write(obj, f)
 
-    monkeypatch.setattr(ckpt.torch, "save", filling_disk)
+    monkeypatch.setattr(ckpt, "_write", filling_disk)
     with pytest.raises(LocktuneError, match="the disk is full. Nothing was overwritten"):
         train(tiny(tmp_path, steps=6, checkpoint_every=2), pairs=emoji_pairs)
-    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    monkeypatch.setattr(ckpt, "_write", real_write)
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert files == ["step_00000002.pt"], "no temporary file left behind"
-    assert torch.load(tmp_path / "checkpoints" / files[0], weights_only=False)["step"] == 2
+    assert files == ["step_00000002.safetensors"], "no temporary file left behind"
+    assert ckpt.load_checkpoint(tmp_path / "checkpoints" / files[0])["step"] == 2
     resumed = train(tiny(tmp_path, steps=6, checkpoint_every=2), pairs=emoji_pairs, resume=True)
     assert resumed.steps_done == 6
 
@@ -61,8 +61,8 @@ def poison_steps(monkeypatch, bad: set[int]):
 
     real, counter = trainer.whole_step, {"step": 0}
 
-    def step(model, batch, autocast, loss_name="global"):
-        loss = real(model, batch, autocast, loss_name)
+    def step(model, batch, autocast, loss_name="global", **seeding):
+        loss = real(model, batch, autocast, loss_name, **seeding)
         current = counter["step"]
         counter["step"] += 1
         if current in bad:
@@ -85,14 +85,14 @@ def test_nan_steps_are_skipped_and_counted(tmp_path, emoji_pairs, monkeypatch):
 
 
 def test_too_many_nan_steps_in_a_row_stop_the_run(tmp_path, emoji_pairs, monkeypatch):
-    from locktune.train.checkpoint import latest_checkpoint
+    from locktune.train.checkpoint import latest_checkpoint, load_checkpoint
     from locktune.train.trainer import train
 
     poison_steps(monkeypatch, {3, 4, 5, 6, 7})
     # Step 4 is checkpointed mid-streak: its weights are those of step 3 (updates were skipped), still good.
-    with pytest.raises(LocktuneError, match=r"NaN/Inf for 3 steps in a row \(steps 3-5\).*step_00000004.pt"):
+    with pytest.raises(LocktuneError, match=r"NaN/Inf for 3 steps in a row \(steps 3-5\).*step_00000004.safetensors"):
         train(tiny(tmp_path, steps=10, checkpoint_every=2, max_bad_steps=3), pairs=emoji_pairs)
-    saved = torch.load(latest_checkpoint(tmp_path), weights_only=False)
+    saved = load_checkpoint(latest_checkpoint(tmp_path))
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
 
@@ -153,9 +153,9 @@ def test_training_killed_mid_checkpoint_write_and_mid_step_resumes_to_the_same_m
     proc = cli("train", *TRAIN_ARGS, f"run_dir={run}", cache=cache, env=pause)
     where = paused(proc, marker)
     temporary = Path(where["temporary"])
-    assert where["point"] == "checkpoint-write" and temporary.name == f".step_00000003.pt.tmp{proc.pid}"
+    assert where["point"] == "checkpoint-write" and temporary.name == f".step_00000003.safetensors.tmp{proc.pid}"
     assert temporary.stat().st_size > 100_000, "the whole checkpoint is in the temporary file"
-    assert not (run / "checkpoints" / "step_00000003.pt").exists()
+    assert not (run / "checkpoints" / "step_00000003.safetensors").exists()
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert temporary.exists(), "a kill leaves the temporary file"
@@ -187,17 +187,20 @@ def test_stale_checkpoint_temporaries_of_dead_writers_are_removed_and_nothing_el
     gone.wait()
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    names = {f".step_00000003.pt.tmp{gone.pid}": "removed", f".step_00000004.pt.tmp{os.getpid()}": "ours, writing",
-             f".step_00000004.pt.tmp{os.getppid()}": "a live writer", "step_00000002.pt": "a checkpoint",
-             f".model.pt.tmp{gone.pid}": "not a checkpoint's", f".step_3.pt.tmp{gone.pid}": "not our pattern",
-             "notes.txt": "someone else's"}
+    names = {f".step_00000003.safetensors.tmp{gone.pid}": "removed",
+             f".step_00000001.pt.tmp{gone.pid}": "removed (an older version's)",
+             f".step_00000004.safetensors.tmp{os.getpid()}": "ours, writing",
+             f".step_00000004.safetensors.tmp{os.getppid()}": "a live writer", "step_00000002.safetensors": "a checkpoint",
+             f".model.safetensors.tmp{gone.pid}": "not a checkpoint's",
+             f".step_3.safetensors.tmp{gone.pid}": "not our pattern", "notes.txt": "someone else's"}
     for name in names:
         (folder / name).write_bytes(b"x" * 10)
-    (folder / f".step_00000009.pt.tmp{gone.pid}").mkdir()  # a folder is never ours
+    (folder / f".step_00000009.safetensors.tmp{gone.pid}").mkdir()  # a folder is never ours
     removed = remove_stale_temporaries(tmp_path)
-    assert [p.name for p in removed] == [f".step_00000003.pt.tmp{gone.pid}"]
+    assert [p.name for p in removed] == [f".step_00000001.pt.tmp{gone.pid}", f".step_00000003.safetensors.tmp{gone.pid}"]
     kept = {p.name for p in folder.iterdir()}
-    assert kept == {n for n, why in names.items() if why != "removed"} | {f".step_00000009.pt.tmp{gone.pid}"}
+    assert kept == ({n for n, why in names.items() if not why.startswith("removed")}
+                    | {f".step_00000009.safetensors.tmp{gone.pid}"})
     assert remove_stale_temporaries(tmp_path / "no-such-run") == []
 
 

@@ -19,9 +19,9 @@ def unlock_run(run_dir, start: int = 0, end: int = 0, steps: int = 4, **train):
 
 
 def tower_state(run_dir, step: int) -> dict[str, torch.Tensor]:
-    from locktune.train.checkpoint import checkpoint_path
+    from locktune.train.checkpoint import checkpoint_path, load_checkpoint
 
-    state = torch.load(checkpoint_path(run_dir, step), map_location="cpu", weights_only=False)["model"]
+    state = load_checkpoint(checkpoint_path(run_dir, step))["model"]
     return {k[len("image_tower."):]: v for k, v in state.items() if k.startswith("image_tower.")}
 
 

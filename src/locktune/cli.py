@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party()
     try:
         return args.run(args)
-    except LocktuneError as error:
-        print(f"locktune: error: {error}", file=sys.stderr)
+    except LocktuneError as error:  # one line, also under torchrun (where every rank's stderr interleaves)
+        print(f"locktune: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("locktune: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)

@@ -96,6 +96,10 @@ class TrainConfig:
     # sigmoid: SigLIP's pairwise sigmoid over the global batch, with a learned bias (model.logit_bias_init)
     loss: str = "global"
     chunk_size: int = 0  # >0: gradient caching in chunks of this many rows (huge batches); 0: whole batch
+    # Without chunk_size, a trained tower with dropout runs in seeded blocks of this many rows (one graph), so each
+    # global row's dropout masks, and the loss, do not depend on the process count when it divides each process's
+    # rows; 0: the batch at once, masks from the running stream (1 and N processes then differ by dropout draws)
+    dropout_rows: int = 64
     parallel: str = "replicate"  # replicate (DDP-style) | fsdp (shard the text tower over processes)
     compile: bool = False  # torch.compile the text tower
     grad_checkpointing: bool = False  # recompute the text tower's blocks in backward: less memory, same gradients
@@ -217,9 +221,12 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def validate(config: RunConfig) -> RunConfig:
-    """Cross-field checks that types alone cannot express."""
+    """Each number's own range first (so `train.steps=-5` is named as itself, not as a schedule that no longer
+    fits), then names, then the checks across fields."""
     from locktune.towers.setting import parse_setting
 
+    _validate_counts(config)
+    _validate_numbers(config)
     parse_setting(config.model.setting)
     _validate_towers(config)
     if config.train.precision not in PRECISIONS:
@@ -238,22 +245,40 @@ def validate(config: RunConfig) -> RunConfig:
     if config.train.batchnorm not in BATCHNORM:
         raise LocktuneError(f"train.batchnorm '{config.train.batchnorm}' is not one of {', '.join(BATCHNORM)}")
     _validate_unlock(config)
-    _validate_numbers(config)
     _validate_data_subset(config)
-    if config.train.chunk_size < 0:
-        raise LocktuneError("train.chunk_size must be 0 (off) or a positive number of rows")
-    for key, value in [("train.steps", config.train.steps), ("train.batch_size", config.train.batch_size),
-                       ("model.embed_dim", config.model.embed_dim), ("model.max_text_len", config.model.max_text_len),
-                       ("train.keep_checkpoints", config.train.keep_checkpoints),
-                       ("train.max_bad_steps", config.train.max_bad_steps),
-                       ("train.checkpoint_every", config.train.checkpoint_every)]:
-        if value < 1:
-            raise LocktuneError(f"config key '{key}' must be at least 1, got {value}")
-    if config.train.warmup_steps < 0 or config.train.warmup_steps > config.train.steps:
+    if config.train.dropout_rows < 0:
+        raise LocktuneError("train.dropout_rows must be 0 (the batch at once) or a positive number of rows")
+    if config.train.warmup_steps > config.train.steps:
         raise LocktuneError(f"train.warmup_steps must be between 0 and train.steps ({config.train.steps})")
     if not config.data.sources:
         raise LocktuneError("data.sources is empty; name at least one pair source")
     return config
+
+
+# Whole numbers and their least value; for those that may be 0, what 0 means.
+COUNTS = {
+    "train.steps": (1, ""), "train.batch_size": (1, ""), "train.checkpoint_every": (1, ""),
+    "train.keep_checkpoints": (1, ""), "train.max_bad_steps": (1, ""), "train.log_every": (1, ""),
+    "train.bn_recalibration_images": (1, ""), "train.warmup_steps": (0, "no warm-up"),
+    "train.chunk_size": (0, "off: the whole batch at once"), "train.seed": (0, "a seed like any other"),
+    "train.image_unlock_start": (0, "unlocked from the start; 0 <= start <= end <= train.steps"),
+    "train.image_unlock_end": (0, "unlocked from the start; 0 <= start <= end <= train.steps"),
+    "model.embed_dim": (1, ""), "model.max_text_len": (1, ""), "model.clip_width": (1, ""),
+    "model.clip_layers": (1, ""), "model.clip_heads": (1, ""), "model.clip_vocab_size": (1, ""),
+    "model.image_size": (0, "the tower's own size"), "data.max_pairs_per_source": (0, "all"),
+    "data.image_workers": (0, "decode in the training process"), "data.max_train_pairs": (0, "all"),
+    "eval.batch_size": (1, ""), "eval.max_images_per_benchmark": (0, "all"),
+}
+
+
+def _validate_counts(config: RunConfig) -> None:
+    """Every whole number in its range, each named as itself, before any check that combines two."""
+    for key, (least, zero) in COUNTS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value < least:
+            bound = "at least 1" if least == 1 else f"0 or more (0: {zero})"
+            raise LocktuneError(f"config key '{key}' must be {bound}, got {value}")
 
 
 def _validate_numbers(config: RunConfig) -> None:

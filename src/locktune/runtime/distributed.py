@@ -12,13 +12,17 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import signal
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 
-from locktune.runtime import placement
+from locktune.errors import LocktuneError
+from locktune.runtime import placement, rank_failure
 
 DEFAULT_TIMEOUT_S = 300
+_timeout_s = DEFAULT_TIMEOUT_S  # the running group's, for the message when a collective times out
 
 
 def is_distributed() -> bool:
@@ -48,21 +52,71 @@ def distributed_session(device: str | torch.device = "auto", timeout_s: int | No
     The backend is the one for `device` (a device word, resolved by `placement`): NCCL for CUDA, gloo for the CPU,
     so `device=cpu` on a GPU host gets gloo; the process's device is made current before the group starts.
 
-    A collective that waits longer than the timeout ($LOCKTUNE_DIST_TIMEOUT_S, default 300 s) raises,
-    so a rank that dies makes the others exit with an error instead of hanging.
+    A collective that waits longer than the timeout ($LOCKTUNE_DIST_TIMEOUT_S, default 300 s) raises, so a rank
+    that hangs makes the others exit instead of hanging too; a rank that dies fails their next collective at
+    once.  Either is one `LocktuneError` naming the rank (`naming_failures`), and so is torchrun's SIGTERM.
     """
-    timeout_s = timeout_s or int(os.environ.get("LOCKTUNE_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+    global _timeout_s
+    timeout_s = timeout_s or _env_timeout()
     started = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         resolved = placement.resolve_device(device)
         placement.use(resolved)
         dist.init_process_group(placement.backend_for(resolved), timeout=datetime.timedelta(seconds=timeout_s))
         started = True
+    _timeout_s = timeout_s
+    previous = _stop_on_sigterm() if started else None
+    failed = False
+    try:
+        with naming_failures("the run"):
+            yield
+    except rank_failure.RankFailure:
+        failed = True
+        raise
+    finally:
+        if previous is not None and not failed:
+            signal.signal(signal.SIGTERM, previous)
+        if started and not failed:  # after a failure, leave at once: a dead peer may block the teardown
+            dist.destroy_process_group()
+
+
+def _env_timeout() -> int:
+    raw = os.environ.get("LOCKTUNE_DIST_TIMEOUT_S", str(DEFAULT_TIMEOUT_S))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise LocktuneError(f"LOCKTUNE_DIST_TIMEOUT_S='{raw}' is not a number of seconds (at least 1; default "
+                            f"{DEFAULT_TIMEOUT_S})")
+    return value
+
+
+def _stop_on_sigterm():
+    """torchrun sends SIGTERM to the other workers once one exits: say so in one line instead of vanishing."""
+    def stop(signum, frame):
+        rank_failure.ignore_sigterm()
+        raise rank_failure.RankFailure(f"rank {rank()} was stopped (SIGTERM): torchrun does that when another "
+                                       "process of the run fails (see its error above) or the job is cancelled; "
+                                       "rerun with --resume to continue from the last checkpoint")
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (a test harness): keep the default
+        return None
+
+
+@contextlib.contextmanager
+def naming_failures(during: str | Callable[[], str]):
+    """A collective that fails inside (a peer died or hung) becomes one `LocktuneError` naming the rank and what
+    this process was doing (`during`, or a function giving it); every other error passes unchanged."""
     try:
         yield
-    finally:
-        if started:
-            dist.destroy_process_group()
+    except RuntimeError as error:
+        if not is_distributed() or not rank_failure.is_collective_failure(error):
+            raise
+        what = during() if callable(during) else during
+        raise rank_failure.describe(error, rank(), world_size(), what, _timeout_s) from None
 
 
 def average_gradients(parameters: list[torch.nn.Parameter]) -> None:

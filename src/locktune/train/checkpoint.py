@@ -1,8 +1,11 @@
 """Checkpoints: written to a temporary file, fsynced and renamed, so a kill never leaves a broken one.
 
-A training checkpoint (`checkpoints/step_00000100.pt`) holds the model, optimizer, schedule, step (which
-is the data position, see `batches.py`), loss history, every process's RNG states (CPU, device, numpy,
+A training checkpoint (`checkpoints/step_00000100.safetensors`) holds the model, optimizer, schedule, step
+(which is the data position, see `batches.py`), loss history, every process's RNG states (CPU, device, numpy,
 Python) and the config, which `--resume` compares; the newest N are kept.  Tensors are stored on the CPU.
+The file is safetensors plus JSON (`checkpoint_format.py`): reading one never runs code from it, so a run
+folder others can write to cannot take over `--resume`.  Checkpoints of older versions (`step_*.pt`,
+pickled) are refused, never unpickled.
 The trained model itself is a saved-model folder (`run_dir/model/`, `locktune.saved_model`): checkpoints are
 only for `--resume` of one's own run.  A write that fails (a full disk) removes its temporary file
 and stops the run with a clear error; the previous checkpoint is untouched.  A write cut by a kill leaves
@@ -22,19 +25,29 @@ import torch
 from locktune.errors import LocktuneError
 from locktune.runtime import distributed, placement
 from locktune.runtime.pause_point import pause_point
+from locktune.train import checkpoint_format
 
-# `atomic_save`'s temporary name for checkpoints/step_00000100.pt: .step_00000100.pt.tmp<pid>
-_TEMP = re.compile(r"^\.step_\d{8}\.pt\.tmp(\d+)$")
+SUFFIX = ".safetensors"
+LEGACY_SUFFIX = ".pt"  # pickled checkpoints of locktune before the safetensors format: refused, never read
+# `atomic_save`'s temporary name for checkpoints/step_00000100.safetensors: .step_00000100.safetensors.tmp<pid>
+# (and the old .step_00000100.pt.tmp<pid>, which an older version's killed write may have left)
+_TEMP = re.compile(r"^\.step_\d{8}\.(?:safetensors|pt)\.tmp(\d+)$")
+
+
+def _write(tree: Any, f) -> None:
+    """The checkpoint's bytes into an open file (a seam for the full-disk test)."""
+    f.write(checkpoint_format.to_bytes(tree))
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """Write `obj` to `.NAME.tmp<pid>` beside `path`, fsync, rename over `path`, fsync the folder."""
+    """Write `obj` (`checkpoint_format`) to `.NAME.tmp<pid>` beside `path`, fsync, rename over `path`, fsync the
+    folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            _write(obj, f)
             f.flush()
             os.fsync(f.fileno())
         pause_point("checkpoint-write", temporary=str(tmp))  # tests kill here: written, not yet renamed
@@ -120,7 +133,7 @@ def check_resumable(saved: dict | None, now: dict, path: Path) -> None:
 def run_artifacts(run_dir: Path) -> list[Path]:
     """What a run leaves in its folder that another run must not mix with: checkpoints and the step log."""
     run_dir = Path(run_dir)
-    found = list_checkpoints(run_dir)
+    found = list_checkpoints(run_dir) + legacy_checkpoints(run_dir)
     log = run_dir / "train_log.jsonl"
     return found + ([log] if log.is_file() else [])
 
@@ -144,16 +157,52 @@ def to_cpu(tree: Any) -> Any:
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}{SUFFIX}"
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Finished checkpoints, oldest first (temporary files of an interrupted write are not listed)."""
-    return sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
+    return sorted((Path(run_dir) / "checkpoints").glob(f"step_*{SUFFIX}"))
+
+
+def legacy_checkpoints(run_dir: Path) -> list[Path]:
+    """Pickled checkpoints an older locktune wrote (`step_*.pt`): listed so they are refused and removed with
+    the run, never loaded."""
+    return sorted((Path(run_dir) / "checkpoints").glob(f"step_*{LEGACY_SUFFIX}"))
+
+
+REQUIRED = ("model", "optimizer", "scheduler", "step", "losses", "rng", "config")
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by `save_checkpoint`, tensors on the CPU; a damaged file, another format or an old
+    pickled `.pt` is one line (nothing in the file is run)."""
+    path = Path(path)
+    if path.suffix == LEGACY_SUFFIX:
+        raise LocktuneError(f"--resume: '{path}' is a checkpoint of an older locktune (pickled .pt), which this "
+                            "version does not read (unpickling runs code from the file). Resume with the version "
+                            "that wrote it, or start a new run (--overwrite or another run_dir)")
+    try:
+        checkpoint = checkpoint_format.read(path)
+    except checkpoint_format.FormatError as error:
+        raise LocktuneError(f"--resume: checkpoint '{path}' cannot be read: {error}. Remove it to resume from the "
+                            "one before, or start a new run (--overwrite or another run_dir)") from None
+    missing = [key for key in REQUIRED if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise LocktuneError(f"--resume: checkpoint '{path}' lacks {', '.join(missing)}. Remove it to resume from "
+                            "the one before, or start a new run (--overwrite or another run_dir)")
+    return checkpoint
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resume_point(run_dir: Path) -> Path | None:
+    """The newest checkpoint by step, old pickled ones included (so that `load_checkpoint` refuses a run whose
+    newest checkpoint an older version wrote, instead of quietly resuming an earlier step)."""
+    found = sorted(list_checkpoints(run_dir) + legacy_checkpoints(run_dir), key=lambda p: (p.stem, p.suffix))
     return found[-1] if found else None
 
 
