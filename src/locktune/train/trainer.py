@@ -28,8 +28,8 @@ from locktune.progress import progress
 from locktune.towers.setting import unwrap
 from locktune.train.batches import BatchPlan
 from locktune.train.images import TrainingImages
-from locktune.train.checkpoint import (check_resumable, latest_checkpoint, remove_run, remove_stale_temporaries,
-                                       restore_rng, rng_states, run_artifacts)
+from locktune.train.checkpoint import (check_resumable, latest_checkpoint, load_checkpoint, remove_run,
+                                       remove_stale_temporaries, restore_rng, resume_point, rng_states, run_artifacts)
 from locktune.train.checkpoint import save_checkpoint as save_checkpoint_file
 from locktune.runtime import distributed, placement
 from locktune.runtime.pause_point import pause_point
@@ -131,18 +131,20 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     end = min(config.train.steps, stop_after) if stop_after is not None else config.train.steps
     model.train()
     log = TrainingLog(run_dir, config, appending=checkpoint is not None, total=end - state.step)
-    while state.step < end:
-        batch = _next_batch(state.step, plan, images, data.captions, model, local, device)
-        unlocked = state.unlock.apply(state.step) if state.unlock is not None else None  # sets BN modes
-        if config.train.batchnorm == "freeze":
-            freeze_batchnorm(model.image_tower)  # after every mode change: eval-mode BN throughout
-        loss = _forward_backward(state, batch, config, autocast, local)
-        pause_point("train-step")  # tests kill here: gradients computed, weights not yet updated
-        loss_value, grad_norm = _update(state, loss, trainable, config, run_dir)
-        log.step(state, loss_value, grad_norm, unlocked, end)
-        if state.step % config.train.checkpoint_every == 0 or state.step == end:
-            _save_checkpoint(state, config, run_dir, device)
-            distributed.barrier()
+    # A process that dies or hangs fails the others' next collective: one line naming it and the step.
+    with distributed.naming_failures(lambda: f"training step {state.step + 1}"):
+        while state.step < end:
+            batch = _next_batch(state.step, plan, images, data.captions, model, local, device)
+            unlocked = state.unlock.apply(state.step) if state.unlock is not None else None  # sets BN modes
+            if config.train.batchnorm == "freeze":
+                freeze_batchnorm(model.image_tower)  # after every mode change: eval-mode BN throughout
+            loss = _forward_backward(state, batch, config, autocast, local)
+            pause_point("train-step")  # tests kill here: gradients computed, weights not yet updated
+            loss_value, grad_norm = _update(state, loss, trainable, config, run_dir)
+            log.step(state, loss_value, grad_norm, unlocked, end)
+            if state.step % config.train.checkpoint_every == 0 or state.step == end:
+                _save_checkpoint(state, config, run_dir, device)
+                distributed.barrier()
     log.close()
     return _finish(state, config, run_dir, images, started, data)
 
@@ -191,12 +193,12 @@ def _training_data(config: RunConfig, pairs: PairSet | None) -> TrainingData:
 
 
 def _restore(run_dir: Path, config: RunConfig) -> dict | None:
-    """The run's latest training checkpoint (our own file: written by this code for `--resume`), after checking
-    that it was written with the same training-relevant config."""
-    path = latest_checkpoint(run_dir)
+    """The run's latest training checkpoint, after checking that it was written with the same training-relevant
+    config.  Read without pickle (`checkpoint_format`): a run folder others can write to is no way to run code."""
+    path = resume_point(run_dir)
     if path is None:
         return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path)
     check_resumable(checkpoint.get("config"), config.to_dict(), path)
     return checkpoint
 
