@@ -159,19 +159,29 @@ def test_an_endless_body_is_cut_at_the_limit_and_its_temp_file_removed(model_and
     boundary = b"locktuneboundary"
     headers = [(b"content-type", b"multipart/form-data; boundary=" + boundary)]
     headers += [(b"content-length", declared)] if declared else [(b"transfer-encoding", b"chunked")]
-    opened = []
-    real_spooled = tempfile.SpooledTemporaryFile
-
-    def recording_spooled(*args, **kwargs):
-        opened.append(real_spooled(*args, **kwargs))
-        return opened[-1]
     import starlette.formparsers
 
-    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", recording_spooled)
+    from locktune.serve.body_limit import DRAIN_BYTES
+
+    opened, written = [], []
+
+    class CountingSpool(tempfile.SpooledTemporaryFile):
+        def write(self, data):
+            written.append(len(data))
+            return super().write(data)
+
+    def counting_spool(*args, **kwargs):
+        opened.append(CountingSpool(*args, **kwargs))
+        return opened[-1]
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", counting_spool)
     status, body, pulled = _call_asgi(create_app(model, index), headers, _endless_upload(boundary))
     limit = MAX_UPLOAD_BYTES + BODY_SLACK_BYTES
     assert status == 413 and "was cut there" in body["error"] and "limited to 10 MB" in body["error"]
-    assert limit < pulled <= limit + MB  # read one chunk past the limit, not a byte more
+    # What reached the upload's file: under the limit (the image part starts after the form's head).
+    assert MAX_UPLOAD_BYTES - 2 * MB < sum(written) <= limit
+    # Read from the client: up to the cut, then discarded up to the drain bound (so a client that stops
+    # sending in time reads its 413), never the endless rest.
+    assert limit < pulled <= limit + MB + DRAIN_BYTES + MB
     assert len(opened) == 1 and opened[0].closed  # spooled up to the cut, then closed (and so deleted)
     assert list(tmp_path.iterdir()) == []
 
