@@ -12,7 +12,9 @@ in both paths and in the cached step's replay; batch norm in a trained image tow
 statistics in both, and its running statistics are updated once per chunk (the no-graph pass restores
 them).  The parameter gradients then differ by float rounding only (tests/test_step.py: relative error 2e-7 in
 float32, bf16 autocast within the 1e-3 stated there).  The loss is computed in float32 outside autocast in both.
-Without `chunk`, `whole_step` runs the batch at once and dropout draws from the global generator.
+Without `chunk`, `whole_step` runs a model with dropout in seeded blocks of `train.dropout_rows` rows (one
+graph), so a global row's masks do not depend on how many processes share the batch; without dropout, or with
+`dropout_rows=0`, it runs the batch at once.
 """
 
 from __future__ import annotations
@@ -111,12 +113,35 @@ def _loss(model, image: torch.Tensor, text: torch.Tensor, loss_name: str) -> tor
         return get_loss(loss_name).whole(model, image.float(), text.float())
 
 
+def has_active_dropout(model: nn.Module) -> bool:
+    """Whether a forward in this mode draws dropout masks: a dropout module with p > 0 in training mode, or a
+    Hugging Face model in training mode whose config asks for attention dropout (taken inside attention)."""
+    for module in model.modules():
+        if not module.training:
+            continue
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return True
+        config = getattr(module, "config", None)
+        if config is not None and any(float(getattr(config, key, 0) or 0) > 0 for key in DROPOUT_CONFIG_KEYS):
+            return True
+    return False
+
+
+DROPOUT_CONFIG_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "dropout_rate", "hidden_dropout_prob")
+
+
 def whole_step(model, batch: Batch, autocast: AbstractContextManager, loss_name: str = "global", chunk: int = 0,
-               seed: int | None = None, first_row: int = 0) -> torch.Tensor:
+               seed: int | None = None, first_row: int = 0, dropout_rows: int = 0) -> torch.Tensor:
     """Forward and backward in one graph; the float32 loss, detached.  With `chunk`, the towers run chunk by
     chunk with seeded dropout exactly as in `gradient_cached_step` (the reference it must equal);
-    `first_row` is this rank's first row in the global batch, so every rank seeds different rows."""
-    if chunk and chunk < len(batch):
+    `first_row` is this rank's first row in the global batch, so every rank seeds different rows.
+
+    Without `chunk`, a model that draws dropout masks runs its towers in seeded blocks of `dropout_rows` rows
+    (still one graph), so each global row's masks are the same whatever the number of processes (when
+    `dropout_rows` divides each process's rows); `dropout_rows=0`, or no dropout, runs the batch at once."""
+    if not chunk and dropout_rows and has_active_dropout(model):
+        chunk = dropout_rows
+    if chunk and (chunk < len(batch) or dropout_rows):
         seed = _resolve_seed(seed)
         parts = [_embed_chunk(model, batch, start, chunk, autocast, seed, first_row)
                  for start in range(0, len(batch), chunk)]

@@ -270,7 +270,9 @@ def _forward_backward(state: TrainingState, batch: Batch, config: RunConfig, aut
         return gradient_cached_step(state.model, batch, autocast, config.train.chunk_size, config.train.loss,
                                     seed=mix_seed(config.train.seed, state.step),
                                     first_row=distributed.rank() * local)
-    return whole_step(state.model, batch, autocast, config.train.loss)
+    # Dropout (if any) seeded per block of global rows: the same masks in 1 and N processes, and on any device.
+    return whole_step(state.model, batch, autocast, config.train.loss, seed=mix_seed(config.train.seed, state.step),
+                      first_row=distributed.rank() * local, dropout_rows=config.train.dropout_rows)
 
 
 def _update(state: TrainingState, loss: torch.Tensor, trainable: list, config: RunConfig,

@@ -1,0 +1,78 @@
+"""Dropout in the plain (unchunked) step belongs to global rows: a text tower with dropout trains to the same
+losses and weights in one process and in two (real gloo processes), as the gradient-cached step does."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_tiny import save_text
+from test_distributed import _pairs, below_adam_eps, launch
+from tiny_configs import tiny_run
+
+
+@pytest.fixture(scope="module")
+def dropout_bert(tmp_path_factory):
+    """A tiny BERT with transformers' default dropout (hidden and attention 0.1)."""
+    return save_text("bert", tmp_path_factory.mktemp("bert-dropout"))
+
+
+def bert_run(run_dir, bert, dropout_rows: int):
+    config = tiny_run(run_dir, steps=3, train={"dropout_rows": dropout_rows})
+    config.model.setting, config.model.text_tower = "LU", f"hf:{bert}"
+    return config
+
+
+def test_dropout_blocks_draw_each_global_rows_masks_whatever_the_rows_around_them(dropout_bert):
+    """Rows 8..15 embedded as the second half of a 16-row batch, and as a rank's own 8 rows starting at global
+    row 8: the same dropout masks, hence the same embeddings."""
+    from contextlib import nullcontext
+
+    from locktune.model.two_tower import build_model
+    from locktune.towers.setting import unwrap
+    from locktune.train.step import Batch, _embed_chunk, has_active_dropout
+
+    model = build_model(bert_run("unused", dropout_bert, 4).model)
+    model.train()
+    assert has_active_dropout(model)
+    tokens = model.tokenize([f"a photo of {w}" for w in "abcdefghijklmnop"])
+    features = torch.randn(16, unwrap(model.image_tower).output_dim)
+    batch = Batch(tokens["ids"], tokens["mask"], features=features)
+    whole = torch.cat([_embed_chunk(model, batch, s, 4, nullcontext(), 7, 0)[1] for s in range(0, 16, 4)])
+    half = batch.rows(8, 16)
+    rank_one = torch.cat([_embed_chunk(model, half, s, 4, nullcontext(), 7, 8)[1] for s in range(0, 8, 4)])
+    assert torch.equal(whole[8:], rank_one)
+    other_seed = torch.cat([_embed_chunk(model, half, s, 4, nullcontext(), 8, 8)[1] for s in range(0, 8, 4)])
+    assert (other_seed - rank_one).abs().max() > 1e-3  # dropout is on: another seed moves the embeddings
+
+
+def _rank_train(rank, tmp_path, bert):
+    from locktune.train.trainer import train
+
+    result = train(bert_run(os.path.join(tmp_path, "two"), bert, 4), pairs=_pairs())
+    if rank == 0:
+        Path(tmp_path, "two.json").write_text(json.dumps(result.losses))
+        torch.save(result.model.state_dict(), Path(tmp_path, "two_state.pt"))
+
+
+def test_one_and_two_processes_agree_with_dropout_in_the_plain_step(tmp_path, dropout_bert):
+    from locktune.train.trainer import train
+
+    one = train(bert_run(tmp_path / "one", dropout_bert, 4), pairs=_pairs())
+    launch(_rank_train, tmp_path, str(dropout_bert))
+    two_losses = json.loads((tmp_path / "two.json").read_text())
+    two_state = torch.load(tmp_path / "two_state.pt", weights_only=True)
+    assert max(abs(a - b) for a, b in zip(one.losses, two_losses)) < 1e-5, (one.losses, two_losses)
+    noise = below_adam_eps(tmp_path / "one")
+    for name, value in one.model.state_dict().items():
+        close = torch.isclose(value, two_state[name], atol=1e-5)
+        if name in noise:
+            close |= noise[name]
+        assert bool(close.all()), name
+    # The masks matter: the batch at once (dropout_rows=0) draws other masks and another first loss.
+    at_once = train(bert_run(tmp_path / "at_once", dropout_bert, 0), pairs=_pairs())
+    assert abs(at_once.losses[0] - one.losses[0]) > 1e-3
