@@ -34,6 +34,7 @@ MAX_IMAGE_PIXELS = 89_478_485
 # rules still load, a 1 x 20,000 strip does not.
 MAX_ASPECT_RATIO = 1000
 SVG_RENDER_SIZE = 256
+SVG_SUFFIXES = (".svg", ".svgz")  # rendered from their own bytes within bounds: data/svg.py
 ORIENTATION = 0x0112  # the EXIF tag
 
 ImageSource = Union[str, Path, bytes, bytearray, Image.Image]
@@ -76,10 +77,10 @@ def _open(source: str | Path | bytes | bytearray, max_pixels: int) -> Image.Imag
     return image
 
 
-def _render_svg(path: Path) -> Image.Image:
-    import cairosvg
+def _render_svg(path: Path, max_pixels: int) -> Image.Image:
+    from locktune.data.svg import render_svg  # imports cairosvg, which only SVG users need
 
-    return Image.open(io.BytesIO(cairosvg.svg2png(url=str(path), output_width=SVG_RENDER_SIZE)))
+    return render_svg(path, max_pixels)
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
@@ -113,7 +114,7 @@ def upright(image: Image.Image) -> Image.Image:
 
 
 def decode_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """A path (SVG rendered with cairosvg), encoded bytes or a PIL image -> bounded, upright, RGB or RGBA.
+    """A path (SVG rendered with cairosvg, `data/svg.py`), encoded bytes or a PIL image -> bounded, upright, RGB or RGBA.
 
     Raises UnusableImage for a size out of bounds, and whatever Pillow raises for a file it cannot read
     (the callers that walk a dataset count both by reason; see `failure_reason`).
@@ -125,8 +126,8 @@ def decode_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Ima
         image = _open(source, max_pixels)
     else:
         try:
-            if Path(source).suffix.lower() == ".svg":
-                image = _render_svg(Path(source))
+            if Path(source).suffix.lower() in SVG_SUFFIXES:
+                image = _render_svg(Path(source), max_pixels)
                 check_size(image.width, image.height, max_pixels)
             else:
                 image = _open(str(source), max_pixels)

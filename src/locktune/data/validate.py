@@ -11,6 +11,12 @@ from locktune.errors import LocktuneError
 # Longer captions are almost always scraped page text, not a description; text towers truncate at
 # ~77 tokens anyway, so such a record would train on an arbitrary prefix.
 MAX_CAPTION_CHARS = 2000
+# Checked on the raw text before it is cleaned, so a 200 MB "caption" is refused without a regex pass
+# over it; room for whitespace that cleaning would collapse (4 bytes a character for undecoded bytes).
+MAX_RAW_CAPTION_CHARS = 4 * MAX_CAPTION_CHARS
+# A KEY.txt / KEY.json holds a handful of captions; a bigger one is not read at all (2 MB: 64 captions at
+# the raw bound, in 4-byte characters).
+MAX_CAPTION_FILE_BYTES = 64 * 4 * MAX_RAW_CAPTION_CHARS
 # Above this share of failed records the input is probably the wrong format or column names, and
 # training on the remainder would hide that.
 MAX_FAILED_SHARE = 0.5
@@ -58,6 +64,8 @@ def check_caption(raw: object) -> tuple[str | None, str]:
     numbers, null and nested lists where a caption belongs)."""
     if not isinstance(raw, (bytes, str)):
         return None, "non-string caption"
+    if len(raw) > (4 if isinstance(raw, bytes) else 1) * MAX_RAW_CAPTION_CHARS:
+        return None, "caption too long"
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -67,6 +75,8 @@ def check_caption(raw: object) -> tuple[str | None, str]:
         raw.encode("utf-8")  # text files are read with surrogateescape: undecodable bytes show up here
     except UnicodeEncodeError:
         return None, "non-utf8 caption"
+    if len(raw) > MAX_RAW_CAPTION_CHARS:
+        return None, "caption too long"
     text = clean_caption(raw.replace("\ufeff", ""))  # a byte-order mark starting a text file is not text
     if not text:
         return None, "empty caption"
@@ -81,15 +91,15 @@ def check_captions(raws: list, counter: SkipCounter | None = None, where: str = 
     Bad captions of a record that keeps others are counted in `counter` as "caption dropped: REASON"
     (`where`: the record's file and line, for the report).
     """
-    kept: list[str] = []
+    kept: dict[str, None] = {}  # an ordered set: de-duplication stays linear in the number of captions
     reasons: list[str] = []
     for raw in raws:
         text, why = check_caption(raw)
         if text is None:
             reasons.append(why)
-        elif text not in kept:
-            kept.append(text)
+        else:
+            kept.setdefault(text)
     if kept and counter is not None:
         for why in reasons:
             counter.skip(DROPPED + why, where=where)
-    return kept, ("" if kept else (reasons[0] if reasons else "empty caption"))
+    return list(kept), ("" if kept else (reasons[0] if reasons else "empty caption"))

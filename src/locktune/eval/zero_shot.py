@@ -50,6 +50,24 @@ def zero_shot_metrics(image_emb: torch.Tensor, labels: torch.Tensor, classes: to
             "majority_top1": majority}
 
 
+def classes_with_images(labels: torch.Tensor, class_names: list[str]) -> tuple[list[int], list[str]]:
+    """(indices of the classes with at least one image among `labels`, names of those with none).
+
+    A class whose images were all unreadable cannot be scored: left among the answers it would still make
+    chance 1/classes while mean per-class recall averages over fewer classes.  The scores use the
+    classes that remain, and the others are named in the result."""
+    present = set(labels.tolist())
+    kept = [c for c in range(len(class_names)) if c in present]
+    return kept, [class_names[c] for c in range(len(class_names)) if c not in present]
+
+
+def relabel(labels: torch.Tensor, kept: list[int], n_classes: int) -> torch.Tensor:
+    """Labels as indices into `kept` (every label must be in it)."""
+    position = torch.full((n_classes,), -1, dtype=torch.long)
+    position[torch.tensor(kept, dtype=torch.long)] = torch.arange(len(kept))
+    return position[labels.long()]
+
+
 def per_image_outcomes(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """Each evaluated image's top-1 outcome, in benchmark order (unreadable images left out, the same for
     every model): {"correct": "0110..." ('1' = the argmax class is the label), "labels": [int, ...]}, what

@@ -4,7 +4,8 @@ Shards are indexed once (member offsets, captions) and images are read later by 
 worker process decodes any record without scanning the tar.  A shard truncated mid-file keeps the
 records before the damage; the cut record is counted as "truncated shard".  A key repeated inside a shard
 (KEY.jpg KEY.txt ... KEY.jpg again) or across shards keeps its first record; each later one is counted as
-"duplicate key".
+"duplicate key".  A .txt or .json member over MAX_CAPTION_FILE_BYTES is not read: its record is counted as
+"caption file too large".
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 from locktune.data.decode import decode_image
 from locktune.data.images import ImageSet
 from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
-from locktune.data.validate import SkipCounter, check_captions, print_report
+from locktune.data.validate import MAX_CAPTION_FILE_BYTES, SkipCounter, check_captions, print_report
 from locktune.errors import LocktuneError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -118,6 +119,10 @@ def _index_shard(path: str, counter: SkipCounter) -> list[tuple[str, dict[str, t
                 continue
             text = None
             if extension.lower() in ("txt", "json"):
+                if member.size > MAX_CAPTION_FILE_BYTES:  # not read: a caption file, not a page dump
+                    counter.skip("caption file too large", where=f"{path}: {member.name} ({member.size:,} bytes)")
+                    records.setdefault(key, {})["__big__"] = (0, 0, None)
+                    continue
                 raw.seek(member.offset_data)
                 text = raw.read(member.size)
             records.setdefault(key, {})[extension.lower()] = (member.offset_data, member.size, text)
@@ -125,7 +130,7 @@ def _index_shard(path: str, counter: SkipCounter) -> list[tuple[str, dict[str, t
     for key, parts in records.items():
         if "__cut__" in parts:
             counter.skip("truncated shard")
-        else:
+        elif "__big__" not in parts:  # counted where it was met
             out.append((key, parts))
     if truncated and not any("__cut__" in p for p in records.values()):
         counter.skip("truncated shard")

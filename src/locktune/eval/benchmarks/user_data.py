@@ -5,15 +5,19 @@
 - `table:FILE`: a CSV (header with `path` and `label` columns) or JSONL (`{"path": ..., "label": ...}`)
   file; relative paths are relative to the file.  Labels are class names, or indices into the class list.
   The class list is `classes.txt` beside the file (one name a line) if there is one, else the sorted labels.
-Every problem is one line naming the class, file or row at fault.
+Every problem is one line naming the class, file or row at fault.  A folder benchmark reads only what is
+inside ROOT: a class (a classes.txt line like `../../x`, or a linked folder) that leads out of it is an
+error, and an image link that leads out of it is skipped and counted.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
+from locktune.data.containment import inside
 from locktune.data.images import FileImages, list_image_files
 from locktune.errors import LocktuneError
 from locktune.eval.benchmarks.base import LOCAL_BENCHMARKS, ClassificationSet, balanced_subset
@@ -32,8 +36,19 @@ def read_class_file(path: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def image_files(folder: Path) -> list[Path]:
-    return list_image_files(folder, IMAGE_SUFFIXES)
+def image_files(folder: Path, root: Path | None = None) -> list[Path]:
+    """The image files under `folder`; with `root`, links that lead out of `root` are left out and counted
+    (a benchmark folder is scored on its own images, not on whatever a link reaches)."""
+    files = list_image_files(folder, IMAGE_SUFFIXES)
+    if root is None:
+        return files
+    resolved = root.resolve()
+    kept = [f for f in files if inside(f, resolved)]
+    if len(kept) < len(files):
+        first = next(f for f in files if not inside(f, resolved))
+        print(f"locktune: {folder}: {len(files) - len(kept)} links leading outside '{root}' were skipped "
+              f"(first: {first.relative_to(folder)})", file=sys.stderr)
+    return kept
 
 
 def labelled_set(name: str, paths: list[Path], labels: list[int], class_names: list[str], max_images: int,
@@ -77,8 +92,12 @@ def image_folder(root: Path, max_images: int = 0, name: str | None = None,
         raise LocktuneError(f"benchmark '{name}': the class list is empty ('{root}' has no class sub-folders)")
     paths: list[Path] = []
     labels: list[int] = []
+    resolved = root.resolve()
     for index, (key, display) in enumerate(classes):
-        found = image_files(root / key) if (root / key).is_dir() else []
+        if not inside(root / key, resolved) or (root / key).resolve() == resolved:
+            raise LocktuneError(f"benchmark '{name}': class '{key}' leads outside '{root}' (to "
+                                f"'{(root / key).resolve()}'); a class is a folder inside the benchmark folder")
+        found = image_files(root / key, root) if (root / key).is_dir() else []
         if not found:
             raise LocktuneError(f"benchmark '{name}': class '{display}' has no images (looked in '{root / key}')")
         paths += found

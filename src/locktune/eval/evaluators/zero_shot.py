@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
+from locktune.errors import LocktuneError
 from locktune.eval.benchmarks import ClassificationSet
 from locktune.eval.evaluation import Evaluation, Reporter, SummaryValue, mean, on_benchmark, pct, register_reporter
 from locktune.eval.reference import supervised_head, supervised_top1
 from locktune.eval.run import image_features
-from locktune.eval.zero_shot import class_embeddings, per_image_outcomes, zero_shot_metrics
+from locktune.eval.zero_shot import (class_embeddings, classes_with_images, per_image_outcomes, relabel,
+                                     zero_shot_metrics)
 
 KIND = "classification"
 NEAR_OOD = "near_ood/"  # task keys of benchmarks near the training data but outside it (e.g. other emoji art)
@@ -21,25 +24,43 @@ NEAR_OOD = "near_ood/"  # task keys of benchmarks near the training data but out
 def zero_shot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) -> Evaluation:
     features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
     image_emb = model.embed_image_features(features).cpu()[valid]
-    labels = torch.tensor(benchmark.labels)[valid]
-    classes = class_embeddings(model, benchmark.class_names, benchmark.templates)
-    metrics = zero_shot_metrics(image_emb, labels, classes)
+    labels = torch.tensor(benchmark.labels, dtype=torch.long)[valid]
+    # Only classes with a readable image are answers (chance, top-k and recall all over the same classes).
+    kept, dropped = classes_with_images(labels, benchmark.class_names)
+    if not kept:
+        raise LocktuneError(f"benchmark '{benchmark.name}': none of its {len(benchmark.labels)} images could be "
+                            "read; see the counts above for why")
+    if dropped:
+        print(f"locktune: {benchmark.name}: {len(dropped)} of {len(benchmark.class_names)} classes have no "
+              f"readable image and are left out of the scores: {', '.join(dropped)}", file=sys.stderr)
+    names = [benchmark.class_names[c] for c in kept]
+    scored = relabel(labels, kept, len(benchmark.class_names))
+    classes = class_embeddings(model, names, benchmark.templates)
+    metrics = zero_shot_metrics(image_emb, scored, classes)
     head = supervised_head(model) if benchmark.imagenet_indices else None
     if head is not None:
-        metrics["supervised_top1"] = supervised_top1(head, features[valid], labels, benchmark.imagenet_indices)
+        metrics["supervised_top1"] = supervised_top1(head, features[valid], scored,
+                                                     [benchmark.imagenet_indices[c] for c in kept])
     metrics["images"] = int(valid.sum())
+    metrics["classes"] = len(kept)
+    metrics["dropped_classes"] = dropped  # names, in class order; [] when every class was scored
     logits = image_emb @ classes.T
-    metrics["per_image"] = per_image_outcomes(logits, labels)
-    return Evaluation(KIND, metrics, {"logits": logits, "labels": labels,
-                                      "class_names": benchmark.class_names})
+    metrics["per_image"] = per_image_outcomes(logits, scored)
+    return Evaluation(KIND, metrics, {"logits": logits, "labels": scored, "class_names": names})
 
+
+def _classes(m: dict) -> str:
+    """The classes scored, and how many were left out for want of a readable image (older results: from chance)."""
+    dropped = m.get("dropped_classes") or []
+    scored = m.get("classes", round(1 / m["chance_top1"]))
+    return f"{scored} ({len(dropped)} without images left out: {', '.join(dropped)})" if dropped else str(scored)
 
 
 def markdown(results: dict[str, dict]) -> list[str]:
     """The model's numbers beside chance and the image tower's own supervised classifier."""
     lines = ["| zero-shot classification | images | classes | top-1 | top-5 | mean per-class recall "
              "| chance top-1 | tower's supervised classifier top-1 |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {n} | {m['images']} | {round(1 / m['chance_top1'])} | {pct(m, 'top1')} | {pct(m, 'top5')} | "
+    lines += [f"| {n} | {m['images']} | {_classes(m)} | {pct(m, 'top1')} | {pct(m, 'top5')} | "
               f"{pct(m, 'mean_per_class_recall')} | {pct(m, 'chance_top1')} | {pct(m, 'supervised_top1')} |"
               for n, m in results.items()]
     return lines + [""]
