@@ -1,7 +1,8 @@
 """A soak under hostile load: the real `locktune serve` in a subprocess gets 200 concurrent uploads of a
 ~100 KB PNG that decodes to 6000 x 6000 (108 MB of pixels each), and chunked bodies of 48 MB each (over
-four times the 10 MB limit, within what the server drains so that the client reads its 413), all at once.  Before the decode budget and the streaming body cap, 60 such uploads took the
-server to 8.5 GB and 200 crashed it; chunked bodies were spooled to disk in full.
+four times the 10 MB limit, within what the server drains so that the client reads its 413), all at once.
+Before the decode budget and the streaming body cap, 60 such uploads took the server to 8.5 GB and 200
+crashed it; chunked bodies were spooled to disk in full.
 
 Bounds asserted (measured on a 2-core machine with the tiny test model: see PEAK_RSS_BOUND):
   - every answer is 200, 413 or 503 (never a dropped connection or a 500), and /api/info answers after;

@@ -127,15 +127,16 @@ def _vectors(folder: Path, name: str, rows: int, dim: int | None, meta: dict) ->
     shape expected and found, and how to rebuild it."""
     path = folder / name
     want = f"({rows}, {dim if dim else 'embed_dim'})"
-    fix = (f"rebuild the index with `locktune index {meta.get('root', 'FOLDER')} --model MODEL --out {folder}`")
+    fix = f"rebuild the index with `locktune index {meta.get('root', 'FOLDER')} --model MODEL --out {folder}`"
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise LocktuneError(f"index '{folder}' has no {name} (expected float32 vectors of shape {want}); {fix}") from None
+        raise LocktuneError(f"index '{folder}' has no {name} (expected float32 vectors of shape {want}); "
+                            f"{fix}") from None
     except (ValueError, OSError, EOFError) as error:  # truncated: numpy cannot fill the shape its header names
         raise LocktuneError(f"{path} is unreadable or truncated (expected float32 vectors of shape {want}; numpy: "
                             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}); {fix}") from None
     if array.ndim != 2 or array.shape[0] != rows or (dim and array.shape[1] != dim):
-        raise LocktuneError(f"{path} holds vectors of shape {tuple(array.shape)}, expected {want}"
-                            f"{' (the model embed_dim)' if dim else ''}; {fix}")
+        raise LocktuneError(f"{path} holds vectors of shape {tuple(array.shape)}, expected {want} (one row per "
+                            f"entry of index.json, as wide as the model's embedding); {fix}")
     return np.ascontiguousarray(array, dtype=np.float32)
