@@ -37,8 +37,8 @@ CHUNKED_BYTES = 48 * MB
 # uploads took it to 8.5 GB.
 PEAK_RSS_BOUND = 1.6e9
 # The child's address space is capped too, so a regression fails this test with MemoryErrors instead of
-# taking the shared machine's memory (torch's libraries, thread stacks
-# and malloc arenas are reserved, not resident); 2.74-2.90 GB measured.
+# taking the shared machine's memory.  Measured peak address space 2.74-2.90 GB (torch's libraries, thread
+# stacks and malloc arenas are reserved, not resident); without the budget it reached the cap.
 ADDRESS_SPACE_CAP = 6 * 1024**3
 
 
