@@ -40,6 +40,7 @@ def _embed_sharded(config, folder: str, shard_size: int, views: int, main: bool)
 
 def _embed(config, no_benchmarks: bool, main: bool) -> int:
     from locktune.cache.embedding_cache import cached_features
+    from locktune.cache.image_side import honest, skipped_summary
     from locktune.data.pairs import load_pairs
     from locktune.eval.benchmarks import get_benchmark
     from locktune.runtime.placement import resolve_device
@@ -55,8 +56,12 @@ def _embed(config, no_benchmarks: bool, main: bool) -> int:
                                  precision=config.train.precision,
                                  desc=f"embedding {s.name}")
         state = "computed" if result.computed else "reused"
+        valid, failed = honest(result.features, result.valid, result.failed, s.images.keys)  # zero rows: skipped
         if main:
-            print(f"{s.name}: {len(s.images)} images, {int(result.valid.sum())} usable, {state}: {result.path}")
+            print(f"{s.name}: {len(s.images)} images, {int(valid.sum())} usable ({skipped_summary(failed)}), "
+                  f"{state}: {result.path}")
+        if len(s.images) and not valid.any():
+            raise LocktuneError(f"{s.name}: none of its {len(s.images)} images is usable ({skipped_summary(failed)})")
     return 0
 
 

@@ -57,7 +57,9 @@ def cmd_index(args) -> int:
         labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
     out = args.out or Path(args.folder).resolve().name + ".index"
     meta = build_index(model, args.folder, out, labels)
-    print(f"index: {out}: {meta['count']} images ({len(meta['skipped'])} skipped), "
+    from locktune.cache.image_side import skipped_summary
+
+    print(f"index: {out}: {meta['count']} images ({skipped_summary(meta['skipped'])}), "
           f"{len(labels or [])} labels given, in {time.time() - started:.0f}s")
     print(f"serve it: locktune serve --model {args.model} --index {out}")
     return 0

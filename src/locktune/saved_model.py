@@ -97,7 +97,45 @@ def read_manifest(folder: str | Path) -> dict:
         raise LocktuneError(f"'{folder}' has saved-model format version {version!r}; this locktune "
                             f"({_library_version()}) reads version {FORMAT_VERSION}. Upgrade locktune, or "
                             "re-export the model with the locktune that trained it")
+    check_manifest_numbers(manifest, path)
     return manifest
+
+
+REEXPORT = "fix the value, or export the model again (`locktune export --model RUN_DIR --out FOLDER`)"
+
+
+def check_manifest_numbers(manifest: dict, path: Path) -> None:
+    """Every number of the manifest that sizes a tensor or a transform, within `towers/limits.py`'s bounds,
+    before anything is built from it: one line naming the file, the field, the value and the limit."""
+    from locktune.towers.limits import (check_config_tree, check_normalisation, check_number, check_parameter_total,
+                                        refuse)
+
+    where = f"'{path}'"
+    model = manifest.get("model")
+    if not isinstance(model, dict):
+        raise refuse(where, "model", type(model).__name__, "not an object of model settings", REEXPORT)
+    for field, value in model.items():
+        if field in ("image_size", "embed_dim", "max_text_len", "clip_width", "clip_layers", "clip_heads",
+                     "clip_vocab_size"):
+            check_number(value, where, f"model.{field}", remedy=REEXPORT)
+    if "embed_dim" in manifest:
+        check_number(manifest["embed_dim"], where, "embed_dim", remedy=REEXPORT)
+    # A from-scratch text tower is sized by these numbers alone: bound what they make together (12 w^2 a
+    # transformer layer, plus the token and position tables) as the meta-device count does for hf: towers.
+    width, layers = model.get("clip_width", 0), model.get("clip_layers", 0)
+    tables = model.get("clip_vocab_size", 0) + model.get("max_text_len", 0)
+    check_parameter_total(12 * width * width * layers + tables * width, f"{where} (model.clip_*)")
+    preprocess = manifest.get("preprocess")
+    if not isinstance(preprocess, dict):
+        raise refuse(where, "preprocess", type(preprocess).__name__, "not an object describing the transform",
+                     REEXPORT)
+    check_config_tree({"preprocess": {k: v for k, v in preprocess.items() if k in ("image_size", "resize_to")}},
+                      where)
+    check_normalisation(preprocess.get("mean"), preprocess.get("std"), where, ("preprocess.mean", "preprocess.std"))
+    background = preprocess.get("background", [255, 255, 255])
+    if not (isinstance(background, list) and len(background) == 3
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in background)):
+        raise refuse(where, "preprocess.background", background, "not three whole numbers from 0 to 255", REEXPORT)
 
 
 def load_pretrained(folder: str | Path):
@@ -106,8 +144,13 @@ def load_pretrained(folder: str | Path):
     from locktune.towers.image import build_image_tower
     from locktune.towers.setting import apply_letter, is_pretrained, parse_setting
 
+    from locktune.safe_files import check_safetensors
+
     folder = Path(folder)
     manifest = read_manifest(folder)
+    # Every tensor's size and place checked against the file before any tower is built or tensor read.
+    check_safetensors(folder / WEIGHTS, f"saved model '{folder}'", "copy the folder again, or export the model "
+                      "again (`locktune export --model RUN_DIR --out FOLDER`)")
     config: ModelConfig = config_from_dict({"model": manifest["model"]}).model
     setting = parse_setting(config.setting)
     saved = folder / IMAGE_TOWER_DIR if (folder / IMAGE_TOWER_DIR).is_dir() else None
@@ -129,7 +172,11 @@ def load_pretrained(folder: str | Path):
     if not any(".encoder.pooler." in k for k in model.state_dict()):
         # Models saved before the text tower dropped its unused BERT pooler hold its (never trained) weights.
         state = {k: v for k, v in state.items() if not k.startswith("text_tower.") or ".encoder.pooler." not in k}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a tensor of another shape than the config builds
+        raise LocktuneError(f"'{folder / WEIGHTS}' does not match its config (tensor shapes differ: "
+                            f"{str(error).splitlines()[-1].strip()[:200]}); export the model again") from None
     if missing or unexpected:
         raise LocktuneError(f"'{folder / WEIGHTS}' does not match its config: missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]}")

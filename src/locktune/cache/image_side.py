@@ -14,6 +14,11 @@ from locktune.cache.embedding_cache import cached_features, compute_features, ha
 from locktune.data.images import SubsetImages
 from locktune.towers.setting import unwrap
 
+# Why a row that decoded is still not used: a zero or non-finite vector carries no direction, so it would be
+# counted as embedded while matching nothing (a std of 0 in the normalisation makes every row so).
+ZERO_EMBEDDING = "embedding is zero: check the model's normalisation"
+NONFINITE_EMBEDDING = "embedding is not finite (NaN or infinity): check the model's normalisation and weights"
+
 
 def model_precision(model) -> str:
     """What the image tower runs in (`train.precision`, which training sets on the model): part of a cache entry."""
@@ -33,8 +38,42 @@ class ImageFeatures:
     forward_passes: int  # images the tower ran over for this call (0 when the cache had them)
 
     def zeroed(self) -> torch.Tensor:
-        """The features with unreadable rows as zeros (safe in a matrix product; mask them with `valid`)."""
-        return torch.nan_to_num(self.features)
+        """The features with unusable rows as zeros (safe in a matrix product; mask them with `valid`)."""
+        return torch.where(self.valid.unsqueeze(1), self.features, torch.zeros((), dtype=self.features.dtype))
+
+
+def unusable_rows(vectors: torch.Tensor) -> dict[int, str]:
+    """Row -> why it is no embedding at all: non-finite anywhere, or zero everywhere."""
+    finite = torch.isfinite(vectors).all(1)
+    zero = finite & (vectors == 0).all(1)
+    rows = {int(r): NONFINITE_EMBEDDING for r in torch.nonzero(~finite).flatten()}
+    rows.update({int(r): ZERO_EMBEDDING for r in torch.nonzero(zero).flatten()})
+    return rows
+
+
+def honest(features: torch.Tensor, valid: torch.Tensor, failed: dict[str, str], keys) -> tuple[torch.Tensor, dict]:
+    """(valid, failed) with every row that decoded but whose features are zero or non-finite counted as
+    skipped, with its reason: no caller counts such a row as embedded."""
+    bad = {row: why for row, why in unusable_rows(features).items() if keys[row] not in failed}
+    if not bad:
+        return valid, failed
+    valid = valid.clone()
+    valid[list(bad)] = False
+    return valid, {**failed, **{keys[row]: why for row, why in bad.items()}}
+
+
+def skipped_summary(failed: dict[str, str]) -> str:
+    """'3 skipped: 2 embedding is zero: check ...; 1 not an image' (or '0 skipped'): how many, by reason."""
+    from locktune.data.decode import failure_reason
+
+    if not failed:
+        return "0 skipped"
+    counts: dict[str, int] = {}
+    for error in failed.values():
+        # Decode errors are shortened to their kind; the embedding reasons (and 'no thumbnail') are short already.
+        why = error if error in (ZERO_EMBEDDING, NONFINITE_EMBEDDING, "no thumbnail") else failure_reason(error)
+        counts[why] = counts.get(why, 0) + 1
+    return f"{len(failed)} skipped: " + "; ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda x: -x[1]))
 
 
 def image_set_features(model, images, workers: int = 1, desc: str = "embedding images",
@@ -45,10 +84,12 @@ def image_set_features(model, images, workers: int = 1, desc: str = "embedding i
     if reads_cache(model):
         cached = cached_features(tower, model.preprocess, images, workers=workers, desc=desc,
                                  recompute_corrupt=recompute_corrupt, precision=precision)
-        return ImageFeatures(cached.features, cached.valid, cached.failed, len(images) if cached.computed else 0)
+        valid, failed = honest(cached.features, cached.valid, cached.failed, images.keys)
+        return ImageFeatures(cached.features, valid, failed, len(images) if cached.computed else 0)
     features, failed = compute_features(tower, model.preprocess, images, workers=workers, desc=desc,
                                         precision=precision)
-    return ImageFeatures(features, ~torch.isnan(features).any(1), failed, len(images))
+    valid, failed = honest(features, ~torch.isnan(features).any(1), failed, images.keys)
+    return ImageFeatures(features, valid, failed, len(images))
 
 
 def source_set_features(model, images, workers: int = 1, desc: str = "embedding images",

@@ -41,13 +41,19 @@ def default_labels(paths: Sequence[Path], root: Path) -> list[str]:
 
 
 def _image_embeddings(net, paths: list[Path]) -> tuple[np.ndarray, dict[str, str]]:
-    from locktune.cache.image_side import image_set_features
+    """(embeddings [N, dim], image key -> why it is skipped): unreadable images, and images whose features or
+    embedding are zero or non-finite (a broken normalisation), which are never counted as indexed."""
+    from locktune.cache.image_side import image_set_features, unusable_rows
     from locktune.data.images import FileImages
 
-    side = image_set_features(net, FileImages(paths), desc="indexing images")  # cache for a locked tower
+    images = FileImages(paths)
+    side = image_set_features(net, images, desc="indexing images")  # cache for a locked tower
     with torch.inference_mode():
-        embeddings = net.embed_image_features(side.zeroed()).float().cpu().numpy()  # unreadable rows dropped below
-    return embeddings, side.failed
+        embeddings = net.embed_image_features(side.zeroed()).float().cpu()  # unusable rows dropped below
+    failed = dict(side.failed)
+    for row, why in unusable_rows(embeddings).items():
+        failed.setdefault(images.keys[row], why)
+    return embeddings.numpy(), failed
 
 
 def _thumbnail(path: Path, out: Path) -> bool:
@@ -86,6 +92,11 @@ def build_index(model, folder: str | Path, out: str | Path, labels: Sequence[str
             continue
         entries.append({"path": str(path.relative_to(folder)), "thumb": thumb})
         rows.append(row)
+    if not entries:
+        from locktune.cache.image_side import skipped_summary
+
+        raise LocktuneError(f"none of the {len(paths)} images under '{folder}' could be indexed "
+                            f"({skipped_summary(failed)}); no index was written")
     vocabulary = list(labels) if labels else default_labels(paths, folder)
     _save_array(out / "embeddings.npy", embeddings[rows].astype(np.float32))
     _save_array(out / "labels.npy", model.encode_text(vocabulary) if vocabulary else

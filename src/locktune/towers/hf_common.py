@@ -38,6 +38,11 @@ def plain_mode_switch(module: torch.nn.Module) -> torch.nn.Module:
 def load_config(folder: Path, what: str, part: str):
     """The folder's transformers config; for a two-tower checkpoint (CLIP, SigLIP) its `part` half
     ('vision' or 'text')."""
+    from locktune.towers.hub import read_json
+    from locktune.towers.limits import check_config_tree
+
+    # The file's own numbers, before transformers builds a config (or anything is sized) from them.
+    check_config_tree(read_json(folder / "config.json", what), f"{what}: '{folder / 'config.json'}'")
     hf_quiet()
     from transformers import AutoConfig
 
@@ -112,9 +117,43 @@ def freeze_unused(module: torch.nn.Module, forward: Callable[[], torch.Tensor]) 
     return unused
 
 
+def build_random(cls, config, what: str, folder: Path) -> torch.nn.Module:
+    """`cls(config)` with random weights, after its size is counted on the meta device (`limits.py`)."""
+    from locktune.towers.limits import check_parameter_count
+
+    check_parameter_count(lambda: cls(config), f"{what}: '{folder / 'config.json'}'")
+    return cls(config)
+
+
+def from_pretrained(cls, folder: Path, config, what: str):
+    """(model, loading info) from the folder's weights, its safetensors headers checked first, its size
+    counted first, and any failure (a pickle file holding more than tensors included) as one line."""
+    import pickle
+    import zipfile
+
+    from locktune.towers.hub import check_weight_files
+    from locktune.towers.limits import check_parameter_count
+
+    check_weight_files(folder, what)
+    check_parameter_count(lambda: cls(config), f"{what}: '{folder / 'config.json'}'")
+    try:
+        return cls.from_pretrained(folder, config=config, dtype=torch.float32, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        raise load_error(what, folder, error) from None
+
+
 def load_error(what: str, folder: Path, error: Exception) -> LocktuneError:
     """from_pretrained's failure as one line saying what is wrong with the folder."""
+    import pickle
+
     text = str(error)
+    if isinstance(error, pickle.UnpicklingError) or "Weights only load failed" in text:
+        pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt", ".ckpt")]
+        return LocktuneError(f"{what}: the pickle weights in '{folder}' ({', '.join(pickles) or 'a .bin file'}) hold "
+                             "more than tensors, so locktune does not load them (a pickle can run code); convert "
+                             "them to safetensors where you trust the file (AutoModel.from_pretrained(FOLDER)"
+                             ".save_pretrained(FOLDER) writes model.safetensors), or download the model's "
+                             "safetensors weights")
     if "mismatched" in text or "size mismatch" in text:
         return LocktuneError(f"{what}: the weights in '{folder}' do not fit its config.json (tensor shapes differ): "
                              "another architecture's checkpoint, or a config edited after saving")

@@ -107,6 +107,17 @@ def read_json(path: Path, what: str) -> dict:
     return data
 
 
+def check_weight_files(folder: Path, what: str) -> None:
+    """Every safetensors file of the folder checked from its header (sizes, shapes, byte ranges) before
+    transformers or safetensors reads a tensor: a truncated or lying file is one line saying to fetch it again."""
+    from locktune.safe_files import check_safetensors
+
+    for path in weight_files(folder):
+        if path.suffix == ".safetensors":
+            check_safetensors(path, what, "download it again (`hf download ID`), or write it again with "
+                              "model.save_pretrained(FOLDER)")
+
+
 def require_config(folder: Path, what: str) -> None:
     if not (folder / "config.json").is_file():
         raise LocktuneError(f"{what}: '{folder}' has no config.json, so it is not a Hugging Face model folder; give "

@@ -22,12 +22,14 @@ from pathlib import Path
 import torch
 
 from locktune.errors import LocktuneError
-from locktune.towers.hub import folder_fingerprint, read_json, require_config, resolve_model, weight_files
-from locktune.towers.hf_common import (freeze_unused, hf_quiet, load_config, load_error, model_class, plain_mode_switch,
-                                      probing)
+from locktune.towers.hub import (check_weight_files, folder_fingerprint, read_json, require_config, resolve_model,
+                                 weight_files)
+from locktune.towers.hf_common import (build_random, freeze_unused, from_pretrained, hf_quiet, load_config, model_class,
+                                      plain_mode_switch, probing)
 from locktune.towers.image.base import IMAGE_TOWER_KINDS, ImageTower, ImageTowerArgs
 from locktune.towers.image.hf_processor import PROCESSOR_FILE, preprocess_from_processor, scaled
 from locktune.towers.image.preprocess import Preprocess
+from locktune.towers.limits import check_patch_tokens
 
 SAVED_OPTIONS = "locktune_tower.json"
 
@@ -93,11 +95,15 @@ class HFVisionTower(ImageTower):
         config = load_config(folder, what, part="vision")
         cls = model_class(config, what, want="image")
         self.native = preprocess_from_processor(folder, what)
+        # The build-time probes run at the processor's size: bound the tokens they attend over.
+        check_patch_tokens(self.native.image_size, getattr(config, "patch_size", None), f"{what}: '{folder}'")
         hf_quiet()
         if args.pretrained and args.saved is None:
             self.model, has_pooler = self._load_pretrained(cls, folder, config, what)
         else:
-            self.model = cls(config)
+            if args.saved is None:
+                check_weight_files(folder, what)  # its safetensors header is read for the pooler's keys
+            self.model = build_random(cls, config, what, folder)
             has_pooler = options["has_pooler"] if "has_pooler" in options else _pooler_in_checkpoint(
                 self.model, _checkpoint_keys(folder))
         if not has_pooler and getattr(self.model, "pooler", None) is not None:
@@ -113,10 +119,7 @@ class HFVisionTower(ImageTower):
         self.unused = freeze_unused(self, lambda: self(torch.zeros(1, 3, size, size)))
 
     def _load_pretrained(self, cls, folder: Path, config, what: str):
-        try:
-            model, info = cls.from_pretrained(folder, config=config, dtype=torch.float32, output_loading_info=True)
-        except (OSError, ValueError, RuntimeError) as error:
-            raise load_error(what, folder, error) from None
+        model, info = from_pretrained(cls, folder, config, what)
         missing = [k for k in info.get("missing_keys", []) if not _is_pooler_key(k)]
         if missing:
             raise LocktuneError(f"{what}: '{folder}' holds no weights for {len(missing)} parameters (e.g. "

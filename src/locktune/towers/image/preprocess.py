@@ -53,6 +53,13 @@ class Preprocess:
             raise LocktuneError(f"preprocessing resample '{self.resample}' is not one of {', '.join(RESAMPLE)}")
         if self.image_size < 1:
             raise LocktuneError(f"preprocessing image size must be at least 1 pixel, got {self.image_size}")
+        # Whoever built this transform (a tower, a manifest, a processor config), no image is ever resized to
+        # a size that is an allocation hazard, nor divided by a std of 0 (every embedding zero or NaN).
+        from locktune.towers.limits import check_normalisation, check_number
+
+        check_number(self.image_size, "preprocessing", "image_size")
+        check_number(self.resize_to, "preprocessing", "resize_to")
+        check_normalisation(self.mean, self.std, "preprocessing")
         if self.resize == "shortest_edge" and self.resize_to and self.resize_to < self.image_size:
             raise LocktuneError(f"preprocessing resizes the shorter side to {self.resize_to} px, below the "
                                 f"{self.image_size} px centre crop")

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from locktune.errors import LocktuneError
-from locktune.towers.hf_common import (ENCODER_ONLY, freeze_unused, hf_quiet, load_config, load_error, model_class,
-                                      plain_mode_switch)
+from locktune.towers.hf_common import (ENCODER_ONLY, build_random, freeze_unused, from_pretrained, hf_quiet, load_config,
+                                      model_class, plain_mode_switch)
 from locktune.towers.hub import folder_fingerprint, read_json, require_config, resolve_model
 from locktune.towers.text.base import TEXT_TOWER_KINDS, TextTower, TextTowerArgs, encodable
 
@@ -88,7 +88,8 @@ class HFTextTower(TextTower):
         self.hf_tokenizer = self._tokenizer(folder, what)
         hf_quiet()
         pretrained = args.pretrained and args.saved is None
-        model, missing = self._load(cls, folder, config, what) if pretrained else (cls(config), [])
+        model, missing = (self._load(cls, folder, config, what) if pretrained
+                          else (build_random(cls, config, what, folder), []))
         self.encoder_only = config.model_type in ENCODER_ONLY
         # T5EncoderModel names its embedding twice (shared, encoder.embed_tokens): keep the stack alone.
         self.encoder = plain_mode_switch(model.encoder if self.encoder_only else model)
@@ -116,10 +117,7 @@ class HFTextTower(TextTower):
 
     @staticmethod
     def _load(cls, folder: Path, config, what: str):
-        try:
-            model, info = cls.from_pretrained(folder, config=config, dtype=torch.float32, output_loading_info=True)
-        except (OSError, ValueError, RuntimeError) as error:
-            raise load_error(what, folder, error) from None
+        model, info = from_pretrained(cls, folder, config, what)
         missing = list(info.get("missing_keys", []))
         real = [k for k in missing if "pooler" not in k.split(".")]
         if real:
