@@ -190,14 +190,16 @@ def test_stale_checkpoint_temporaries_of_dead_writers_are_removed_and_nothing_el
     names = {f".step_00000003.safetensors.tmp{gone.pid}": "removed",
              f".step_00000001.pt.tmp{gone.pid}": "removed (an older version's)",
              f".step_00000004.safetensors.tmp{os.getpid()}": "ours, writing",
-             f".step_00000004.safetensors.tmp{os.getppid()}": "a live writer", "step_00000002.safetensors": "a checkpoint",
+             f".step_00000004.safetensors.tmp{os.getppid()}": "a live writer",
+             "step_00000002.safetensors": "a checkpoint",
              f".model.safetensors.tmp{gone.pid}": "not a checkpoint's",
              f".step_3.safetensors.tmp{gone.pid}": "not our pattern", "notes.txt": "someone else's"}
     for name in names:
         (folder / name).write_bytes(b"x" * 10)
     (folder / f".step_00000009.safetensors.tmp{gone.pid}").mkdir()  # a folder is never ours
     removed = remove_stale_temporaries(tmp_path)
-    assert [p.name for p in removed] == [f".step_00000001.pt.tmp{gone.pid}", f".step_00000003.safetensors.tmp{gone.pid}"]
+    assert [p.name for p in removed] == [f".step_00000001.pt.tmp{gone.pid}",
+                                         f".step_00000003.safetensors.tmp{gone.pid}"]
     kept = {p.name for p in folder.iterdir()}
     assert kept == ({n for n, why in names.items() if not why.startswith("removed")}
                     | {f".step_00000009.safetensors.tmp{gone.pid}"})

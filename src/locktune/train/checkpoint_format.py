@@ -84,8 +84,11 @@ def decode(tensors: dict[str, torch.Tensor], text: str) -> Any:
         if "__tensor__" in value:
             return tensors[value["__tensor__"]]
         if "__ndarray__" in value:
+            dtype = np.dtype(value["dtype"])
+            if dtype.hasobject:  # only plain numbers: an object array would be pickled Python objects
+                raise FormatError("an array of Python objects")
             raw = tensors[value["__ndarray__"]].numpy().tobytes()
-            return np.frombuffer(raw, dtype=np.dtype(value["dtype"])).reshape(value["shape"]).copy()
+            return np.frombuffer(raw, dtype=dtype).reshape(value["shape"]).copy()
         if "__tuple__" in value:
             return tuple(walk(v) for v in value["__tuple__"])
         if "__items__" in value:
