@@ -34,7 +34,7 @@ def test_dropout_blocks_draw_each_global_rows_masks_whatever_the_rows_around_the
 
     from locktune.model.two_tower import build_model
     from locktune.towers.setting import unwrap
-    from locktune.train.step import Batch, _embed_chunk, has_active_dropout
+    from locktune.train.step import Batch, _embed_in_dropout_blocks, has_active_dropout
 
     model = build_model(bert_run("unused", dropout_bert, 4).model)
     model.train()
@@ -42,11 +42,11 @@ def test_dropout_blocks_draw_each_global_rows_masks_whatever_the_rows_around_the
     tokens = model.tokenize([f"a photo of {w}" for w in "abcdefghijklmnop"])
     features = torch.randn(16, unwrap(model.image_tower).output_dim)
     batch = Batch(tokens["ids"], tokens["mask"], features=features)
-    whole = torch.cat([_embed_chunk(model, batch, s, 4, nullcontext(), 7, 0)[1] for s in range(0, 16, 4)])
+    whole = _embed_in_dropout_blocks(model, batch, nullcontext(), 7, 0, 4)[1]
     half = batch.rows(8, 16)
-    rank_one = torch.cat([_embed_chunk(model, half, s, 4, nullcontext(), 7, 8)[1] for s in range(0, 8, 4)])
+    rank_one = _embed_in_dropout_blocks(model, half, nullcontext(), 7, 8, 4)[1]
     assert torch.equal(whole[8:], rank_one)
-    other_seed = torch.cat([_embed_chunk(model, half, s, 4, nullcontext(), 8, 8)[1] for s in range(0, 8, 4)])
+    other_seed = _embed_in_dropout_blocks(model, half, nullcontext(), 8, 8, 4)[1]
     assert (other_seed - rank_one).abs().max() > 1e-3  # dropout is on: another seed moves the embeddings
 
 

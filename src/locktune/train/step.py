@@ -136,22 +136,46 @@ def whole_step(model, batch: Batch, autocast: AbstractContextManager, loss_name:
     chunk with seeded dropout exactly as in `gradient_cached_step` (the reference it must equal);
     `first_row` is this rank's first row in the global batch, so every rank seeds different rows.
 
-    Without `chunk`, a model that draws dropout masks runs its towers in seeded blocks of `dropout_rows` rows
-    (still one graph), so each global row's masks are the same whatever the number of processes (when
-    `dropout_rows` divides each process's rows); `dropout_rows=0`, or no dropout, runs the batch at once."""
-    if not chunk and dropout_rows and has_active_dropout(model):
-        chunk = dropout_rows
-    if chunk and (chunk < len(batch) or dropout_rows):
+    Without `chunk`, a tower that draws dropout masks runs in seeded blocks of `dropout_rows` rows (still one
+    graph), so each global row's masks are the same whatever the number of processes (when `dropout_rows`
+    divides each process's rows); a tower without dropout, or `dropout_rows=0`, runs the batch at once."""
+    if chunk and chunk < len(batch):
         seed = _resolve_seed(seed)
         parts = [_embed_chunk(model, batch, start, chunk, autocast, seed, first_row)
                  for start in range(0, len(batch), chunk)]
         image, text = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     else:
-        with autocast:
-            image, text = embed(model, batch)
+        image, text = _embed_in_dropout_blocks(model, batch, autocast, seed, first_row, dropout_rows)
     loss = _loss(model, image, text, loss_name)
     loss.backward()
     return loss.detach()
+
+
+def _embed_in_dropout_blocks(model, batch: Batch, autocast: AbstractContextManager, seed: int | None, first_row: int,
+                             rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides' embeddings; a side whose tower draws dropout runs in seeded blocks of `rows` global rows, the
+    other at once (a batch-norm image tower without dropout keeps the whole batch's statistics)."""
+    def image_side(part: Batch) -> torch.Tensor:
+        return model.embed_image_features(part.features) if part.features is not None else \
+            model.encode_image(part.pixels)
+
+    def text_side(part: Batch) -> torch.Tensor:
+        return model.encode_text(*trim_padding(part.ids, part.mask))
+
+    out = []
+    for salt, (side, tower) in enumerate(((image_side, model.image_tower if batch.features is None else None),
+                                          (text_side, model.text_tower))):
+        if rows and tower is not None and has_active_dropout(tower):
+            seed = _resolve_seed(seed)
+            blocks = []
+            for start in range(0, len(batch), rows):
+                with seeded_rng(mix_seed(seed, first_row + start, salt), batch.ids.device), autocast:
+                    blocks.append(side(batch.rows(start, start + rows)))
+            out.append(torch.cat(blocks))
+        else:
+            with autocast:
+                out.append(side(batch))
+    return out[0], out[1]
 
 
 def gradient_cached_step(model, batch: Batch, autocast: AbstractContextManager, chunk: int,
