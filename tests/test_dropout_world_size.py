@@ -76,3 +76,27 @@ def test_one_and_two_processes_agree_with_dropout_in_the_plain_step(tmp_path, dr
     # The masks matter: the batch at once (dropout_rows=0) draws other masks and another first loss.
     at_once = train(bert_run(tmp_path / "at_once", dropout_bert, 0), pairs=_pairs())
     assert abs(at_once.losses[0] - one.losses[0]) > 1e-3
+
+
+def test_plain_step_in_dropout_blocks_equals_the_gradient_cache_with_chunks_of_that_size(dropout_bert):
+    """Locked image side (cached features, no dropout there): the plain step's text blocks are seeded as the
+    gradient cache's chunks, so their parameter gradients agree to float rounding."""
+    from contextlib import nullcontext
+
+    from locktune.model.two_tower import build_model
+    from locktune.towers.setting import unwrap
+    from locktune.train.step import Batch, gradient_cached_step, whole_step
+
+    model = build_model(bert_run("unused", dropout_bert, 4).model)
+    model.train()
+    tokens = model.tokenize([f"a photo of {w} {w}" * (i % 3 + 1) for i, w in enumerate("abcdefghijklmnop")])
+    batch = Batch(tokens["ids"], tokens["mask"], features=torch.randn(16, unwrap(model.image_tower).output_dim))
+    grads = []
+    for step in (lambda: whole_step(model, batch, nullcontext(), seed=5, dropout_rows=4),
+                 lambda: gradient_cached_step(model, batch, nullcontext(), 4, seed=5)):
+        model.zero_grad(set_to_none=True)
+        step()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-7), name

@@ -163,13 +163,15 @@ def _embed_in_dropout_blocks(model, batch: Batch, autocast: AbstractContextManag
         return model.encode_text(*trim_padding(part.ids, part.mask))
 
     out = []
-    for salt, (side, tower) in enumerate(((image_side, model.image_tower if batch.features is None else None),
-                                          (text_side, model.text_tower))):
+    # The text side's blocks are seeded as the gradient cache seeds its chunks, so with a locked image side (which
+    # draws nothing) this step equals `gradient_cached_step` with chunk = rows; the image side's stream is apart.
+    for side, tower, salt in ((image_side, model.image_tower if batch.features is None else None, (1,)),
+                              (text_side, model.text_tower, ())):
         if rows and tower is not None and has_active_dropout(tower):
             seed = _resolve_seed(seed)
             blocks = []
             for start in range(0, len(batch), rows):
-                with seeded_rng(mix_seed(seed, first_row + start, salt), batch.ids.device), autocast:
+                with seeded_rng(mix_seed(seed, first_row + start, *salt), batch.ids.device), autocast:
                     blocks.append(side(batch.rows(start, start + rows)))
             out.append(torch.cat(blocks))
         else:
