@@ -8,6 +8,7 @@ is read apart from torchrun's own summary.
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -27,9 +28,15 @@ def _torchrun(tmp_path, env):
            "--log-dir", str(logs), "--redirects", "3", "-m", "locktune", "train", *ARGS, f"run_dir={tmp_path / 'run'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LOCKTUNE_QUIET": "1", "LOCKTUNE_TEST_PAUSE_AT": "train-step:2",
            "LOCKTUNE_TEST_PAUSE_RANK": "1", "LOCKTUNE_TEST_PAUSE_FILE": str(tmp_path / "paused.json"), **env}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a hang: SIGTERM lets torchrun stop its workers (each in its own session)
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
     stderr = {rank: next(logs.rglob(f"{rank}/stderr.log")).read_text() for rank in (0, 1)}
-    return done, stderr
+    return proc, stderr
 
 
 def _last_line(text: str) -> str:
