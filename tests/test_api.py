@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.numpy import load_file
 
 CORPUS = ["a red square", "a blue circle", "a green tree", "a yellow sun", "a black cat", "a white dog"] * 8
 
@@ -172,13 +175,36 @@ def test_open_clip_conventions(saved_run, tmp_path):
     text = model.encode_text(["a red square", "a cat"], return_tensors="pt")
     # open_clip: logit_scale is the log; logits = exp(logit_scale) * image @ text.T, and forward gives both ways.
     assert isinstance(model.logit_scale, torch.Tensor)
-    assert float(model.logit_scale.exp()) == pytest.approx(model.scale, rel=1e-6)
+    # Against the saved file read without locktune, in float64: the untrained model's initial scale, 10
+    # (ModelConfig.logit_scale_init), and its natural log.
+    stored = float(load_file(str(path / "model.safetensors"))["log_logit_scale"].astype(np.float64))
+    assert math.exp(stored) == pytest.approx(10.0, rel=1e-6)
+    assert model.scale == pytest.approx(math.exp(stored), rel=1e-6)
+    assert float(model.logit_scale) == pytest.approx(stored, abs=1e-6)
     logits_per_image, logits_per_text = model([image, image], ["a red square", "a cat"])
     torch.testing.assert_close(logits_per_image, model.scale * as_torch @ text.T, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(logits_per_text, logits_per_image.T)
     tokens = model.tokenizer(["a red square"])
     assert set(tokens) >= {"ids", "mask"} and tokens["ids"].shape[0] == 1
     assert model.to("cpu") is model and "setting=Lu" in repr(model) and "mobilenet_v2" in repr(model)
+
+
+def test_logit_scale_is_the_saved_one_capped_at_the_max(tmp_path):
+    """A learned scale above model.logit_scale_max (100) is used as 100, as training clamps it: `scale`,
+    `logit_scale` (its log) and the forward logits all say 100, not the stored 150."""
+    import locktune
+    from locktune.saved_model import save_pretrained
+
+    net = tiny_net()
+    with torch.no_grad():
+        net.log_logit_scale.fill_(math.log(150.0))
+    model = locktune.load(save_pretrained(net, tmp_path / "model"))
+    assert model.scale == pytest.approx(100.0, rel=1e-6)
+    assert float(model.logit_scale) == pytest.approx(math.log(100.0), abs=1e-6)
+    image, texts = shapes_images()["red"], ["a red square", "a cat"]
+    cosines = model.encode_image(image).astype(np.float64) @ model.encode_text(texts).astype(np.float64).T
+    logits, _ = model([image], texts)
+    np.testing.assert_allclose(logits.double().numpy(), 100.0 * cosines, atol=1e-3)
 
 
 def test_classify_takes_batches(saved_run):

@@ -25,8 +25,36 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def test_offline_suite_names_only_registered_benchmarks():
-    for task in SUITES.get("offline"):
-        check_benchmark_name(task.benchmark)
+    """Every suite's tasks: unique keys, a registered evaluator, and a registered benchmark of the kind that
+    evaluator reads; the offline suite is the README's list, written out here.  A misspelt name is refused."""
+    from locktune.errors import LocktuneError
+    from locktune.eval.benchmarks import ClassificationSet, MultilingualRetrievalSet, RetrievalSet
+    from locktune.eval.evaluation import EVALUATORS
+
+    kinds = {"zero_shot": ClassificationSet, "fewshot": ClassificationSet, "retrieval": RetrievalSet,
+             "ood_loss": RetrievalSet, "multilingual": MultilingualRetrievalSet}
+    offline = ["fashion_mnist", "mnist", "animal_mnist", "sklearn_digits", "tuxpaint_categories", "openmoji_groups",
+               "foolbox_imagenet", "foolbox_cifar10", "foolbox_cifar100", "tuxpaint_retrieval", "tuxpaint_multilingual",
+               "fewshot/fashion_mnist", "fewshot/mnist", "fewshot/animal_mnist", "fewshot/sklearn_digits",
+               "fewshot/tuxpaint_categories", "ood_loss"]
+    assert [task.key for task in SUITES.get("offline")] == offline
+    assert {"offline", "ablation", "towers"} <= set(SUITES.names())
+    seen: dict = {}
+    for suite in SUITES.names():
+        tasks = SUITES.get(suite)
+        assert tasks and len({task.key for task in tasks}) == len(tasks), suite
+        for task in tasks:
+            assert task.evaluator in EVALUATORS, (suite, task)
+            if task.evaluator == "validation":  # the run's own held-out pairs: no benchmark
+                assert task.benchmark == "", (suite, task)
+                continue
+            check_benchmark_name(task.benchmark)
+            if suite == "offline":  # loading the others' `_clean` / half sets (near-duplicate search) takes minutes
+                if task.benchmark not in seen:
+                    seen[task.benchmark] = get_benchmark(task.benchmark, 4)
+                assert type(seen[task.benchmark]) is kinds[task.evaluator], (suite, task)
+    with pytest.raises(LocktuneError, match="unknown benchmark 'fashion_mnst'; valid: .*fashion_mnist"):
+        check_benchmark_name("fashion_mnst")
 
 
 def test_eval_writes_results_markdown_and_plots(tiny_model_dir, tmp_path, capsys):

@@ -158,6 +158,15 @@ def test_identity_head_exports_as_an_identity_projection(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(image, net.encode_image(pixels), atol=1e-5, rtol=0)
         torch.testing.assert_close(text, net.encode_text(tokens["ids"], tokens["mask"]), atol=1e-5, rtol=0)
+        # The projection itself, not only its normalised output (which a scaled or mis-sized one would also
+        # give): exactly the identity, so get_image_features is transformers' own pooled vision output.
+        weight = dual.visual_projection.weight
+        hidden = dual.config.vision_config.hidden_size
+        assert weight.shape == (hidden, hidden) and dual.config.projection_dim == hidden == net.embed_dim
+        torch.testing.assert_close(weight, torch.eye(hidden), atol=0, rtol=0)
+        features = dual.get_image_features(pixel_values=pixels)
+        features = features if isinstance(features, torch.Tensor) else features.pooler_output
+        torch.testing.assert_close(features, dual.vision_model(pixel_values=pixels).pooler_output, atol=1e-6, rtol=0)
 
 
 def test_mean_pooling_is_refused_with_the_settings_it_needs(tmp_path, capsys):

@@ -79,6 +79,31 @@ def test_svg_metadata_parser_never_raises(title, keywords, description):
 def test_svg_metadata_parser_on_garbage(text):
     title, keywords, description = parse_svg_metadata(text)
     assert isinstance(title, str) and isinstance(description, str) and isinstance(keywords, list)
+    # Garbage holds no metadata: a field is only ever read from between its own tags.
+    assert title == "" or "<dc:title>" in text
+    assert description == "" or "<dc:description>" in text
+    assert keywords == [] or ("<dc:subject>" in text and "<rdf:li>" in text)
+
+
+plain = st.text(alphabet=st.characters(blacklist_characters="<>&", blacklist_categories=("Cs",)), max_size=80)
+word = st.from_regex(r"k[a-z]{1,7}( [a-z]{2,8})?", fullmatch=True)  # never one of the dropped words ("clip art", ...)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200), plain, st.lists(word, max_size=6), plain)
+def test_svg_metadata_fields_come_back_from_around_garbage(garbage, title, keywords, description):
+    """Markup-free fields in a work block after garbage come back as written (cleaned): the garbage before
+    it is not read, even when it holds tags of its own."""
+    from hypothesis import assume
+
+    assume("<cc:Work" not in garbage)
+    svg = (garbage + "<dc:title>decoy</dc:title><svg><metadata><cc:Work rdf:about=''><dc:title>" + title
+           + "</dc:title><dc:subject><rdf:Bag>" + "".join(f"<rdf:li>{k}</rdf:li>" for k in keywords)
+           + "</rdf:Bag></dc:subject><dc:description>" + description + "</dc:description></cc:Work></metadata></svg>")
+    # What each field should be, by hand: whitespace runs collapsed to one space, ends stripped
+    # (clean_caption's rule), keywords kept in order.
+    tidy = lambda text: " ".join(text.replace("_", " ").split())  # noqa: E731
+    assert parse_svg_metadata(svg) == (tidy(title), keywords, tidy(description))
 
 
 @settings(max_examples=100, deadline=None)

@@ -1,6 +1,8 @@
 """The validation hold-out and the nested training subset: fixed by the pairs alone, disjoint, nested, and
 wired into training (which never sees a held-out pair) with the locked tower's cache shared."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -52,7 +54,13 @@ def test_non_path_keys_are_used_as_they_are():
     images = ArrayImages(np.zeros((50, 4, 4), np.uint8), "mnist")
     pairs = PairSet("a", images, [["x"]] * 50)
     assert pair_identity(images.keys[3]) == "mnist:3"
-    assert split_pairs(pairs, 0.3)[1].images.keys == split_pairs(pairs, 0.3)[1].images.keys
+    # The held-out side written out from the rule (SHA-1 of salt + key, first 8 bytes over 2^64, below the
+    # fraction) with hashlib alone: the key itself is hashed, in the source's order.
+    expected = [f"mnist:{i}" for i in range(50) if int.from_bytes(
+        hashlib.sha1(f"locktune-validation:mnist:{i}".encode()).digest()[:8], "big") / 2.0**64 < 0.3]
+    train, held = split_pairs(pairs, 0.3)
+    assert held.images.keys == expected and 5 < len(expected) < 25
+    assert train.images.keys == [k for k in images.keys if k not in expected]
 
 
 @pytest.mark.parametrize("override, message", [
