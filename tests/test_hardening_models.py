@@ -15,6 +15,7 @@ import resource
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,30 @@ def edit_json(path: Path, changes: dict) -> None:
     path.write_text(json.dumps(data))
 
 
+@contextmanager
+def address_space_cap(extra: int = 4 << 30):
+    """At most `extra` more bytes of address space inside the block: a refusal that came after a large
+    allocation fails the test with a MemoryError instead of taking the machine's memory (the soft limit is
+    raised back after; the hard limit is untouched)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    in_use = int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                      if line.startswith("VmSize:"))) * 1024
+    cap = in_use + extra if hard == resource.RLIM_INFINITY else min(in_use + extra, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def cli_error(capsys, args: list[str]) -> str:
-    """Run the CLI; it must fail with one line on stderr and no traceback.  Returns that line."""
+    """Run the CLI (under `address_space_cap`); it must fail with one line on stderr and no traceback.
+    Returns that line."""
     from locktune.cli import main
 
-    assert main(args) == 2
+    with address_space_cap():
+        code = main(args)
+    assert code == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     return err
@@ -105,10 +125,23 @@ def test_a_hostile_manifest_number_is_one_line_naming_the_field_before_any_build
     folder = copied(tiny["saved"], tmp_path)
     edit_json(folder / MANIFEST, changes)
     nothing_built(monkeypatch)
-    with pytest.raises(LocktuneError) as refused:
+    with pytest.raises(LocktuneError) as refused, address_space_cap():
         locktune.load(folder, device="cpu")
     text = str(refused.value)
     assert message in text and str(folder / MANIFEST) in text and "\n" not in text, text
+
+
+def test_an_old_runs_model_pt_is_bounded_too(tmp_path, monkeypatch):
+    import locktune
+    from test_api import tiny_net
+
+    net = tiny_net("Lu", "clip")
+    config = {**vars(net.config), "embed_dim": 10**7}
+    torch.save({"format": 1, "config": {"model": config}, "tokenizer_json": None, "state_dict": net.state_dict()},
+               tmp_path / "model.pt")
+    with pytest.raises(LocktuneError, match=r"model.pt' config: model.embed_dim = 10000000 is above the limit 16384"), \
+            address_space_cap():
+        locktune.load(tmp_path / "model.pt", device="cpu")
 
 
 # Run under a 4 GB address-space limit: before the checks these cases allocated 4.8 GB (a 20000 px probe),

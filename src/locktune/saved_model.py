@@ -102,29 +102,35 @@ def read_manifest(folder: str | Path) -> dict:
 
 
 REEXPORT = "fix the value, or export the model again (`locktune export --model RUN_DIR --out FOLDER`)"
+SIZED_BY = ("image_size", "embed_dim", "max_text_len", "clip_width", "clip_layers", "clip_heads", "clip_vocab_size")
 
 
-def check_manifest_numbers(manifest: dict, path: Path) -> None:
-    """Every number of the manifest that sizes a tensor or a transform, within `towers/limits.py`'s bounds,
-    before anything is built from it: one line naming the file, the field, the value and the limit."""
-    from locktune.towers.limits import (check_config_tree, check_normalisation, check_number, check_parameter_total,
-                                        refuse)
+def check_model_numbers(model, where: str) -> None:
+    """A saved model config's numbers that size tensors (`SIZED_BY`), each within its limit, and the
+    from-scratch text tower they make within the parameter limit."""
+    from locktune.towers.limits import check_number, check_parameter_total, refuse
 
-    where = f"'{path}'"
-    model = manifest.get("model")
     if not isinstance(model, dict):
         raise refuse(where, "model", type(model).__name__, "not an object of model settings", REEXPORT)
-    for field, value in model.items():
-        if field in ("image_size", "embed_dim", "max_text_len", "clip_width", "clip_layers", "clip_heads",
-                     "clip_vocab_size"):
-            check_number(value, where, f"model.{field}", remedy=REEXPORT)
-    if "embed_dim" in manifest:
-        check_number(manifest["embed_dim"], where, "embed_dim", remedy=REEXPORT)
+    for field in SIZED_BY:
+        if field in model:
+            check_number(model[field], where, f"model.{field}", remedy=REEXPORT)
     # A from-scratch text tower is sized by these numbers alone: bound what they make together (12 w^2 a
     # transformer layer, plus the token and position tables) as the meta-device count does for hf: towers.
     width, layers = model.get("clip_width", 0), model.get("clip_layers", 0)
     tables = model.get("clip_vocab_size", 0) + model.get("max_text_len", 0)
     check_parameter_total(12 * width * width * layers + tables * width, f"{where} (model.clip_*)")
+
+
+def check_manifest_numbers(manifest: dict, path: Path) -> None:
+    """Every number of the manifest that sizes a tensor or a transform, within `towers/limits.py`'s bounds,
+    before anything is built from it: one line naming the file, the field, the value and the limit."""
+    from locktune.towers.limits import check_config_tree, check_normalisation, check_number, refuse
+
+    where = f"'{path}'"
+    check_model_numbers(manifest.get("model"), where)
+    if "embed_dim" in manifest:
+        check_number(manifest["embed_dim"], where, "embed_dim", remedy=REEXPORT)
     preprocess = manifest.get("preprocess")
     if not isinstance(preprocess, dict):
         raise refuse(where, "preprocess", type(preprocess).__name__, "not an object describing the transform",
@@ -252,6 +258,8 @@ def load_legacy(path: Path):
                             "never pickled code") from None
     if not isinstance(saved, dict) or saved.get("format") != 1 or "state_dict" not in saved:
         raise LocktuneError(f"'{path}' is not a locktune model file (format {saved.get('format') if isinstance(saved, dict) else None!r})")
+    run_config = saved.get("config")
+    check_model_numbers(run_config.get("model") if isinstance(run_config, dict) else None, f"'{path}' config")
     config = config_from_dict({"model": saved["config"]["model"]})
     model = build_model(config.model, tokenizer_json=saved.get("tokenizer_json"))
     # Models saved before MiniLM's unused pooler was dropped carry its (never trained) weights.

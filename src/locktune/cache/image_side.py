@@ -42,12 +42,16 @@ class ImageFeatures:
         return torch.where(self.valid.unsqueeze(1), self.features, torch.zeros((), dtype=self.features.dtype))
 
 
-def unusable_rows(vectors: torch.Tensor) -> dict[int, str]:
-    """Row -> why it is no embedding at all: non-finite anywhere, or zero everywhere."""
-    finite = torch.isfinite(vectors).all(1)
-    zero = finite & (vectors == 0).all(1)
-    rows = {int(r): NONFINITE_EMBEDDING for r in torch.nonzero(~finite).flatten()}
-    rows.update({int(r): ZERO_EMBEDDING for r in torch.nonzero(zero).flatten()})
+def unusable_rows(vectors: torch.Tensor, chunk: int = 65536) -> dict[int, str]:
+    """Row -> why it is no embedding at all: non-finite anywhere, or zero everywhere.  In chunks of rows, so the
+    masks never cost more than a slice of the matrix."""
+    rows: dict[int, str] = {}
+    for start in range(0, len(vectors), chunk):
+        part = vectors[start:start + chunk]
+        finite = torch.isfinite(part).all(1)
+        zero = finite & (part == 0).all(1)
+        rows.update({start + int(r): NONFINITE_EMBEDDING for r in torch.nonzero(~finite).flatten()})
+        rows.update({start + int(r): ZERO_EMBEDDING for r in torch.nonzero(zero).flatten()})
     return rows
 
 
