@@ -2,11 +2,54 @@
 precompute-throughput benchmark with an hf: image tower, and `make gpu-check`'s script in its smoke mode."""
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+TINY_TEXT = {"width": 64, "layers": 2, "heads": 2, "tokens": 16, "vocab": 1000, "embed": 64, "image_dim": 96}
+
+
+def check_text_tower_report(report: dict, batch: int, max_batch: int, chunk: int) -> None:
+    """What gpu_text_tower.py computes besides time, against its docstring: the tiny shape, both losses side by
+    side at the same batch (and chunk), integer pairs/s, and each `*_speed_vs_first` the ratio of those rates."""
+    assert report["shape"] == TINY_TEXT and report["losses"] == ["global", "sigmoid"]
+    row, top = report["rows"][0], report["max_batch"]
+    assert len(report["rows"]) == 1 and (row["batch"], row["loss"]) == (batch, "global")
+    assert (top["batch"], top["chunk"], top["loss"]) == (max_batch, chunk, "global")
+    assert report["machine"]["name"] == "cpu" and row["fraction_of_peak"] is None  # no CPU peak
+    assert row["locktune_peak_gib"] is None and row["sigmoid_peak_gib"] is None and top["peak_gib"] is None  # no GPU
+    for rate in (row["locktune_pairs_s"], row["sigmoid_pairs_s"], top["pairs_s"], top["sigmoid_pairs_s"]):
+        assert isinstance(rate, int) and rate > 0
+    assert row["sigmoid_speed_vs_first"] == round(row["sigmoid_pairs_s"] / row["locktune_pairs_s"], 3)
+    assert top["sigmoid_speed_vs_first"] == round(top["sigmoid_pairs_s"] / top["pairs_s"], 3)
+
+
+def check_precompute_report(report: dict, images: int, batch: int, rounds: int) -> None:
+    """What precompute_throughput.py computes besides time, against its docstring: every round of both arms
+    over the same images, the best of each arm, their ratio and the median of the paired ratios."""
+    rates, best = report["images_per_s"], report["best_images_per_s"]
+    assert report["images"] == images and report["batch"] == batch
+    assert len(rates["bare_forward"]) == len(rates["pipeline"]) == rounds
+    assert len(report["cpu_ms_per_image"]["bare_forward"]) == len(report["cpu_ms_per_image"]["pipeline"]) == rounds
+    assert best == {arm: max(values) for arm, values in rates.items()}
+    # The reported rates are rounded to 0.01 images/s and the ratios to 0.001: recomputed from the rates, a
+    # ratio p / b agrees within p / b x (0.005 / p + 0.005 / b) + 0.0005.
+    def near(reported: float, p: float, b: float) -> bool:
+        return abs(reported - p / b) <= p / b * (0.005 / p + 0.005 / b) + 0.0005 + 1e-9
+
+    assert near(report["pipeline_over_bare"], best["pipeline"], best["bare_forward"])
+    pairs = sorted(zip(rates["pipeline"], rates["bare_forward"]), key=lambda pb: pb[0] / pb[1])
+    if rounds % 2:  # the median is one round's ratio
+        assert near(report["paired_ratio_median"], *pairs[rounds // 2])
+    else:
+        assert report["paired_ratio_median"] == pytest.approx(
+            statistics.median(p / b for p, b in pairs), rel=0.01)
 
 
 def test_gpu_benchmark_script_smoke_on_cpu(tmp_path):
@@ -15,14 +58,7 @@ def test_gpu_benchmark_script_smoke_on_cpu(tmp_path):
                            "--batches", "32", "--max-batch", "256", "--chunk", "64", "--warmup", "1", "--iters", "1",
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(out.read_text())
-    assert report["rows"][0]["batch"] == 32 and report["rows"][0]["locktune_pairs_s"] > 0
-    assert report["max_batch"]["batch"] == 256 and report["max_batch"]["pairs_s"] > 0
-    assert report["machine"]["name"] == "cpu" and report["rows"][0]["fraction_of_peak"] is None  # no CPU peak
-    # The sigmoid arm, side by side at the same batch (and the same chunk through the gradient cache).
-    assert report["losses"] == ["global", "sigmoid"]
-    assert report["rows"][0]["sigmoid_pairs_s"] > 0 and "sigmoid_peak_gib" in report["rows"][0]
-    assert report["max_batch"]["sigmoid_pairs_s"] > 0
+    check_text_tower_report(json.loads(out.read_text()), batch=32, max_batch=256, chunk=64)
 
 
 def _precompute(tmp_path, *extra):
@@ -39,10 +75,14 @@ def test_precompute_benchmark_takes_an_hf_tower(tmp_path):
 
     folder = save_vision("vit", tmp_path / "vit")
     report = _precompute(tmp_path, "--tower", f"hf:{folder}")
-    assert report["tower"] == f"hf:{folder}" and report["size"] == SIZE and report["images"] == 8
-    rates = report["images_per_s"]
-    assert len(rates["bare_forward"]) == len(rates["pipeline"]) == 1 and min(rates["pipeline"]) > 0
-    assert report["pipeline_over_bare"] > 0 and report["bare_layout"] == "plain"
+    assert report["tower"] == f"hf:{folder}" and report["size"] == SIZE and report["bare_layout"] == "plain"
+    assert (report["pipeline"], report["workers"], report["source"]) == ("features", 1, "jpeg")
+    check_precompute_report(report, images=8, batch=4, rounds=1)
+    # The tower's size, counted by transformers itself from the folder.
+    from transformers import AutoModel
+
+    assert report["tower_params_m"] == round(sum(p.numel() for p in AutoModel.from_pretrained(folder).parameters())
+                                             / 1e6, 1)
 
 
 def test_precompute_benchmark_makes_a_small_vit(tmp_path):
@@ -82,8 +122,9 @@ def test_gpu_check_smoke_run_on_cpu(tmp_path):
     assert all("CUDA" in t["reason"] for t in tests["tests"].values())
     assert {"test_gpu::test_cached_step_equals_whole_step_with_dropout_on_cuda",
             "test_gpu::test_global_loss_over_nccl_equals_float64_reference[2]"} <= set(tests["tests"])
-    assert report["gpu_text_tower"]["rows"][0]["locktune_pairs_s"] > 0
-    assert report["precompute_throughput"]["images"] == 8
+    # Each benchmark's own report, at the smoke sizes gpu_check.py passes it (text_tower_args, precompute_args).
+    check_text_tower_report(report["gpu_text_tower"], batch=16, max_batch=64, chunk=16)
+    check_precompute_report(report["precompute_throughput"], images=8, batch=4, rounds=1)
     assert all(report["steps"][s]["rc"] == 0 for s in ("tests", "gpu_text_tower", "precompute"))
     log = (tmp_path / "gpu_check.log").read_text()
     assert "gpu_text_tower: exit 0" in log and "precompute: exit 0" in log
