@@ -77,7 +77,8 @@ def skipped_summary(failed: dict[str, str]) -> str:
         # Decode errors are shortened to their kind; the embedding reasons (and 'no thumbnail') are short already.
         why = error if error in (ZERO_EMBEDDING, NONFINITE_EMBEDDING, "no thumbnail") else failure_reason(error)
         counts[why] = counts.get(why, 0) + 1
-    return f"{len(failed)} skipped: " + "; ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda x: -x[1]))
+    by_count = sorted(counts.items(), key=lambda item: -item[1])
+    return f"{len(failed)} skipped: " + "; ".join(f"{n} {why}" for why, n in by_count)
 
 
 def image_set_features(model, images, workers: int = 1, desc: str = "embedding images",

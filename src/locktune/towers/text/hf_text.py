@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from locktune.errors import LocktuneError
-from locktune.towers.hf_common import (ENCODER_ONLY, build_random, freeze_unused, from_pretrained, hf_quiet, load_config,
-                                      model_class, plain_mode_switch)
+from locktune.towers.hf_common import (ENCODER_ONLY, build_random, freeze_unused, from_pretrained, hf_quiet,
+                                      load_config, model_class, plain_mode_switch)
 from locktune.towers.hub import folder_fingerprint, read_json, require_config, resolve_model
 from locktune.towers.text.base import TEXT_TOWER_KINDS, TextTower, TextTowerArgs, encodable
 
