@@ -1,4 +1,4 @@
-# `make demo` and `make test` each set up everything they need on a fresh machine, then run.
+# `make demo`, `make test` and `make test-slow` each set up everything they need on a fresh machine, then run.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export LOCKTUNE_NPM_PREFIX := $(CURDIR)/.deps/npm
 export LOCKTUNE_CACHE := $(CURDIR)/.cache/locktune
 
-.PHONY: setup data demo test results study report clean gpu-check demo-device-check
+.PHONY: setup data demo test test-slow results study report clean gpu-check demo-device-check
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ data:
 demo: setup
 	$(PY) -m locktune demo
 
+# `make test`: every test but those marked `slow` (under 15 minutes on a 2-core CPU), with its 15 slowest listed
+# so that a test growing past a minute shows and can be marked.  `make test-slow`: the `slow` ones (several
+# processes, whole ablation grids, wheel installs, soaks); CI runs both, one after the other.
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest -m "not slow" --durations=15 tests
+
+test-slow: setup
+	$(PY) -m pytest -m slow --durations=15 tests
 
 # CI, after the tests: the demo end to end on the CPU and on the second device kind the tests use (fakegpu:
 # CPU kernels behind a device that refuses misplaced tensors), shortened; their numbers must agree.  Through the

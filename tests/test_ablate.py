@@ -12,7 +12,7 @@ import pytest
 from locktune.ablate.findings import FAILS, HOLDS, UNCLEAR, judge
 from locktune.ablate.grid import load_grid
 from locktune.ablate.report import results_document, summary_columns, write_grid_report
-from locktune.ablate.runner import run_grid
+from locktune.ablate.runner import RECORD, run_grid
 from locktune.errors import LocktuneError
 from locktune.packaged import configs_folder, find_config
 
@@ -100,6 +100,7 @@ def check_report_matches_records(text: str, records: list[dict]) -> int:
     return checked
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid_path", GRIDS, ids=lambda p: p.stem)
 def test_smoke_version_of_every_grid(grid_path, tmp_path):
     grid = load_grid(grid_path)
@@ -122,6 +123,7 @@ def test_smoke_version_of_every_grid(grid_path, tmp_path):
     assert "![" in text and all((tmp_path / grid.name / m).is_file() for m in re.findall(r"\]\(([^)]+\.png)\)", text))
 
 
+@pytest.mark.slow
 def test_killed_grid_resumes_without_redoing_finished_arms(tmp_path):
     from locktune.train.trainer import train
 
@@ -215,6 +217,7 @@ def test_committed_results_document_is_what_the_records_say():
     assert checked >= 50
 
 
+@pytest.mark.slow
 def test_identical_runs_are_reused_across_grids_but_not_across_process_counts(tmp_path):
     from locktune.ablate.runner import find_identical_run
 
@@ -226,8 +229,19 @@ def test_identical_runs_are_reused_across_grids_but_not_across_process_counts(tm
     loss = load_grid("ablations/loss.yaml")  # global-2proc: the same config, 2 processes
     config = loss.run_config(loss.arm("global-2proc"), 0, tmp_path / "loss" / "x", list(__import__(
         "locktune.ablate.runner", fromlist=["SMOKE"]).SMOKE))
-    assert find_identical_run(tmp_path, config, "ablation", 40, processes=1) is not None
+    original = tmp_path / "towers" / "LU-s0" / RECORD
+    # Decoys sorted before it, each a copy of its record with one thing changed: another config (a key more), another
+    # evaluation size, another suite, or itself reused (which never counts as having trained).
+    record = json.loads(original.read_text())
+    decoys = {"a-config": {**record, "config": {**record["config"], "note": "another"}},
+              "b-eval": {**record, "eval_max_images": 41}, "c-suite": {**record, "suite": "offline"},
+              "d-reused": {**record, "reused_from": "towers/LU-s0"}}
+    for name, decoy in decoys.items():
+        (tmp_path / "a-decoys" / name).mkdir(parents=True)
+        (tmp_path / "a-decoys" / name / RECORD).write_text(json.dumps(decoy))
+    assert find_identical_run(tmp_path, config, "ablation", 40, processes=1) == original
     assert find_identical_run(tmp_path, config, "ablation", 40, processes=2) is None
+    assert find_identical_run(tmp_path, config, "ablation", 41, processes=1) == tmp_path / "a-decoys" / "b-eval" / RECORD
 
 
 def _few_training_signatures(sources=("openclipart", "emoji")):
@@ -242,6 +256,7 @@ def _few_training_signatures(sources=("openclipart", "emoji")):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+@pytest.mark.slow
 def test_smoke_version_of_the_design_2_tower_study(tmp_path, monkeypatch):
     """studies/towers.yaml end to end on the smoke settings: design-2 records with per-image zero-shot
     outcomes, the run's validation split evaluated, the training split and batch-norm recalibration

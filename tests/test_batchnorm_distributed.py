@@ -4,11 +4,14 @@ sums, so both end with the statistics one process computes; a two-process run th
 
 import os
 
+import pytest
 import torch
 
 from test_distributed import launch
 from locktune.towers.image import build_image_tower
 from locktune.train.batchnorm import batchnorm_layers, recalibrate_batchnorm
+
+pytestmark = pytest.mark.slow  # several processes or a long run: `make test-slow`
 
 
 def _tower_and_pixels():

@@ -52,6 +52,7 @@ def check_precompute_report(report: dict, images: int, batch: int, rounds: int) 
             statistics.median(p / b for p, b in pairs), rel=0.01)
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_script_smoke_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_text_tower.py"), "--tiny", "--device", "cpu",
@@ -70,6 +71,7 @@ def _precompute(tmp_path, *extra):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_precompute_benchmark_takes_an_hf_tower(tmp_path):
     from hf_tiny import SIZE, save_vision
 
@@ -85,6 +87,7 @@ def test_precompute_benchmark_takes_an_hf_tower(tmp_path):
                                              / 1e6, 1)
 
 
+@pytest.mark.slow
 def test_precompute_benchmark_makes_a_small_vit(tmp_path):
     """--make-small-vit writes a ViT-S/16-shaped folder (one layer here) and benchmarks it."""
     report = _precompute(tmp_path, "--make-small-vit", str(tmp_path / "vits"), "--vit-layers", "1",
@@ -109,6 +112,7 @@ def test_gpu_peak_is_the_parts_dense_bf16_datasheet_figure():
     assert peak_for("NVIDIA GeForce RTX 4090") == (None, None)
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke_run_on_cpu(tmp_path):
     """`make gpu-check`'s script end to end on CPU (`--smoke`): the CUDA tests are collected and skip with their
     reason, both benchmarks run at tiny sizes, and one JSON and one log come out."""
@@ -130,6 +134,7 @@ def test_gpu_check_smoke_run_on_cpu(tmp_path):
     assert "gpu_text_tower: exit 0" in log and "precompute: exit 0" in log
 
 
+@pytest.mark.slow
 def test_search_load_test_runs_both_arms_against_a_served_model(tmp_path):
     """The concurrent load test: `locktune serve` in its own process, n requests at once from the bare
     asyncio client, one-at-a-time and batched arms per round, every reply checked (200 and k results)."""

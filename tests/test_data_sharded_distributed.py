@@ -3,11 +3,14 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from locktune.cache.sharded import ShardedCache
 from test_data_sharded_cache import many_pairs
 from test_distributed import launch
+
+pytestmark = pytest.mark.slow  # several processes or a long run: `make test-slow`
 
 
 def build(folder: Path, pattern: str) -> int:

@@ -3,9 +3,12 @@ model must beat the same model untrained on held-out data."""
 
 import json
 
+import pytest
 import torch
 
 from locktune.cli import main
+
+pytestmark = pytest.mark.slow  # several processes or a long run: `make test-slow`
 
 HELD_OUT_IMAGES = 200  # Tux Paint stamps: never trained on
 

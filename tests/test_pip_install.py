@@ -36,6 +36,7 @@ def wheel(tmp_path_factory) -> Path:
     return next((build / "dist").glob("locktune-*.whl"))
 
 
+@pytest.mark.slow
 def test_wheel_ships_configs_grids_assets_and_the_page(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("locktune/configs/demo.yaml", "locktune/configs/ablations/towers.yaml",
@@ -72,6 +73,7 @@ def run(installed, *argv, timeout=600) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_installed_wheel_runs_from_another_directory(installed):
     from locktune import __version__
 

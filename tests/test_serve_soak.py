@@ -28,6 +28,8 @@ from PIL import Image
 from test_api import tiny_net
 from test_serve import make_index
 
+pytestmark = pytest.mark.slow  # several processes or a long run: `make test-slow`
+
 MB = 1024 * 1024
 UPLOADS = 200
 CHUNKED = 4
