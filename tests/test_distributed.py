@@ -178,10 +178,28 @@ def below_adam_eps(run_dir) -> dict[str, torch.Tensor]:
     for name, state in optimizer["state"].items():
         if isinstance(name, str) and "exp_avg_sq" in state:
             v_hat = state["exp_avg_sq"] / (1 - 0.999 ** float(state["step"]))
-            out[name] = v_hat.sqrt() < 1e-8
+            # Not where the gradient was exactly zero at every step (a token no caption uses): there both runs
+            # apply the same weight decay alone, and a difference is a bug, not rounding.
+            out[name] = (v_hat.sqrt() < 1e-8) & (v_hat > 0)
     return out
 
 
+def assert_same_weights(run_dir, ours: dict, theirs: dict, steps: int, max_lr: float) -> None:
+    """Weights agree to 1e-5, except elements below AdamW's eps (`below_adam_eps`), which may part by what
+    AdamW can move an element in `steps` steps (at most ~lr each: |m_hat| / sqrt(v_hat) <= 1 near the start),
+    never more: a mask that excused any difference there would let a wrong update through."""
+    noise = below_adam_eps(run_dir)
+    assert noise, "the optimizer state is keyed by parameter name"
+    for name, value in ours.items():
+        gap = (value.double() - theirs[name].double()).abs()
+        close = gap <= 1e-5 + 1e-5 * theirs[name].double().abs()
+        if name in noise:
+            assert bool((gap[noise[name]] <= 2 * steps * max_lr).all()), name
+            close |= noise[name]
+        assert bool(close.all()), name
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel,loss", [("replicate", "global"), ("fsdp", "global"), ("replicate", "sigmoid"),
                                            ("fsdp", "sigmoid")])
 def test_two_process_training_equals_one_process(tmp_path, parallel, loss):
@@ -195,16 +213,15 @@ def test_two_process_training_equals_one_process(tmp_path, parallel, loss):
     assert max(abs(a - b) for a, b in zip(one.losses, two["losses"])) < 1e-5
     assert one.model.state_dict().keys() == two["state"].keys()
     assert ("logit_bias" in two["state"]) == (loss == "sigmoid")
-    noise = below_adam_eps(tmp_path / "one")
-    for name, value in one.model.state_dict().items():
-        close = torch.isclose(value, two["state"][name], atol=1e-5)
-        if name in noise:
-            close |= noise[name]
-        assert bool(close.all()), name
+    config = four_step_config(tmp_path / "one", loss)
+    assert_same_weights(tmp_path / "one", one.model.state_dict(), two["state"], 3,
+                        config.train.lr * config.train.head_lr_multiplier)
     # A checkpoint written by two processes resumes in one: the global batch does not depend on the count, and
-    # the fourth step equals the one-process run's fourth.
+    # the fourth step equals the one-process run's fourth (the first three are the checkpoint's own record,
+    # so they are compared with the one-process run, not with the two-process run that wrote them).
     resumed = train(four_step_config(tmp_path / "two", loss), pairs=_pairs(), resume=True)
-    assert resumed.steps_done == 4 and resumed.losses[:3] == two["losses"]
+    assert resumed.steps_done == 4 and len(resumed.losses) == 4
+    assert max(abs(a - b) for a, b in zip(resumed.losses[:3], one.losses)) < 1e-5
     whole = train(four_step_config(tmp_path / "one", loss), pairs=_pairs(), resume=True)
     assert abs(resumed.losses[3] - whole.losses[3]) < 1e-5
 
@@ -216,12 +233,9 @@ def test_gradient_cached_training_equals_whole_batch(tmp_path, loss):
     whole = train(train_config(tmp_path / "whole", loss=loss), pairs=_pairs())
     chunked = train(train_config(tmp_path / "chunked", chunk_size=4, loss=loss), pairs=_pairs())
     assert max(abs(a - b) for a, b in zip(whole.losses, chunked.losses)) < 1e-5
-    noise = below_adam_eps(tmp_path / "whole")
-    for name, value in whole.model.state_dict().items():
-        close = torch.isclose(value, chunked.model.state_dict()[name], atol=1e-5)
-        if name in noise:
-            close |= noise[name]
-        assert bool(close.all()), name
+    config = train_config(tmp_path / "whole", loss=loss)
+    assert_same_weights(tmp_path / "whole", whole.model.state_dict(), chunked.model.state_dict(), config.train.steps,
+                        config.train.lr * config.train.head_lr_multiplier)
 
 
 def _rank_embed(rank, tmp_path):
@@ -235,6 +249,7 @@ def _rank_embed(rank, tmp_path):
     assert result.computed
 
 
+@pytest.mark.slow
 def test_precompute_split_over_two_ranks_equals_one(tmp_path, monkeypatch):
     import numpy as np
 
@@ -256,6 +271,7 @@ def test_precompute_split_over_two_ranks_equals_one(tmp_path, monkeypatch):
     assert np.array_equal(np.load(files[0]), np.load(one.path)), "bit-identical"
 
 
+@pytest.mark.slow
 def test_torchrun_launches_training_from_the_cli(tmp_path):
     """The real launcher: `torchrun --nproc_per_node 2 -m locktune train ...` (gloo on CPU)."""
     import subprocess
