@@ -303,6 +303,7 @@ def _torchrun(tmp_path, *args, env=None):
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=environment)
 
 
+@pytest.mark.slow
 @two_devices
 def test_embed_in_two_processes_on_the_device_with_an_empty_cache(tmp_path):
     """Each rank computes its rows on the device and writes them; rank 0 assembles the entry: no collective
@@ -323,6 +324,7 @@ def test_embed_in_two_processes_on_the_device_with_an_empty_cache(tmp_path):
     assert not list((tmp_path / "two" / "embeddings").glob(".*")), "no part files left behind"
 
 
+@pytest.mark.slow
 @two_devices
 def test_train_and_resume_in_two_processes_on_the_device_is_exact(tmp_path, dropout_bert):
     """Two processes, BERT dropout in the whole step, on the device: stopped and resumed equals uninterrupted;

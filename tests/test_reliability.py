@@ -139,6 +139,7 @@ def paused(proc, marker, timeout=240) -> dict:
     return json.loads(marker.read_text())
 
 
+@pytest.mark.slow
 def test_training_killed_mid_checkpoint_write_and_mid_step_resumes_to_the_same_model(tmp_path):
     """SIGKILL at two exact points (`LOCKTUNE_TEST_PAUSE_AT`, runtime/pause_point.py): with the third
     checkpoint's temporary file written but not renamed, then mid-step after a resume.  The temporary file
@@ -206,6 +207,7 @@ def test_stale_checkpoint_temporaries_of_dead_writers_are_removed_and_nothing_el
     assert remove_stale_temporaries(tmp_path / "no-such-run") == []
 
 
+@pytest.mark.slow
 def test_precompute_killed_midway_gives_the_same_cache(tmp_path):
     """SIGKILL `locktune embed` twice at random moments, then let it finish: the same bytes as a run
     that was never interrupted."""
@@ -259,6 +261,7 @@ def _rank_that_dies(rank, port, run_dir, result_file):
     os._exit(3 if outcome != "finished" else 0)
 
 
+@pytest.mark.slow
 def test_a_dead_rank_makes_the_others_exit_with_an_error(tmp_path):
     """Rank 1 vanishes mid-training; rank 0 must raise (not hang) well within the collective timeout."""
     import multiprocessing
