@@ -230,8 +230,8 @@ def test_identical_runs_are_reused_across_grids_but_not_across_process_counts(tm
     config = loss.run_config(loss.arm("global-2proc"), 0, tmp_path / "loss" / "x", list(__import__(
         "locktune.ablate.runner", fromlist=["SMOKE"]).SMOKE))
     original = tmp_path / "towers" / "LU-s0" / RECORD
-    # Decoys sorted before it, each a copy of its record with one thing changed: another config (a key more), another
-    # evaluation size, another suite, or itself reused (which never counts as having trained).
+    # Decoys sorted before it, each a copy of its record with one thing changed: another config (a key more),
+    # another evaluation size, another suite, or itself reused (which never counts as having trained).
     record = json.loads(original.read_text())
     decoys = {"a-config": {**record, "config": {**record["config"], "note": "another"}},
               "b-eval": {**record, "eval_max_images": 41}, "c-suite": {**record, "suite": "offline"},
@@ -241,7 +241,7 @@ def test_identical_runs_are_reused_across_grids_but_not_across_process_counts(tm
         (tmp_path / "a-decoys" / name / RECORD).write_text(json.dumps(decoy))
     assert find_identical_run(tmp_path, config, "ablation", 40, processes=1) == original
     assert find_identical_run(tmp_path, config, "ablation", 40, processes=2) is None
-    assert find_identical_run(tmp_path, config, "ablation", 41, processes=1) == tmp_path / "a-decoys" / "b-eval" / RECORD
+    assert find_identical_run(tmp_path, config, "ablation", 41, processes=1) == tmp_path / "a-decoys/b-eval" / RECORD
 
 
 def _few_training_signatures(sources=("openclipart", "emoji")):
