@@ -144,8 +144,9 @@ def test_an_old_runs_model_pt_is_bounded_too(tmp_path, monkeypatch):
         locktune.load(tmp_path / "model.pt", device="cpu")
 
 
-# Run under a 4 GB address-space limit: before the checks these cases allocated 4.8 GB (a 20000 px probe),
-# 51 GB (a 10^7-wide projection), 17 GB (a 65536-wide layer) and 10.8 GB (a 30000 px probe).
+# Run under a 4 GB address-space limit and a time limit: before the checks these cases allocated 4.8 GB (a
+# 20000 px probe), 51 GB (a 10^7-wide projection), 17 GB (a 65536-wide layer) and 10.8 GB (a 30000 px probe),
+# and a 1 px patch at 2048 px ran a probe attention over 4 million tokens (still running after 5 minutes).
 UNDER_LIMIT = r"""
 import json, sys
 import locktune
@@ -155,7 +156,8 @@ out = {}
 for name, call in [("image_size", lambda: locktune.load(sys.argv[1], device="cpu")),
                    ("embed_dim", lambda: locktune.load(sys.argv[2], device="cpu")),
                    ("hidden_u", lambda: build_image_tower("hf:" + sys.argv[3], pretrained=False, pool="auto")),
-                   ("processor_L", lambda: build_image_tower("hf:" + sys.argv[4], pretrained=True, pool="auto"))]:
+                   ("processor_L", lambda: build_image_tower("hf:" + sys.argv[4], pretrained=True, pool="auto")),
+                   ("patch_1", lambda: build_image_tower("hf:" + sys.argv[5], pretrained=False, pool="auto"))]:
     try:
         call()
         out[name] = "loaded"
@@ -176,12 +178,16 @@ def test_hostile_sizes_are_refused_without_a_large_allocation(tiny, tmp_path):
     edit_json(wide / "config.json", {"hidden_size": 65536})
     big_processor = copied(tiny["vit"], tmp_path, "processor")
     edit_json(big_processor / "preprocessor_config.json", {"size": {"height": 30000, "width": 30000}})
+    patch_1 = copied(tiny["vit"], tmp_path, "patch_1")
+    edit_json(patch_1 / "preprocessor_config.json", {"size": {"height": 2048, "width": 2048}})
+    edit_json(patch_1 / "config.json", {"patch_size": 1})
 
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
     result = subprocess.run([sys.executable, "-c", UNDER_LIMIT, str(big_image), str(big_embed), str(wide),
-                             str(big_processor)], capture_output=True, text=True, preexec_fn=limit, timeout=300,
+                             str(big_processor), str(patch_1)], capture_output=True, text=True, preexec_fn=limit,
+                            timeout=150,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -189,6 +195,7 @@ def test_hostile_sizes_are_refused_without_a_large_allocation(tiny, tmp_path):
     assert "model.embed_dim = 10000000" in out["embed_dim"]
     assert "hidden_size = 65536" in out["hidden_u"] and str(wide / "config.json") in out["hidden_u"]
     assert "size.height = 30000" in out["processor_L"]
+    assert "patch_size = 1 is 4194304 patch tokens at 2048 px, above the limit 16384" in out["patch_1"]
 
 
 # --- 2. an hf: folder's config and image-processor config --------------------------------------------------------
@@ -199,8 +206,6 @@ HF_CASES = [
     ("vit", "config.json", {"intermediate_size": 10**9}, "intermediate_size = 1000000000 is above the limit 65536"),
     ("vit", "config.json", {"image_size": 30000}, "image_size = 30000 is above the limit 2048"),
     ("vit", "config.json", {"hidden_size": 0}, "hidden_size = 0 is below 1"),
-    # A 1 px patch at 2048 px: 4 million tokens in one attention.
-    ("vit", "preprocessor_config.json", {"size": {"height": 2048, "width": 2048}}, None),
     ("vit", "preprocessor_config.json", {"size": {"height": 30000, "width": 30000}},
      "size.height = 30000 is above the limit 2048"),
     ("vit", "preprocessor_config.json", {"image_std": [0, 0, 0]}, "image_std = [0, 0, 0] is 0"),
@@ -221,9 +226,6 @@ def test_a_hostile_hf_config_number_is_one_line_naming_the_file_and_field(tiny, 
                                                                          message):
     folder = copied(tiny[kind], tmp_path)
     edit_json(folder / file, changes)
-    if message is None:  # the 1 px patch case
-        edit_json(folder / "config.json", {"patch_size": 1})
-        message = "patch_size = 1 is 4194304 patch tokens at 2048 px, above the limit 16384"
     err = cli_error(capsys, ["towers", f"hf:{folder}"])  # builds the tower as `u` would
     assert message in err and str(folder) in err, err
     if "parameter count" in message:  # at least the layers' weight matrices: 128 x (4 h^2 + 2 h I)
