@@ -71,7 +71,12 @@ def test_eval_writes_results_markdown_and_plots(tiny_model_dir, tmp_path, capsys
     results = json.loads(out.read_text())
     assert set(results) == {"foolbox_cifar10", "tuxpaint_retrieval", f"folder:{tmp_path / 'mine'}"}
     cifar = results["foolbox_cifar10"]
-    assert cifar["images"] == 20 and cifar["chance_top1"] == 0.1
+    # Foolbox's 20 CIFAR-10 samples hold no bird and no deer: those classes are named and left out, and chance is
+    # over the 8 classes scored (issue 25: chance and recall over the same classes).
+    present = sorted(set(get_benchmark("foolbox_cifar10").labels))
+    assert len(present) == 8
+    assert cifar["images"] == 20 and cifar["chance_top1"] == pytest.approx(1 / 8)
+    assert sorted(cifar["dropped_classes"]) == ["bird", "deer"]
     assert len(cifar["model_fingerprint"]) == 16 and len(cifar["dataset_fingerprint"]) == 16
     assert results["tuxpaint_retrieval"]["images"] == 30
 
@@ -87,12 +92,13 @@ def test_eval_writes_results_markdown_and_plots(tiny_model_dir, tmp_path, capsys
     prep = Preprocess(64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     with torch.no_grad():
         logits = net(torch.stack([prep(bench.images.load(i)) for i in range(len(bench.images))]))
-    predicted = torch.stack([logits[:, idx].max(1).values for idx in CIFAR10_TO_IMAGENET], 1).argmax(1)
+    scores = torch.stack([logits[:, CIFAR10_TO_IMAGENET[c]].max(1).values for c in present], 1)
+    predicted = torch.tensor(present)[scores.argmax(1)]  # among the classes scored
     expected = float((predicted == torch.tensor(bench.labels)).double().mean())
     assert cifar["supervised_top1"] == pytest.approx(expected)
 
     markdown = out.with_suffix(".md").read_text()
-    assert "| foolbox_cifar10 | 20 | 10 |" in markdown and "tower's supervised classifier" in markdown
+    assert "| foolbox_cifar10 | 20 | 8 (2 without images left out: bird, deer) |" in markdown and "tower's supervised classifier" in markdown
     plots = sorted(p.name for p in (out.parent / "results_plots").iterdir())
     assert "foolbox_cifar10_confusion.png" in plots and "tuxpaint_retrieval_retrieval_examples.png" in plots
 
