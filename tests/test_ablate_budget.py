@@ -45,6 +45,7 @@ def test_grid_budget_and_design_keys(tmp_path):
         load_grid(bad)
 
 
+@pytest.mark.slow
 def test_calibration_measures_once_and_every_seed_reuses_it(tmp_path):
     """A budget arm's steps come from timing its own first steps once (tiny smoke settings here); the
     entry is kept in calibration.json and a second call (another seed) reads it instead of measuring."""
