@@ -34,12 +34,15 @@ MB = 1024 * 1024
 UPLOADS = 200
 CHUNKED = 4
 CHUNKED_BYTES = 48 * MB
-# Measured on the 2-core machine (4 runs): peak RSS 1.01-1.13 GB with the fix; the server idles at 0.30 GB,
-# and two 36 MP decodes at a time with their conversion copies add the rest.  Without the budget, 60 such
-# uploads took it to 8.5 GB.
-PEAK_RSS_BOUND = 1.6e9
+# Measured on the 2-core machine: peak RSS 2.56 GB in two runs with the machine otherwise idle (then two 36 MP
+# decodes overlap: each holds ~1.1 GB at its peak, the decoded image and its EXIF, composite and padding copies
+# at full resolution, on an idle server of 0.30 GB), 1.01-1.13 GB in four runs while other jobs shared the
+# cores (fewer decodes overlapped).  The bound is the idle server plus two such decodes, with headroom; on
+# 44ab67a (no budget) the same load reached 5.03 GB before the address-space cap below stopped it, and 60 such
+# uploads took an uncapped server to 8.5 GB.
+PEAK_RSS_BOUND = 3.2e9
 # The child's address space is capped too, so a regression fails this test with MemoryErrors instead of
-# taking the shared machine's memory.  Measured peak address space 2.74-2.90 GB (torch's libraries, thread
+# taking the shared machine's memory.  Measured peak address space 2.74-4.12 GB (torch's libraries, thread
 # stacks and malloc arenas are reserved, not resident); without the budget it reached the cap.
 ADDRESS_SPACE_CAP = 6 * 1024**3
 
