@@ -65,8 +65,8 @@ def flops_per_pair(shape: dict, params_no_embedding: int) -> float:
 
 def locktune_model(shape: dict, device: torch.device, compile_tower: bool, loss: str = "global"):
     config = ModelConfig(setting="Lu", text_tower="clip", image_tower="mobilenet_v2", embed_dim=shape["embed"],
-                         max_text_len=shape["tokens"], clip_width=shape["width"], clip_layers=shape["layers"],
-                         clip_heads=shape["heads"])
+                         max_text_len=shape["tokens"], text_width=shape["width"], text_layers=shape["layers"],
+                         text_heads=shape["heads"])
     model = build_model(config, corpus=lambda: ["a photo of a cat", "a dog"] * 10, loss=loss)
     tower = model.text_tower
     tower.token_embedding = nn.Embedding(shape["vocab"], shape["width"])  # CLIP's vocabulary size

@@ -45,7 +45,7 @@ def main() -> None:
     corpus = lambda: ["a photo of a cat", "a drawing of a dog"] * 50  # noqa: E731
     setting = "Lu" if args.text_tower == "clip" else "LU"
     model = build_model(ModelConfig(setting=setting, text_tower=args.text_tower, max_text_len=args.tokens,
-                                    clip_width=args.width, clip_layers=args.layers, image_tower="mobilenet_v2"),
+                                    text_width=args.width, text_layers=args.layers, image_tower="mobilenet_v2"),
                         corpus=corpus, loss=args.loss)
     del model.image_tower  # image side comes from (synthetic) cached features
     model.train()

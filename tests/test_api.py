@@ -20,7 +20,7 @@ def tiny_net(setting: str = "Lu", text_tower: str = "clip", loss: str = "global"
 
     torch.manual_seed(0)
     config = ModelConfig(setting=setting, text_tower=text_tower, image_tower="mobilenet_v2", image_size=64,
-                         clip_width=32, clip_layers=1, clip_heads=2, clip_vocab_size=300, max_text_len=16)
+                         text_width=32, text_layers=1, text_heads=2, text_vocab_size=300, max_text_len=16)
     return build_model(config, corpus=lambda: CORPUS, loss=loss).eval()
 
 

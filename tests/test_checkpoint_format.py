@@ -92,8 +92,8 @@ def real_checkpoint(tmp_path_factory):
 
 
 CLI_ARGS = ["data.sources=[emoji]", "data.max_pairs_per_source=48", "data.image_workers=0", "model.setting=Lu",
-            "model.text_tower=clip", "model.image_tower=mobilenet_v2", "model.image_size=64", "model.clip_width=32",
-            "model.clip_layers=1", "model.clip_heads=2", "model.clip_vocab_size=400", "train.steps=4",
+            "model.text_tower=clip", "model.image_tower=mobilenet_v2", "model.image_size=64", "model.text_width=32",
+            "model.text_layers=1", "model.text_heads=2", "model.text_vocab_size=400", "train.steps=4",
             "train.batch_size=16", "train.warmup_steps=1"]
 
 

@@ -49,8 +49,8 @@ def test_hf_source_trains_through_the_cache(saved, tmp_path):
     pairs = load_pairs([f"hf:{saved}/saved"])
     config = RunConfig()
     config.model.setting, config.model.text_tower, config.model.image_tower = "Lu", "clip", "mobilenet_v2"
-    config.model.image_size, config.model.clip_width, config.model.clip_layers = 32, 16, 1
-    config.model.clip_heads, config.model.clip_vocab_size = 2, 300
+    config.model.image_size, config.model.text_width, config.model.text_layers = 32, 16, 1
+    config.model.text_heads, config.model.text_vocab_size = 2, 300
     config.train.steps, config.train.batch_size, config.train.warmup_steps = 2, 3, 1
     config.data.image_workers = 0
     config.run_dir = str(tmp_path / "run")

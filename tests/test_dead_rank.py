@@ -19,8 +19,8 @@ from test_distributed import free_port
 pytestmark = pytest.mark.slow  # several processes or a long run: `make test-slow`
 
 ARGS = ["data.sources=[emoji]", "data.max_pairs_per_source=48", "data.image_workers=0", "model.setting=Lu",
-        "model.text_tower=clip", "model.image_tower=mobilenet_v2", "model.image_size=64", "model.clip_width=32",
-        "model.clip_layers=1", "model.clip_heads=2", "model.clip_vocab_size=400", "train.steps=6",
+        "model.text_tower=clip", "model.image_tower=mobilenet_v2", "model.image_size=64", "model.text_width=32",
+        "model.text_layers=1", "model.text_heads=2", "model.text_vocab_size=400", "train.steps=6",
         "train.batch_size=16", "train.warmup_steps=1", "train.checkpoint_every=100"]
 
 

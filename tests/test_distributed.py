@@ -139,7 +139,7 @@ def test_sigmoid_loss_over_two_processes_matches_the_float64_formula(tmp_path, c
 def train_config(run_dir, chunk_size=0, loss="global"):
     from tiny_configs import tiny_run
 
-    return tiny_run(run_dir, steps=3, clip_layers=2, train={"chunk_size": chunk_size, "loss": loss})
+    return tiny_run(run_dir, steps=3, text_layers=2, train={"chunk_size": chunk_size, "loss": loss})
 
 
 def _pairs():
@@ -281,7 +281,7 @@ def test_torchrun_launches_training_from_the_cli(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "locktune", "train", "data.sources=[emoji]", "data.max_pairs_per_source=48", "data.image_workers=0",
            "model.setting=Lu", "model.text_tower=clip", "model.image_tower=mobilenet_v2", "model.image_size=64",
-           "model.clip_width=32", "model.clip_layers=1", "model.clip_heads=2", "model.clip_vocab_size=400",
+           "model.text_width=32", "model.text_layers=1", "model.text_heads=2", "model.text_vocab_size=400",
            "train.steps=2", "train.batch_size=16", "train.warmup_steps=1", f"run_dir={run}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LOCKTUNE_QUIET": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)

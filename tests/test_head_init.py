@@ -11,7 +11,7 @@ CORPUS = ["a red square", "a blue circle", "a green triangle"] * 30
 
 def model(setting: str, seed: int, text_tower: str = "minilm"):
     config = ModelConfig(setting=setting, image_tower="mobilenet_v2", text_tower=text_tower, image_size=64,
-                         clip_width=32, clip_layers=1, clip_heads=2, clip_vocab_size=300)
+                         text_width=32, text_layers=1, text_heads=2, text_vocab_size=300)
     torch.manual_seed(1234)  # the global stream as the trainer leaves it; the towers draw different amounts
     return build_model(config, corpus=lambda: iter(CORPUS), seed=seed)
 

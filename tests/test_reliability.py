@@ -118,8 +118,8 @@ def test_damaged_cache_entry_is_an_error_or_recomputed(tmp_path):
 
 
 TRAIN_ARGS = ["data.sources=[emoji]", "data.max_pairs_per_source=64", "data.image_workers=0", "model.setting=Lu",
-              "model.text_tower=clip", "model.image_tower=mobilenet_v2", "model.image_size=64", "model.clip_width=32",
-              "model.clip_layers=1", "model.clip_heads=2", "model.clip_vocab_size=400", "train.steps=14",
+              "model.text_tower=clip", "model.image_tower=mobilenet_v2", "model.image_size=64", "model.text_width=32",
+              "model.text_layers=1", "model.text_heads=2", "model.text_vocab_size=400", "train.steps=14",
               "train.batch_size=16", "train.warmup_steps=2", "train.checkpoint_every=1", "train.log_every=1"]
 
 

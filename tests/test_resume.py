@@ -11,8 +11,8 @@ def small_config(run_dir, text_tower="minilm", setting="LU", chunk_size=0) -> Ru
     config.model.setting = setting
     config.model.text_tower = text_tower
     config.model.image_size = 64
-    config.model.clip_width, config.model.clip_layers, config.model.clip_heads = 64, 2, 2
-    config.model.clip_vocab_size = 500
+    config.model.text_width, config.model.text_layers, config.model.text_heads = 64, 2, 2
+    config.model.text_vocab_size = 500
     config.train.steps, config.train.batch_size, config.train.warmup_steps = 6, 16, 2
     config.train.checkpoint_every = 100  # only the stop point and the end write checkpoints
     config.train.chunk_size = chunk_size

@@ -151,8 +151,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(bert, text_tower):
     else:
         torch.manual_seed(0)
         model = build_model(ModelConfig(setting="Lu", image_tower="mobilenet_v2", text_tower="clip", image_size=32,
-                                        max_text_len=12, embed_dim=16, clip_width=32, clip_layers=2, clip_heads=2,
-                                        clip_vocab_size=300), corpus=lambda: iter(WORDS)).train()
+                                        max_text_len=12, embed_dim=16, text_width=32, text_layers=2, text_heads=2,
+                                        text_vocab_size=300), corpus=lambda: iter(WORDS)).train()
     batch = make_batch(model)
     torch.manual_seed(3)
     plain_loss, plain = gradients(whole_step, model, batch)
@@ -174,8 +174,8 @@ def test_compiled_text_tower_step_equals_the_eager_step():
     def model():
         torch.manual_seed(0)
         return build_model(ModelConfig(setting="Lu", image_tower="mobilenet_v2", text_tower="clip", image_size=32,
-                                       max_text_len=12, embed_dim=16, clip_width=32, clip_layers=1, clip_heads=2,
-                                       clip_vocab_size=300), corpus=lambda: iter(WORDS)).train()
+                                       max_text_len=12, embed_dim=16, text_width=32, text_layers=1, text_heads=2,
+                                       text_vocab_size=300), corpus=lambda: iter(WORDS)).train()
 
     eager = model()
     batch = make_batch(eager)

@@ -106,7 +106,7 @@ def test_pretrained_letters_are_a_clear_error(setting):
     with pytest.raises(LocktuneError, match="'t5_encoder' has no pretrained weights.*letter 'u'.*'Lu'"):
         T5EncoderTower(t5_args(pretrained=True))
     config = ModelConfig(setting=setting, text_tower="t5_encoder", image_tower="mobilenet_v2", image_size=64,
-                         clip_width=32, clip_layers=1, clip_heads=2, clip_vocab_size=200)
+                         text_width=32, text_layers=1, text_heads=2, text_vocab_size=200)
     with pytest.raises(LocktuneError, match="no pretrained weights"):
         build_model(config, corpus=lambda: CORPUS)
 
@@ -117,7 +117,7 @@ def test_tiny_training_reloads_to_identical_text_embeddings(tmp_path, emoji_pair
     from locktune.saved_model import load_any
     from locktune.train.trainer import train
 
-    config = tiny_run(tmp_path / "run", steps=3, clip_layers=2)
+    config = tiny_run(tmp_path / "run", steps=3, text_layers=2)
     config.model.text_tower, config.model.setting = "t5_encoder", "Lu"
     result = train(config, pairs=emoji_pairs)
     assert result.steps_done == 3 and all(torch.isfinite(torch.tensor(result.losses)))

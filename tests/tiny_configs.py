@@ -4,13 +4,13 @@ locked MobileNetV2 at 64 px, so a step takes milliseconds and has no dropout (ex
 from locktune.config import RunConfig
 
 
-def tiny_run(run_dir, steps: int = 4, clip_layers: int = 1, train: dict | None = None,
+def tiny_run(run_dir, steps: int = 4, text_layers: int = 1, train: dict | None = None,
              data: dict | None = None) -> RunConfig:
     config = RunConfig()
     config.model.setting, config.model.text_tower, config.model.image_tower = "Lu", "clip", "mobilenet_v2"
     config.model.image_size = 64
-    config.model.clip_width, config.model.clip_layers, config.model.clip_heads = 32, clip_layers, 2
-    config.model.clip_vocab_size = 400
+    config.model.text_width, config.model.text_layers, config.model.text_heads = 32, text_layers, 2
+    config.model.text_vocab_size = 400
     config.train.steps, config.train.batch_size, config.train.warmup_steps = steps, 16, 1
     config.data.image_workers = 0
     for section, values in (("train", train), ("data", data)):

@@ -29,6 +29,7 @@ def _embed_sharded(config, folder: str, shard_size: int, views: int, main: bool)
     tower = build_image_tower(config.model.image_tower, pretrained=True, pool=config.model.image_pool)
     tower.to(resolve_device(config.train.device))  # precompute where the device is: the job that needs it most
     preprocess = tower.preprocess(config.model.image_size)
+    _say_image_size(config, preprocess.image_size, main)
     pairs = load_pairs(config.data.sources, config.data.max_pairs_per_source)
     cache = build_sharded_cache(tower, preprocess, pairs, folder, shard_size=shard_size,
                                 workers=config.data.image_workers, views=views)
@@ -48,6 +49,7 @@ def _embed(config, no_benchmarks: bool, main: bool) -> int:
     tower = build_image_tower(config.model.image_tower, pretrained=True, pool=config.model.image_pool)
     tower.to(resolve_device(config.train.device))
     preprocess = tower.preprocess(config.model.image_size)
+    _say_image_size(config, preprocess.image_size, main)
     sets = [load_pairs(config.data.sources, config.data.max_pairs_per_source)]
     if not no_benchmarks:
         sets += [get_benchmark(n, config.eval.max_images_per_benchmark) for n in config.eval.benchmarks]
@@ -63,6 +65,13 @@ def _embed(config, no_benchmarks: bool, main: bool) -> int:
         if len(s.images) and not valid.any():
             raise LocktuneError(f"{s.name}: none of its {len(s.images)} images is usable ({skipped_summary(failed)})")
     return 0
+
+
+def _say_image_size(config, used: int, main: bool) -> None:
+    from locktune.config import image_size_line
+
+    if main:
+        print(f"locktune: {image_size_line(config, used)}", file=sys.stderr)
 
 
 def cmd_data_export(args) -> int:
@@ -111,15 +120,19 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import time
 
-    from locktune.eval.driver import check_eval_config, evaluate_model
+    from locktune.eval.driver import check_eval_config, evaluate_model, ignored_overrides
     from locktune.runtime.placement import resolve_device
     from locktune.saved_model import WEIGHTS, load_any, model_folder
 
     started = time.time()
     config = load_run_config(args)
     check_eval_config(config)  # unknown names or a missing extra fail before any model is loaded
+    for line in ignored_overrides(args.overrides):
+        print(f"locktune: {line}", file=sys.stderr)
     model_path = Path(args.model)
     model = load_any(model_path)  # a run folder or a saved-model folder (`locktune export`)
+    print(f"locktune: image size {model.preprocess.image_size} px (the model's own: the size it was trained at)",
+          file=sys.stderr)
     model.to(resolve_device(config.train.device))
     model.precision = config.train.precision  # the image tower's (and so the cache entry's) precision
     folder = model_folder(model_path)

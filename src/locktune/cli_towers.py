@@ -26,7 +26,9 @@ def cmd_towers(args) -> int:
         return 0
     print(f"{facts.name}: {facts.side} tower")
     if facts.output_dim:
-        print(f"  output width   {facts.output_dim}" + (f" (pool: {facts.pool})" if facts.pool else ""))
+        print(f"  output width   {facts.output_dim}" + (f" (pool: {facts.pool}"
+                                                        + (f"; {facts.pool_reason}" if facts.pool_reason else "")
+                                                        + ")" if facts.pool else ""))
         print(f"  parameters     {facts.parameters:,}")
     print(f"  letters        {', '.join(facts.letters)}" + ("" if "L" in facts.letters else
                                                              "  (no pretrained weights: from scratch only)"))
@@ -36,6 +38,8 @@ def cmd_towers(args) -> int:
               f"mean {list(p['mean'])}, std {list(p['std'])}")
     if facts.note:
         print(f"  {facts.note}")
+    if facts.transformers_export:
+        print(f"  export         {facts.transformers_export}")
     return 0
 
 

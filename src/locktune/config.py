@@ -46,11 +46,12 @@ class ModelConfig:
     image_size: int = 0
     max_text_len: int = 16  # tokens, as in the paper
     # The from-scratch text towers' shape and vocabulary size: the CLIP-style transformer (own BPE) and the
-    # T5-style encoder (own Unigram vocabulary), both trained on the captions.
-    clip_width: int = 256
-    clip_layers: int = 4
-    clip_heads: int = 4
-    clip_vocab_size: int = 8000
+    # T5-style encoder (own Unigram vocabulary), both trained on the captions.  (Named clip_* up to
+    # locktune 0.1.0: those names are still read, see RENAMED.)
+    text_width: int = 256
+    text_layers: int = 4
+    text_heads: int = 4
+    text_vocab_size: int = 8000
 
 
 @dataclass
@@ -129,7 +130,6 @@ class EvalConfig:
         default_factory=lambda: ["fashion_mnist", "animal_mnist", "tuxpaint_categories", "tuxpaint_retrieval"]
     )
     max_images_per_benchmark: int = 1000  # sampled evenly over classes, with a fixed seed; 0 = all
-    batch_size: int = 256
     # `locktune eval`: a named suite of tasks (offline, ablation, ...) run before `benchmarks` (a benchmark
     # the suite already covers is not run twice); plots: write the plots beside the results.
     suite: str = ""
@@ -144,8 +144,50 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run_dir: str = "runs/default"
 
+    def __post_init__(self) -> None:
+        # Not fields (never in to_dict, never a config key): where each key's value came from when the
+        # config was loaded ("model.image_size" -> "demo.yaml" | "the command line"), and the notes the
+        # load left (a clamped warm-up, a file's image size set aside, an old key name).
+        self.origins: dict[str, str] = {}
+        self.notes: list[str] = []
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Keys renamed or removed: configs, run records and saved models written before still load.
+# old key -> new key.  The clip_* keys also sized the T5-style tower, which is not CLIP.
+RENAMED = {"model.clip_width": "model.text_width", "model.clip_layers": "model.text_layers",
+           "model.clip_heads": "model.text_heads", "model.clip_vocab_size": "model.text_vocab_size"}
+# old key -> why it is gone.  eval.batch_size was never read (evaluators batch by their own sizes).
+REMOVED = {"eval.batch_size": "it was never read"}
+
+
+def upgrade_config_dict(data: Any, notes: list[str] | None = None, where: str = "") -> Any:
+    """A config tree (a file, an override, a record's or saved model's `config`) with renamed keys under their
+    new names and removed keys dropped; each change adds one line to `notes` when given.  Anything that is not
+    a mapping of sections is returned as it is (the checks that follow name it)."""
+    if not isinstance(data, dict):
+        return data
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in RENAMED.items():
+        section, key = old.split(".")
+        values = out.get(section)
+        if isinstance(values, dict) and key in values:
+            value = values.pop(key)
+            new_key = new.split(".")[1]
+            if new_key not in values:  # the new name wins where both are given
+                values[new_key] = value
+            if notes is not None:
+                notes.append(f"{where}{old} is now called {new}; the old name still works but will go")
+    for old, why in REMOVED.items():
+        section, key = old.split(".")
+        values = out.get(section)
+        if isinstance(values, dict) and key in values:
+            values.pop(key)
+            if notes is not None:
+                notes.append(f"{where}{old} is ignored ({why}); remove it")
+    return out
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -251,7 +293,11 @@ def validate(config: RunConfig) -> RunConfig:
     if config.train.dropout_rows < 0:
         raise LocktuneError("train.dropout_rows must be 0 (the batch at once) or a positive number of rows")
     if config.train.warmup_steps > config.train.steps:
-        raise LocktuneError(f"train.warmup_steps must be between 0 and train.steps ({config.train.steps})")
+        # A short trial run of a longer recipe (demo.yaml's 20 warm-up steps, train.steps=5): warm up over the
+        # whole run rather than refuse it.
+        config.notes.append(f"train.warmup_steps ({config.train.warmup_steps}) is longer than the run: clamped "
+                            f"to train.steps ({config.train.steps})")
+        config.train.warmup_steps = config.train.steps
     if not config.data.sources:
         raise LocktuneError("data.sources is empty; name at least one pair source")
     return config
@@ -265,11 +311,11 @@ COUNTS = {
     "train.chunk_size": (0, "off: the whole batch at once"), "train.seed": (0, "a seed like any other"),
     "train.image_unlock_start": (0, "unlocked from the start; 0 <= start <= end <= train.steps"),
     "train.image_unlock_end": (0, "unlocked from the start; 0 <= start <= end <= train.steps"),
-    "model.embed_dim": (1, ""), "model.max_text_len": (1, ""), "model.clip_width": (1, ""),
-    "model.clip_layers": (1, ""), "model.clip_heads": (1, ""), "model.clip_vocab_size": (1, ""),
+    "model.embed_dim": (1, ""), "model.max_text_len": (1, ""), "model.text_width": (1, ""),
+    "model.text_layers": (1, ""), "model.text_heads": (1, ""), "model.text_vocab_size": (1, ""),
     "model.image_size": (0, "the tower's own size"), "data.max_pairs_per_source": (0, "all"),
     "data.image_workers": (0, "decode in the training process"), "data.max_train_pairs": (0, "all"),
-    "eval.batch_size": (1, ""), "eval.max_images_per_benchmark": (0, "all"),
+    "eval.max_images_per_benchmark": (0, "all"),
 }
 
 
@@ -345,9 +391,15 @@ def _validate_unlock(config: RunConfig) -> None:
                             f"(e.g. U{config.model.setting[1:]}) or leave both at 0")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Defaults, then the YAML file (if any), then each override in order; validated."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                file_size_for_every_tower: bool = False) -> RunConfig:
+    """Defaults, then the YAML file (if any), then each override in order; validated.  Each key set records
+    where it came from (`RunConfig.origins`).  The file's `model.image_size` was chosen for the file's image tower:
+    it is set aside when the overrides pick a tower of another recipe (`scope_image_size`) unless
+    `file_size_for_every_tower` (an ablation grid, whose base file sizes every arm) or an override sets the size
+    too.  Notes (a clamped warm-up, an old key name, a size set aside) go to stderr."""
     config = RunConfig()
+    file_tower = config.model.image_tower
     if path is not None:
         from locktune.packaged import find_config
 
@@ -355,13 +407,85 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         data = read_yaml(path.read_text(), f"config file '{path}'") or {}
         if not isinstance(data, dict):
             raise LocktuneError(f"config file '{path}' should hold a mapping of sections (model:, train:, ...)")
+        data = upgrade_config_dict(data, config.notes, f"config file '{path.name}': ")
         _apply(config, data)
+        _record_origins(config, data, path.name)
+        file_tower = config.model.image_tower
     for text in overrides:
-        _apply(config, parse_override(text))
-    return validate(config)
+        data = upgrade_config_dict(parse_override(text), config.notes, f"override '{text}': ")
+        _apply(config, data)
+        _record_origins(config, data, "override")
+    if not file_size_for_every_tower:
+        scope_image_size(config, file_tower)
+    validate(config)
+    print_notes(config)
+    return config
+
+
+def _record_origins(config: RunConfig, data: dict[str, Any], origin: str) -> None:
+    for section, values in data.items():
+        for key in values if isinstance(values, dict) else ():
+            config.origins[f"{section}.{key}"] = origin
+        if not isinstance(values, dict):
+            config.origins[section] = origin
+
+
+def size_recipe(tower: str) -> str:
+    """Which towers a config's image size carries over between: the bundled towers share one recipe (224 px
+    ImageNet CNNs, one normalisation, no position embeddings); a KIND:SPEC tower has its own processor."""
+    from locktune.towers.kinds import split_kind
+
+    return "bundled" if split_kind(tower)[0] is None else tower
+
+
+def scope_image_size(config: RunConfig, file_tower: str) -> None:
+    """A config file's `model.image_size` applies to the tower it was written for (and the bundled towers of the
+    same recipe); for a tower the overrides brought (`model.image_tower=hf:./dinov2` with demo.yaml's 128 px) the
+    tower's own processor decides, unless an override set the size too.  Stretching a ViT's position
+    embeddings to another size without a word is the surprise this prevents."""
+    origin = config.origins.get("model.image_size")
+    if origin in (None, "override") or size_recipe(config.model.image_tower) == size_recipe(file_tower):
+        return
+    config.notes.append(f"{origin}'s model.image_size={config.model.image_size} is for {file_tower}, not "
+                        f"{config.model.image_tower}: the tower's own size is used (give model.image_size=N to "
+                        "choose one)")
+    config.origins["model.image_size"] = f"{origin}, set aside"
+    config.model.image_size = 0
+
+
+def image_size_line(config: RunConfig, used: int) -> str:
+    """What a run prints before it runs: the image size used and where it came from."""
+    origin = config.origins.get("model.image_size", "")
+    if config.model.image_size and origin == "override":
+        why = "model.image_size on the command line"
+    elif config.model.image_size and origin:
+        why = f"model.image_size from {origin}"
+    elif config.model.image_size:
+        why = "model.image_size"
+    else:
+        from locktune.towers.kinds import split_kind
+
+        kind = split_kind(config.model.image_tower)[0]
+        why = {None: "the tower's own size", "hf": "the tower's processor"}.get(kind, "the tower's data config")
+        if origin.endswith("set aside"):
+            why += f"; {origin.split(',')[0]}'s model.image_size is for another tower"
+    return f"image size {used} px ({why})"
+
+
+def print_notes(config: RunConfig) -> None:
+    """The load's notes on stderr, once per run (the first process under torchrun)."""
+    import os
+    import sys
+
+    if os.environ.get("RANK", "0") == "0":
+        for note in config.notes:
+            print(f"locktune: {note}", file=sys.stderr)
+    config.notes.clear()
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """A config stored with a run, a record or a saved model: old key names read, removed keys dropped,
+    without notes (the file is not the reader's to fix)."""
     config = RunConfig()
-    _apply(config, data)
+    _apply(config, upgrade_config_dict(data))
     return validate(config)

@@ -102,7 +102,8 @@ def read_manifest(folder: str | Path) -> dict:
 
 
 REEXPORT = "fix the value, or export the model again (`locktune export --model RUN_DIR --out FOLDER`)"
-SIZED_BY = ("image_size", "embed_dim", "max_text_len", "clip_width", "clip_layers", "clip_heads", "clip_vocab_size")
+SIZED_BY = ("image_size", "embed_dim", "max_text_len", "text_width", "text_layers", "text_heads", "text_vocab_size",
+            "clip_width", "clip_layers", "clip_heads", "clip_vocab_size")  # clip_*: the names locktune 0.1.0 wrote
 
 
 def check_model_numbers(model, where: str) -> None:
@@ -117,9 +118,12 @@ def check_model_numbers(model, where: str) -> None:
             check_number(model[field], where, f"model.{field}", remedy=REEXPORT)
     # A from-scratch text tower is sized by these numbers alone: bound what they make together (12 w^2 a
     # transformer layer, plus the token and position tables) as the meta-device count does for hf: towers.
-    width, layers = model.get("clip_width", 0), model.get("clip_layers", 0)
-    tables = model.get("clip_vocab_size", 0) + model.get("max_text_len", 0)
-    check_parameter_total(12 * width * width * layers + tables * width, f"{where} (model.clip_*)")
+    def sized(name: str) -> int:  # the new name wins where both are given, as config_from_dict reads them
+        return model.get(f"text_{name}", model.get(f"clip_{name}", 0))
+
+    width, layers = sized("width"), sized("layers")
+    tables = sized("vocab_size") + model.get("max_text_len", 0)
+    check_parameter_total(12 * width * width * layers + tables * width, f"{where} (model.text_*)")
 
 
 def check_manifest_numbers(manifest: dict, path: Path) -> None:

@@ -79,7 +79,7 @@ class Grid:
         """The arm's full run config: base file, grid overrides, arm overrides, seed, folder, then `extra`."""
         overrides = [*self.overrides, *arm.overrides, f"train.seed={seed}", f"run_dir={run_dir}", *extra]
         try:
-            return load_config(self.base, overrides)
+            return load_config(self.base, overrides, file_size_for_every_tower=True)  # one size for every arm
         except LocktuneError as error:
             raise LocktuneError(f"grid '{self.name}', arm '{arm.name}': {error}") from None
 

@@ -118,7 +118,7 @@ def findings_table(grid: Grid, records: list[dict]) -> list[str]:
 
 def setup_line(grid: Grid) -> str:
     """The grid's base run (its base file and the grid's own overrides, before any arm's)."""
-    c = load_config(grid.base, grid.overrides).to_dict()
+    c = load_config(grid.base, grid.overrides, file_size_for_every_tower=True).to_dict()
     m, d, t = c["model"], c["data"], c["train"]
     data = "+".join(d["sources"]) + (f" (at most {d['max_pairs_per_source']} pairs per source)"
                                      if d["max_pairs_per_source"] else " (all pairs)")

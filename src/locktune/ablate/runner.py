@@ -25,8 +25,8 @@ from locktune.errors import LocktuneError
 
 # `--smoke`: every grid's machinery end to end in seconds (few pairs, tiny images, two steps).
 SMOKE = ["train.steps=2", "train.warmup_steps=0", "train.batch_size=8", "train.checkpoint_every=1",
-         "data.max_pairs_per_source=24", "model.image_size=32", "model.clip_width=32", "model.clip_layers=1",
-         "model.clip_heads=2", "model.clip_vocab_size=300", "train.log_every=1"]
+         "data.max_pairs_per_source=24", "model.image_size=32", "model.text_width=32", "model.text_layers=1",
+         "model.text_heads=2", "model.text_vocab_size=300", "train.log_every=1"]
 SMOKE_EVAL_IMAGES = 40
 
 
@@ -46,14 +46,19 @@ def _free_port() -> int:
 
 
 def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "run_dir"}
+    from locktune.config import upgrade_config_dict
+
+    # Records and run folders written before a key was renamed or removed compare under today's names.
+    return {k: v for k, v in upgrade_config_dict(config).items() if k != "run_dir"}
 
 
 def _check_same_config(run_dir: Path, config: RunConfig) -> None:
     """A run folder belongs to one config: resuming it under another would mix two experiments."""
     saved = run_dir / "config.yaml"
     if saved.is_file():
-        before = yaml.safe_load(saved.read_text())
+        from locktune.config import upgrade_config_dict
+
+        before = upgrade_config_dict(yaml.safe_load(saved.read_text()))
         if _comparable(before) != _comparable(config.to_dict()):
             changed = sorted(f"{section}.{key}" for section, values in config.to_dict().items()
                              if isinstance(values, dict) for key, value in values.items()

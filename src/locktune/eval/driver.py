@@ -20,6 +20,25 @@ def tasks_for(config: RunConfig) -> list:
                           for name in config.eval.benchmarks if name not in covered]
 
 
+# What `locktune eval` reads of the training section: where and how precisely the model runs.
+EVAL_READS_TRAIN = ("train.device", "train.precision")
+
+
+def ignored_overrides(overrides: list[str]) -> list[str]:
+    """One line for each command-line override `eval` does not apply: the model's settings (`model.*`) come from
+    the model's own folder, and eval trains nothing (`train.*` but device and precision, `run_dir`)."""
+    lines = []
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key.startswith("model.") or key == "model":
+            lines.append(f"{text} ignored: a trained model's settings come from its own folder (its run's config); "
+                         "train another model to change them")
+        elif (key.startswith("train.") and key not in EVAL_READS_TRAIN) or key == "run_dir":
+            lines.append(f"{text} ignored: eval trains nothing (of train.* it reads only "
+                         f"{' and '.join(EVAL_READS_TRAIN)})")
+    return lines
+
+
 def check_eval_config(config: RunConfig) -> None:
     """Unknown suites and benchmarks, and a missing plotting package, fail before any model is loaded."""
     from locktune.eval.benchmarks import check_benchmark_name

@@ -103,8 +103,8 @@ def head_seed(seed: int, salt: int) -> int:
 
 def text_tower_args(config: ModelConfig, pretrained: bool, **extra) -> TextTowerArgs:
     """The text tower's arguments from the model config (`extra`: corpus, tokenizer_json, saved)."""
-    return TextTowerArgs(pretrained=pretrained, max_len=config.max_text_len, width=config.clip_width,
-                         layers=config.clip_layers, heads=config.clip_heads, vocab_size=config.clip_vocab_size,
+    return TextTowerArgs(pretrained=pretrained, max_len=config.max_text_len, width=config.text_width,
+                         layers=config.text_layers, heads=config.text_heads, vocab_size=config.text_vocab_size,
                          pool=config.text_pool, **extra)
 
 

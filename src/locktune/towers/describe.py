@@ -30,6 +30,8 @@ class TowerFacts:
     pool: str = ""
     preprocess: dict = field(default_factory=dict)
     note: str = ""
+    pool_reason: str = ""  # why this pooling (auto's choice, or as given)
+    transformers_export: str = ""  # whether this tower, so pooled, exports to transformers' dual encoder
 
 
 def _side(name: str) -> str:
@@ -69,10 +71,12 @@ def describe_tower(name: str, pool: str = "auto") -> TowerFacts:
         tower = build_image_tower(name, pretrained=False, pool=pool)
         weights = split_kind(name)[0] is None or _has_weights(name)
         return TowerFacts(name, "image", int(tower.output_dim), _count(tower), "LUu" if weights else "u",
-                          getattr(tower, "pool", "mean"), tower.preprocess(0).describe())
+                          getattr(tower, "pool", "mean"), tower.preprocess(0).describe(),
+                          pool_reason=getattr(tower, "pool_reason", ""), transformers_export=tower_export(tower)[1])
     if name in FROM_SCRATCH:
-        return TowerFacts(name, "text", 0, 0, "u", note=FROM_SCRATCH[name] + "; sized by model.clip_width/layers/"
-                          "heads/vocab_size (the vocabulary is trained when a run starts)")
+        return TowerFacts(name, "text", 0, 0, "u", note=FROM_SCRATCH[name] + "; sized by model.text_width/layers/"
+                          "heads/vocab_size (the vocabulary is trained when a run starts)",
+                          transformers_export=NOT_HF.format(side="text", name=name))
     from locktune.towers.text import build_text_tower
     from locktune.towers.text.base import TextTowerArgs
 
@@ -80,7 +84,8 @@ def describe_tower(name: str, pool: str = "auto") -> TowerFacts:
     weights = split_kind(name)[0] is None or _has_weights(name)
     return TowerFacts(name, "text", int(tower.output_dim), _count(tower), "LUu" if weights else "u",
                       getattr(tower, "pool", ""), note=f"tokenizer: {type(tower.hf_tokenizer).__name__}, "
-                      f"vocabulary {len(tower.hf_tokenizer)}")
+                      f"vocabulary {len(tower.hf_tokenizer)}", pool_reason=getattr(tower, "pool_reason", ""),
+                      transformers_export=tower_export(tower)[1])
 
 
 def _has_weights(name: str) -> bool:
@@ -96,3 +101,35 @@ def _has_weights(name: str) -> bool:
 
 def _count(module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# transformers' VisionTextDualEncoderModel embeds with each tower's `pooler_output` (export/transformers_dual.py
+# refuses anything else): a model exports there only when both towers are Hugging Face models pooled with `pooler`.
+NOT_HF = "not exportable to transformers: the {side} tower {name} is not a Hugging Face model (use --format locktune)"
+
+
+def tower_export(tower) -> tuple[bool, str]:
+    """(exports, one phrase saying so and why) for one built tower, image or text."""
+    from locktune.towers.image.hf_vision import HFVisionTower
+    from locktune.towers.setting import unwrap
+    from locktune.towers.text.base import TextTower
+    from locktune.towers.text.hf_text import HFTextTower
+
+    tower = unwrap(tower)
+    side = "text" if isinstance(tower, TextTower) else "image"
+    if not isinstance(tower, (HFVisionTower, HFTextTower)):
+        return False, NOT_HF.format(side=side, name=getattr(tower, "name", type(tower).__name__))
+    if tower.pool == "pooler":
+        return True, f"exportable to transformers: the {side} tower {tower.name} pools with pooler"
+    fix = (f"use model.{side}_pool=pooler to export" if tower.has_pooler
+           else "it has no trained pooled output: use --format locktune")
+    return False, (f"not exportable to transformers: the {side} tower {tower.name} pools with {tower.pool} "
+                   f"({tower.pool_reason}); the dual encoder embeds with the pooled output; {fix}")
+
+
+def model_export_line(image_tower, text_tower) -> str:
+    """What `train` prints before the first step: whether this model will export to transformers, and why not."""
+    results = [tower_export(image_tower), tower_export(text_tower)]
+    if all(ok for ok, _ in results):
+        return "transformers export (--format transformers): yes, both towers pool with pooler"
+    return "transformers export (--format transformers): no; " + "; ".join(why for ok, why in results if not ok)

@@ -29,6 +29,7 @@ LIMITS: dict[str, tuple[int, str]] = {
     "pooler_output_size": (16384, "real poolers are as wide as the encoder (<= 6144)"),
     "hidden_sizes": (16384, "ConvNeXt-XXL's widest stage is 3072"),
     "clip_width": (16384, "a from-scratch CLIP text tower is 256 to 1024 wide"),
+    "text_width": (16384, "a from-scratch text tower (clip, t5_encoder) is 256 to 1024 wide"),
     # Feed-forward widths: ViT-22B 24576, T5-XXL 10240, large language models up to 53248.
     "intermediate_size": (65536, "the widest real feed-forward layers are 24576 (ViT-22B) to 53248"),
     "d_ff": (65536, "T5-XXL's feed-forward is 10240 wide"),
@@ -38,14 +39,17 @@ LIMITS: dict[str, tuple[int, str]] = {
     "num_hidden_layers": (128, "the deepest real encoders have 48 (ViT-22B) to 126 layers"),
     "num_layers": (128, "T5-XXL has 24 layers"),
     "clip_layers": (128, "a from-scratch CLIP text tower has 4 to 24 layers"),
+    "text_layers": (128, "a from-scratch text tower (clip, t5_encoder) has 4 to 24 layers"),
     "depths": (128, "ConvNeXt-XXL's deepest stage has 30 blocks"),
     "num_attention_heads": (256, "real models have at most 128 heads"),
     "num_heads": (256, "real models have at most 128 heads"),
     "num_key_value_heads": (256, "real models have at most 128 heads"),
     "clip_heads": (256, "a from-scratch CLIP text tower has 4 to 16 heads"),
+    "text_heads": (256, "a from-scratch text tower (clip, t5_encoder) has 4 to 16 heads"),
     # Tables: the largest real vocabularies are ~262k (Gemma 3) and 250k (XLM-R, mT5).
     "vocab_size": (1_048_576, "the largest real vocabularies are ~262k tokens"),
     "clip_vocab_size": (1_048_576, "the largest real vocabularies are ~262k tokens"),
+    "text_vocab_size": (1_048_576, "the largest real vocabularies are ~262k tokens"),
     "type_vocab_size": (65536, "BERT has 2 token types"),
     # RoPE models declare up to 131072 positions without a table; a learned table that large is caught by the
     # parameter count.

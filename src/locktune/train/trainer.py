@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from locktune.cache.sharded import ShardedCache
-from locktune.config import RunConfig
+from locktune.config import RunConfig, image_size_line, upgrade_config_dict
 from locktune.errors import LocktuneError
 from locktune.data.pairs import PairSet, load_pairs
 from locktune.data.validation import split_pairs
@@ -121,6 +121,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     model = build_model(config.model, corpus=data.corpus, loss=config.train.loss,
                         tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None, seed=config.train.seed)
     model.precision = config.train.precision
+    _announce(model, config)
     _place(model, config, checkpoint, device)  # before the image side: a cache to compute runs on the device
     images = TrainingImages.open(model, config, data.pairs, data.sharded, data.captions)
     plan = BatchPlan(images.caption_counts, config.train.batch_size, config.train.seed)
@@ -147,6 +148,16 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
                 distributed.barrier()
     log.close()
     return _finish(state, config, run_dir, images, started, data)
+
+
+def _announce(model: TwoTower, config: RunConfig) -> None:
+    """Before the first step: the image size the run uses and where it came from, and whether the model will
+    export to transformers (so a pooling that will not is changed now, not found after training)."""
+    from locktune.towers.describe import model_export_line
+
+    if distributed.is_main():
+        print(f"locktune: {image_size_line(config, model.preprocess.image_size)}", file=sys.stderr)
+        print(f"locktune: {model_export_line(model.image_tower, model.text_tower)}", file=sys.stderr)
 
 
 def _prepare_run_folder(config: RunConfig, resume: bool, overwrite: bool) -> Path:
@@ -199,7 +210,7 @@ def _restore(run_dir: Path, config: RunConfig) -> dict | None:
     if path is None:
         return None
     checkpoint = load_checkpoint(path)
-    check_resumable(checkpoint.get("config"), config.to_dict(), path)
+    check_resumable(upgrade_config_dict(checkpoint.get("config")), config.to_dict(), path)  # old key names read
     return checkpoint
 
 
@@ -335,12 +346,12 @@ class TrainingLog:
         model = state.model
         self.pairs_seen += self.config.train.batch_size
         rate = self.pairs_seen / max(1e-9, time.time() - self.tick)
-        self.bar.set_postfix(loss=f"{loss:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / model.logit_scale.item():.3f}",
+        self.bar.set_postfix(loss=f"{loss:.3f}", pairs_s=f"{rate:.0f}", T=f"{1 / model.scale.item():.3f}",
                              refresh=False)  # update() below draws it: one write per step
         self.bar.update(1)
         if self.main and (state.step % self.config.train.log_every == 0 or state.step == end):
             entry = {"step": state.step, "loss": loss, "lr": state.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                     "logit_scale": model.logit_scale.item(), "pairs_per_s": round(rate, 1)}
+                     "scale": model.scale.item(), "pairs_per_s": round(rate, 1)}
             if model.logit_bias is not None:
                 entry["logit_bias"] = model.logit_bias.item()
             if unlocked is not None:

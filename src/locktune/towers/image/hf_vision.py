@@ -139,7 +139,13 @@ class HFVisionTower(ImageTower):
         pooled = getattr(out, "pooler_output", None) if self.has_pooler else None
         sequence = out.last_hidden_state.ndim == 3
         if pool == "auto":
+            # A trained pooled output first: what the model itself embeds an image as (ViT's pooler, DINOv2's
+            # normed class token, CLIP/SigLIP's head), and the one pooling transformers' dual encoder exports.
+            self.pool_reason = ("auto: the model's own trained pooled output" if pooled is not None else
+                                "auto: no trained pooled output; the class token" if sequence and self.prefix else
+                                "auto: no trained pooled output and no class token")
             return "pooler" if pooled is not None else "cls" if sequence and self.prefix else "mean"
+        self.pool_reason = "model.image_pool"
         if pool == "pooler" and pooled is None:
             raise LocktuneError(f"{what} has no pooled output with trained weights; use model.image_pool=cls or mean")
         if pool == "cls" and not (sequence and self.prefix):

@@ -38,12 +38,12 @@ def encodable(texts: Iterable[str]) -> list[str]:
 
 
 def check_from_scratch_args(name: str, args: TextTowerArgs) -> None:
-    """The checks every from-scratch text tower (sized by model.clip_*) makes before building."""
+    """The checks every from-scratch text tower (sized by model.text_*) makes before building."""
     if args.pretrained:
         raise LocktuneError(f"text tower '{name}' has no pretrained weights (none ship offline); use the letter "
                             "'u' for it (e.g. setting 'Lu'), or a pretrained text tower such as 'minilm' for 'U'/'L'")
     if args.width % args.heads:
-        raise LocktuneError(f"model.clip_width ({args.width}) must be divisible by model.clip_heads ({args.heads})")
+        raise LocktuneError(f"model.text_width ({args.width}) must be divisible by model.text_heads ({args.heads})")
 
 
 class TextTower(nn.Module):

@@ -95,6 +95,12 @@ class HFTextTower(TextTower):
         self.encoder = plain_mode_switch(model.encoder if self.encoder_only else model)
         requested = options.get("pool") or args.pool
         self.pool = self._resolve_pool(requested, st_pool, config, missing, what)
+        self.pool_reason = _pool_reason(requested, self.pool, st_pool)
+        # A trained pooled output this tower could pool with (model.text_pool=pooler): a pooler whose weights the
+        # checkpoint holds (or that trains from scratch), or a CLIP/SigLIP text model's own.
+        trained_pooler = getattr(self.encoder, "pooler", None) is not None and not any(
+            "pooler" in k.split(".") for k in missing)
+        self.has_pooler = not self.encoder_only and (config.model_type in POOLED_BY_DEFAULT or trained_pooler)
         if self.pool != "pooler" and getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None  # unused weights would get no gradients (and DDP would complain)
         self.output_dim = int(getattr(config, "d_model", 0) or config.hidden_size)
@@ -177,6 +183,21 @@ class HFTextTower(TextTower):
         options = {"pool": self.pool, "weights": self.fingerprint_}
         (folder / SAVED_OPTIONS).write_text(json.dumps(options, indent=1))
         return options
+
+
+def _pool_reason(requested: str, pool: str, st_pool) -> str:
+    """Why `auto` chose what it chose, as `train` and `locktune towers` print it.  `auto` never picks a BERT-style
+    pooler: it was trained for next-sentence prediction (or, in sentence-transformers models such as MiniLM, not
+    at all for similarity), and those models are trained and evaluated with their mean.  Only CLIP/SigLIP text
+    models, whose pooled output is what their contrastive training embedded, get `pooler` (and so export to
+    transformers' dual encoder as they are)."""
+    if requested != "auto":
+        return "model.text_pool"
+    if st_pool is not None:
+        return "auto: its sentence-transformers pooling, what it was trained for similarity with; its pooler was not"
+    if pool == "pooler":
+        return "auto: the pooled output its contrastive training embedded"
+    return "auto: a BERT-style pooler is trained for next-sentence prediction, not similarity"
 
 
 TEXT_TOWER_KINDS.register("hf")(HFTextTower)

