@@ -102,13 +102,13 @@ def sequential(model, index, queries, k: int) -> dict:
 
     search_only, in_process, http = [], [], []
     for q in queries[:20]:  # warm-up: page in the embeddings, let the allocators settle
-        index.search(model.encode_text([q])[0], k)
+        index.search(model.encode_text([q])[0].cpu().numpy(), k)
     for q in queries:
-        vector = model.encode_text([q])[0]
+        vector = model.encode_text([q])[0].cpu().numpy()
         t0 = time.perf_counter()
         index.search(vector, k)
         t1 = time.perf_counter()
-        index.search(model.encode_text([q])[0], k)
+        index.search(model.encode_text([q])[0].cpu().numpy(), k)
         t2 = time.perf_counter()
         search_only.append((t1 - t0) * 1000)
         in_process.append((t2 - t1) * 1000)

@@ -13,13 +13,14 @@ from safetensors.numpy import load_file
 CORPUS = ["a red square", "a blue circle", "a green tree", "a yellow sun", "a black cat", "a white dog"] * 8
 
 
-def tiny_net(setting: str = "Lu", text_tower: str = "clip", loss: str = "global"):
-    """A seconds-fast TwoTower: MobileNetV2 at 64 px and a one-layer CLIP text tower (or MiniLM-shaped)."""
+def tiny_net(setting: str = "Lu", text_tower: str = "clip", loss: str = "global", image_size: int = 64):
+    """A seconds-fast TwoTower: MobileNetV2 at 64 px (or `image_size`) and a one-layer CLIP text tower (or
+    MiniLM-shaped)."""
     from locktune.config import ModelConfig
     from locktune.model import build_model
 
     torch.manual_seed(0)
-    config = ModelConfig(setting=setting, text_tower=text_tower, image_tower="mobilenet_v2", image_size=64,
+    config = ModelConfig(setting=setting, text_tower=text_tower, image_tower="mobilenet_v2", image_size=image_size,
                          text_width=32, text_layers=1, text_heads=2, text_vocab_size=300, max_text_len=16)
     return build_model(config, corpus=lambda: CORPUS, loss=loss).eval()
 
@@ -70,15 +71,19 @@ def test_load_returns_model_with_normalised_embeddings(saved_run):
     model = locktune.load(path.parent)  # a run folder
     text = model.encode_text(["a red square", "a cat"])
     image = model.encode_image(list(shapes_images().values()))
+    for out in (text, image):  # torch in, torch out, as open_clip: float32 on the model's device
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device == model.device
     assert text.shape == (2, model.embed_dim) and image.shape == (4, model.embed_dim)
-    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(image, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(text.numpy().astype(np.float64), axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(image.numpy().astype(np.float64), axis=1), 1.0, atol=1e-5)
     # Same weights as the network that was saved: compare with the network run directly.
     tokens = net.tokenize(["a red square", "a cat"])
     with torch.no_grad():
         expected = net.encode_text(tokens["ids"], tokens["mask"]).numpy()
-    np.testing.assert_allclose(text, expected, atol=1e-6)
+    np.testing.assert_allclose(text.numpy(), expected, atol=1e-6)
     assert model.encode_text("one string").shape == (1, model.embed_dim)
+    # Plain tensors, not inference-mode ones: a caller may normalise or stack them in place.
+    text /= text.norm(dim=-1, keepdim=True)
 
 
 def test_classify_is_a_softmax_over_the_prompt_ensemble(saved_run):
@@ -100,7 +105,7 @@ def test_classify_is_a_softmax_over_the_prompt_ensemble(saved_run):
             rows.append(torch.nn.functional.normalize(net.encode_text(tokens["ids"], tokens["mask"]).mean(0), dim=0))
         classes = torch.stack(rows)
         pixels = net.preprocess(image)[None]
-        logits = net.logit_scale * (net.encode_image(pixels) @ classes.T)
+        logits = net.scale * (net.encode_image(pixels) @ classes.T)
         expected = torch.softmax(logits, dim=-1)[0].numpy()
     np.testing.assert_allclose([probs[label] for label in labels], expected, atol=1e-5)
 
@@ -154,7 +159,7 @@ def test_version_flag(capsys):
 
 
 def test_open_clip_conventions(saved_run, tmp_path):
-    """Inputs of every kind give the same embeddings; torch or numpy out; forward logits; log logit_scale."""
+    """Inputs of every kind give the same embeddings, as torch tensors; forward logits; logit_scale is the log."""
     import locktune
 
     net, path = saved_run
@@ -165,28 +170,46 @@ def test_open_clip_conventions(saved_run, tmp_path):
     array = np.asarray(image)
     as_float = array.astype(np.float32) / 255.0
     pixels = net.preprocess(image)
-    for given in (str(tmp_path / "red.png"), tmp_path / "red.png", array, as_float, [image], array[None], pixels,
-                  pixels[None]):
+    for given in (str(tmp_path / "red.png"), tmp_path / "red.png", (tmp_path / "red.png").read_bytes(), array,
+                  as_float, [image], array[None], pixels, pixels[None], [pixels]):
         got = model.encode_image(given)
-        assert got.shape == (1, model.embed_dim)
-        np.testing.assert_allclose(got, reference, atol=1e-5, err_msg=type(given).__name__)
-    as_torch = model.encode_image([image, image], return_tensors="pt")
-    assert isinstance(as_torch, torch.Tensor) and as_torch.device == model.device and as_torch.shape == (2, model.embed_dim)
-    text = model.encode_text(["a red square", "a cat"], return_tensors="pt")
-    # open_clip: logit_scale is the log; logits = exp(logit_scale) * image @ text.T, and forward gives both ways.
-    assert isinstance(model.logit_scale, torch.Tensor)
-    # Against the saved file read without locktune, in float64: the untrained model's initial scale, 10
-    # (ModelConfig.logit_scale_init), and its natural log.
+        assert isinstance(got, torch.Tensor) and got.shape == (1, model.embed_dim)
+        torch.testing.assert_close(got, reference, atol=1e-5, rtol=0, msg=type(given).__name__)
+    # preprocess takes what encode_image takes, and gives the pixels encode_image runs on.
+    torch.testing.assert_close(model.preprocess(str(tmp_path / "red.png")), pixels, atol=0, rtol=0)
+    assert model.preprocess([image, array]).shape == (2, 3, 64, 64) and model.image_size == 64
+    torch.testing.assert_close(model.encode_image(model.preprocess(image)), reference, atol=1e-6, rtol=0)
+    two = model.encode_image([image, image])
+    assert two.device == model.device and two.shape == (2, model.embed_dim)
+    texts = ["a red square", "a cat"]
+    text = model.encode_text(texts)
+    # open_clip: logit_scale is the log.  Against the saved file read without locktune, in float64: the
+    # untrained model's initial scale, 10 (ModelConfig.logit_scale_init), is stored as its log.
     stored = float(load_file(str(path / "model.safetensors"))["log_logit_scale"].astype(np.float64))
-    assert math.exp(stored) == pytest.approx(10.0, rel=1e-6)
-    assert model.scale == pytest.approx(math.exp(stored), rel=1e-6)
-    assert float(model.logit_scale) == pytest.approx(stored, abs=1e-6)
-    logits_per_image, logits_per_text = model([image, image], ["a red square", "a cat"])
-    torch.testing.assert_close(logits_per_image, model.scale * as_torch @ text.T, atol=1e-4, rtol=1e-5)
+    assert isinstance(model.logit_scale, torch.Tensor) and model.logit_scale.ndim == 0
+    assert float(model.logit_scale) == pytest.approx(math.log(10.0), abs=1e-6)
+    assert stored == pytest.approx(math.log(10.0), abs=1e-6) and model.scale == pytest.approx(10.0, rel=1e-6)
+    # Forward: 10 x cosine, the cosines from the saved network run directly, in float64.
+    tokens = net.tokenize(texts)
+    with torch.no_grad():
+        cosines = (net.encode_image(torch.stack([pixels, pixels])).double()
+                   @ net.encode_text(tokens["ids"], tokens["mask"]).double().T)
+    logits_per_image, logits_per_text = model([image, image], texts)
+    assert isinstance(logits_per_image, torch.Tensor) and logits_per_image.shape == (2, 2)
+    torch.testing.assert_close(logits_per_image.double(), 10.0 * cosines, atol=1e-4, rtol=0)
     torch.testing.assert_close(logits_per_text, logits_per_image.T)
+    torch.testing.assert_close(logits_per_image, model.logit_scale.exp() * two @ text.T, atol=1e-5, rtol=0)
     tokens = model.tokenizer(["a red square"])
     assert set(tokens) >= {"ids", "mask"} and tokens["ids"].shape[0] == 1
     assert model.to("cpu") is model and "setting=Lu" in repr(model) and "mobilenet_v2" in repr(model)
+
+
+def test_the_internal_model_has_no_logit_scale_of_another_meaning(saved_run):
+    """`logit_scale` means the log scale wherever it is spelt: the internal TwoTower calls its multiplier
+    `scale`, so no code can read a multiplier where open_clip's name promises a log."""
+    net = saved_run[0]
+    assert not hasattr(net, "logit_scale")
+    assert float(net.scale.detach()) == pytest.approx(10.0, rel=1e-6)
 
 
 def test_logit_scale_is_the_saved_one_capped_at_the_max(tmp_path):
@@ -202,9 +225,9 @@ def test_logit_scale_is_the_saved_one_capped_at_the_max(tmp_path):
     assert model.scale == pytest.approx(100.0, rel=1e-6)
     assert float(model.logit_scale) == pytest.approx(math.log(100.0), abs=1e-6)
     image, texts = shapes_images()["red"], ["a red square", "a cat"]
-    cosines = model.encode_image(image).astype(np.float64) @ model.encode_text(texts).astype(np.float64).T
+    cosines = model.encode_image(image).double() @ model.encode_text(texts).double().T
     logits, _ = model([image], texts)
-    np.testing.assert_allclose(logits.double().numpy(), 100.0 * cosines, atol=1e-3)
+    np.testing.assert_allclose(logits.double().numpy(), 100.0 * cosines.numpy(), atol=1e-3)
 
 
 def test_classify_takes_batches(saved_run):
@@ -223,7 +246,7 @@ def test_classify_takes_batches(saved_run):
 @pytest.mark.parametrize("given, expected", [
     ("/nowhere/cat.png", "image 0: no image file at '/nowhere/cat.png'"),
     ("TEXTFILE", "image 0: '.*not-an-image.png' is not a readable image"),
-    (np.zeros((2, 4, 4, 7)), "image 0: a numpy image should be H x W"),
+    (np.zeros((2, 4, 4, 7)), "images: a numpy image should be H x W"),
     (42, "image 0: expected a path, a PIL image, a numpy array or a preprocessed tensor, got int"),
 ])
 def test_bad_images_are_one_clear_error(saved_run, tmp_path, given, expected):
@@ -239,8 +262,6 @@ def test_bad_images_are_one_clear_error(saved_run, tmp_path, given, expected):
     assert "\n" not in str(caught.value)
     with pytest.raises(LocktuneError, match="text 1 is int"):
         model.encode_text(["ok", 5])
-    with pytest.raises(LocktuneError, match="return_tensors"):
-        model.encode_text(["ok"], return_tensors="tf")
 
 
 def test_a_sigmoid_trained_model_reports_one_sigmoid_per_label(tmp_path):

@@ -66,11 +66,11 @@ def test_an_overshot_temperature_comes_back_once_clamped_in_parameter_space():
         optimizer = torch.optim.AdamW([net.log_logit_scale], lr=0.05, weight_decay=0.0)
         for _ in range(100):
             optimizer.zero_grad()
-            contrastive_loss(image, text, net.logit_scale).backward()
+            contrastive_loss(image, text, net.scale).backward()
             optimizer.step()
             if clamp_in_parameter_space:
                 net.clamp_logit_scale()
-        return float(net.logit_scale.detach())
+        return float(net.scale.detach())
 
     assert run(False) == pytest.approx(100.0)  # stuck at the cap for good
     assert run(True) < 50.0  # came back down to what the data asks for

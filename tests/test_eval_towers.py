@@ -104,7 +104,7 @@ def test_validation_pairs_loss_equals_an_independent_float64_infonce(tiny_model)
         image_emb = tiny_model.encode_image(pixels)
         tokens = tiny_model.tokenize([caps[0] for caps in validation.captions[:256]])
         text_emb = tiny_model.encode_text(tokens["ids"], tokens["mask"])
-        expected = _symmetric_infonce_float64(image_emb, text_emb, float(tiny_model.logit_scale))
+        expected = _symmetric_infonce_float64(image_emb, text_emb, float(tiny_model.scale))
     assert metrics["contrastive_loss"] == pytest.approx(expected, rel=1e-4)
 
 
@@ -112,7 +112,7 @@ def test_validation_metrics_average_full_batches_in_data_order():
     from locktune.eval.evaluators.validation import validation_metrics
 
     class Texts:  # a text side whose embedding of caption "t<i>" is row i of a fixed table
-        logit_scale = torch.tensor(7.0)
+        scale = torch.tensor(7.0)  # the multiplier (TwoTower.scale)
 
         def __init__(self, table):
             self.table = table

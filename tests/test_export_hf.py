@@ -57,20 +57,23 @@ TRANSFORMERS_SIDE = textwrap.dedent("""
         folder, data = case["folder"], np.load(case["inputs"])
         model = VisionTextDualEncoderModel.from_pretrained(folder).eval()
         processor = AutoProcessor.from_pretrained(folder)
-        kwargs = {"interpolate_pos_encoding": True} if case["interpolate"] else {}
-
         def pooled(result):  # a ModelOutput (pooler_output projected) in transformers 5, a tensor before
             return result if isinstance(result, torch.Tensor) else result.pooler_output
 
         with torch.no_grad():
-            image = pooled(model.get_image_features(pixel_values=torch.from_numpy(data["pixels"]), **kwargs))
+            # At the trained size, with no interpolate_pos_encoding: the exported config says that size.
+            image = pooled(model.get_image_features(pixel_values=torch.from_numpy(data["pixels"])))
             text = pooled(model.get_text_features(input_ids=torch.from_numpy(data["ids"]),
                                                   attention_mask=torch.from_numpy(data["mask"])))
+            forward = model(input_ids=torch.from_numpy(data["ids"]), attention_mask=torch.from_numpy(data["mask"]),
+                            pixel_values=torch.from_numpy(data["pixels"]))
             tokens = processor(text=case["texts"], padding="max_length", truncation=True,
                                max_length=data["ids"].shape[1], return_tensors="np")
             pixels = processor(images=[Image.open(case["png"]).convert("RGB")], return_tensors="pt").pixel_values
-            png = pooled(model.get_image_features(pixel_values=pixels, **kwargs))
+            png = pooled(model.get_image_features(pixel_values=pixels))
         out[folder] = {"image": F.normalize(image, dim=-1).tolist(), "text": F.normalize(text, dim=-1).tolist(),
+                       "forward_image": forward.image_embeds.tolist(), "forward_text": forward.text_embeds.tolist(),
+                       "logits_per_image": forward.logits_per_image.tolist(),
                        "png": F.normalize(png, dim=-1).tolist(), "ids": tokens["input_ids"].tolist(),
                        "logit_scale": float(model.logit_scale.exp()), "locktune": "locktune" in sys.modules}
     print(json.dumps(out))
@@ -84,7 +87,7 @@ def exported(tmp_path_factory):
     import locktune
     from locktune.api import LitModel
     from locktune.cli import main
-    from locktune.export.transformers_dual import export_dual_encoder, needs_interpolation
+    from locktune.export.transformers_dual import export_dual_encoder, trained_at_another_size
 
     root = tmp_path_factory.mktemp("export_hf")
     png = root / "shape.png"
@@ -98,7 +101,7 @@ def exported(tmp_path_factory):
     assert locktune.load(root / "saved").embed_dim == 16  # the saved-model folder is written as before
     cases["vit+bert"] = (net, root / "saved" / "transformers")
     net = _trained(hf_net(root, "clip_vision", "bert", [*POOLED, "model.image_size=48"], setting="UU"))
-    assert needs_interpolation(net)
+    assert trained_at_another_size(net)  # a 32-px tower trained at 48 px
     cases["clip_vision@48+bert"] = (net, export_dual_encoder(net, root / "clip_bert"))
 
     refs, specs = {}, []
@@ -108,13 +111,12 @@ def exported(tmp_path_factory):
         pixels = torch.randn(3, 3, size, size)
         tokens = net.tokenize(TEXTS)
         with torch.no_grad():
-            refs[name] = {"image": net.encode_image(pixels).numpy(), "png": LitModel(net).encode_image([png]),
+            refs[name] = {"image": net.encode_image(pixels).numpy(), "png": LitModel(net).encode_image([png]).numpy(),
                           "text": net.encode_text(tokens["ids"], tokens["mask"]).numpy(),
-                          "ids": tokens["ids"].numpy(), "logit_scale": float(net.logit_scale), "folder": str(folder)}
+                          "ids": tokens["ids"].numpy(), "logit_scale": float(net.scale), "folder": str(folder)}
         inputs = root / f"{name}.npz"
         np.savez(inputs, pixels=pixels.numpy(), ids=tokens["ids"].numpy(), mask=tokens["mask"].numpy())
-        specs.append({"folder": str(folder), "inputs": str(inputs), "texts": TEXTS, "png": str(png),
-                      "interpolate": needs_interpolation(net)})
+        specs.append({"folder": str(folder), "inputs": str(inputs), "texts": TEXTS, "png": str(png)})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     run = subprocess.run([sys.executable, "-c", TRANSFORMERS_SIDE, json.dumps(specs)], capture_output=True,
                          text=True, env=env, cwd=root, timeout=120)
@@ -134,6 +136,11 @@ def test_transformers_alone_gives_locktunes_embeddings(exported, name):
     np.testing.assert_array_equal(np.array(got["ids"]), ref["ids"])
     np.testing.assert_allclose(np.array(got["png"]), ref["png"], atol=1e-5)
     assert got["logit_scale"] == pytest.approx(ref["logit_scale"], rel=1e-5)
+    # model(...) itself, at the trained size: the same embeddings, and logits = scale x cosine (float64 here).
+    np.testing.assert_allclose(np.array(got["forward_image"]), ref["image"], atol=1e-5)
+    np.testing.assert_allclose(np.array(got["forward_text"]), ref["text"], atol=1e-5)
+    cosines = ref["image"].astype(np.float64) @ ref["text"].astype(np.float64).T
+    np.testing.assert_allclose(np.array(got["logits_per_image"]), ref["logit_scale"] * cosines, atol=1e-4)
 
 
 def test_dual_export_writes_the_processor_and_a_readme(exported):
@@ -142,7 +149,10 @@ def test_dual_export_writes_the_processor_and_a_readme(exported):
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= names
     processor = json.loads(open(os.path.join(folder, "preprocessor_config.json")).read())
     assert processor["crop_size"] == {"height": 48, "width": 48}  # the size the model was trained at
-    assert "interpolate_pos_encoding=True" in open(os.path.join(folder, "README.md")).read()
+    config = json.loads(open(os.path.join(folder, "config.json")).read())
+    assert config["vision_config"]["image_size"] == 48  # and the tower's config: model(...) runs there
+    readme = open(os.path.join(folder, "README.md")).read()
+    assert "interpolate_pos_encoding" not in readme and "48x48" in readme
 
 
 def test_identity_head_exports_as_an_identity_projection(tmp_path):

@@ -137,7 +137,7 @@ def test_search_is_the_brute_force_ranking(served):
     r = httpx.post(f"{url}/api/search", json={"query": "a blue square", "k": 3})
     assert r.status_code == 200, r.text
     body = r.json()
-    scores = index.embeddings @ model.encode_text(["a blue square"])[0]
+    scores = index.embeddings @ model.encode_text(["a blue square"])[0].numpy()
     expected = np.argsort(-scores)[:3]
     assert [hit["id"] for hit in body["results"]] == expected.tolist()
     assert body["results"][0]["score"] == pytest.approx(float(scores[expected[0]]), abs=1e-4)

@@ -1,19 +1,24 @@
-"""The public API: load a trained model and use it in three lines.
+"""The public API: `locktune.load` and the one model type it returns, shaped like open_clip's.
 
     import locktune
-    model = locktune.load("runs/demo")                 # run folder or saved-model folder
-    model.classify("cat.png", ["cat", "dog", "car"])   # -> [("cat", 0.91), ("dog", 0.07), ("car", 0.02)]
-    # (a model trained with train.loss=sigmoid scores each label on its own: the numbers need not sum to 1)
+    model = locktune.load("runs/demo")                    # a run folder or a saved-model folder
+    image = model.encode_image("cat.png")                 # torch.Tensor [1, D] on model.device, L2-normalised
+    text = model.encode_text(["a cat", "a dog"])          # [2, D]
+    probs = (model.logit_scale.exp() * image @ text.T).softmax(dim=-1)
+    model.classify("cat.png", ["cat", "dog", "car"])      # -> [("cat", 0.91), ("dog", 0.07), ("car", 0.02)]
 
-Embeddings are L2-normalised float32, as numpy arrays by default (straight into numpy, scikit-learn or a
-search index) or as torch tensors on the model's device with `return_tensors="pt"`.  The conventions of
-open_clip / OpenAI CLIP hold where they apply: `model(images, texts)` gives `(logits_per_image,
-logits_per_text)`, `model.logit_scale` is the learned *log* scale (`model.logit_scale.exp()` multiplies
-cosines; `model.scale` is that number as a float), `.to(device)`, `model.tokenizer`.
+The conventions of open_clip / OpenAI CLIP hold: `encode_image` / `encode_text` return torch tensors on the
+model's device (`.cpu().numpy()` for numpy); `model.preprocess` turns an image into the pixel tensor
+`encode_image` runs on; `model(images, texts)` gives `(logits_per_image, logits_per_text)`;
+`model.logit_scale` is the learned *log* scale (`model.logit_scale.exp()` multiplies cosines).  Unlike
+open_clip, `encode_image` also takes paths, PIL images and numpy arrays and preprocesses them itself, and
+its embeddings are always L2-normalised.  A model trained with `train.loss=sigmoid` scores each label on its
+own in `classify` (the numbers need not sum to 1).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -21,15 +26,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+from locktune.errors import LocktuneError
+
+ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "an icon of a {}.", "{}")
+# Channels a numpy image may have on its last axis: grey, grey + alpha, RGB, RGBA.
+ARRAY_CHANNELS = (1, 2, 3, 4)
 
 
 def checked_labels(class_names: Sequence[str]) -> list[str]:
     """A list of distinct, non-empty labels: a bare string (which would be read letter by letter), a
     non-string or an empty label is an error; repeated labels are merged, with a note on stderr."""
-    from locktune.errors import LocktuneError
-
     if isinstance(class_names, (str, bytes)):
         raise LocktuneError(f"class names should be a list of labels, e.g. [{class_names!r}, 'dog'], not the single "
                             f"string {class_names!r} (it would be read letter by letter)")
@@ -50,8 +57,6 @@ def checked_labels(class_names: Sequence[str]) -> list[str]:
 
 def checked_templates(templates: Sequence[str]) -> list[str]:
     """Prompt templates that each place the class name: one without `{}` would make every class identical."""
-    from locktune.errors import LocktuneError
-
     if isinstance(templates, str):
         templates = [templates]
     out = list(templates) or ["{}"]
@@ -66,43 +71,85 @@ def checked_templates(templates: Sequence[str]) -> list[str]:
     return out
 
 
-def _as_pil(image, where: str) -> Image.Image:
-    """A path, a PIL image or an HWC numpy array (uint8, or float in [0, 1]) as a PIL image; anything else,
-    a missing file or a file that is not an image is one error naming the input."""
-    from locktune.errors import LocktuneError
+# ---------------------------------------------------------------------------------------------- image inputs
+def _array_kind(array: np.ndarray) -> str | None:
+    """'one' (H x W, or H x W x C), 'batch' (N x H x W x C) or None (no image layout)."""
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in ARRAY_CHANNELS):
+        return "one"
+    if array.ndim == 4 and array.shape[-1] in ARRAY_CHANNELS:
+        return "batch"
+    return None
 
-    if isinstance(image, Image.Image):
-        return _decoded(image, where)  # as training decodes: size bounds, EXIF orientation, 8-bit
+
+def _array_layouts(where: str, shape: tuple) -> LocktuneError:
+    return LocktuneError(f"{where}: a numpy image should be H x W x 3 (RGB) or x 4 (RGBA) or H x W (grey), uint8 or "
+                         f"float in [0, 1], or a batch of them N x H x W x 3; got shape {shape} (preprocessed "
+                         "pixels go in as a torch tensor (N, 3, H, W))")
+
+
+def image_items(images) -> tuple[torch.Tensor | list, bool]:
+    """What `encode_image` was given, as (an [N, ...] tensor or a list of single images, whether it was one
+    image).  A numpy array or tensor is one image or a batch by its layout; any other layout is an error."""
+    if isinstance(images, torch.Tensor):  # its layout is checked by `LitModel._checked`
+        return images, images.ndim == 3
+    if isinstance(images, np.ndarray):
+        kind = _array_kind(images)
+        if kind is None:
+            raise _array_layouts("images", tuple(images.shape))
+        return ([images], True) if kind == "one" else (list(images), False)
+    if isinstance(images, (str, Path, bytes, bytearray, Image.Image)):
+        return [images], True
+    if isinstance(images, (list, tuple)):
+        return list(images), False
+    raise LocktuneError(f"images: expected a path, a PIL image, a numpy array, a pixel tensor or a list of them, "
+                        f"got {type(images).__name__}")
+
+
+def _array_as_pil(array: np.ndarray, where: str) -> Image.Image:
+    """An H x W (x C) numpy image as a PIL image: uint8 as it is, other integers within 0-255, floats within
+    [0, 1]; values out of range are an error, not clipped (a 0-255 float image clipped would be all white)."""
+    if _array_kind(array) != "one":
+        raise _array_layouts(where, tuple(array.shape))
+    if array.dtype != np.uint8:
+        if array.dtype.kind not in "iuf" or array.size == 0:
+            raise LocktuneError(f"{where}: numpy pixels should be uint8 (0-255) or float (0-1), got {array.dtype}")
+        low, high = float(np.min(array)), float(np.max(array))
+        top = 1.0 if array.dtype.kind == "f" else 255.0
+        if not (0.0 <= low and high <= top):  # NaN fails both
+            raise LocktuneError(f"{where}: {array.dtype} pixels should lie in [0, {top:g}], got values from {low:g} to "
+                                f"{high:g}" + ("; pass uint8 for 0-255 values" if array.dtype.kind == "f" else ""))
+        scaled = array.astype(np.float64) * (255.0 / top)
+        array = np.rint(scaled).astype(np.uint8)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def as_pil(image, where: str) -> Image.Image:
+    """A path, encoded bytes, a PIL image or an H x W (x C) numpy array, decoded as training decodes
+    (`data/decode.py`: size bounds, EXIF orientation, 8-bit; transparency is composited on white by the
+    model's preprocessing); anything else, a missing file or a file that is not an image is one error naming
+    the input."""
+    from locktune.data.decode import decode_image
+
     if isinstance(image, np.ndarray):
-        array = image
-        if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4)):
-            if array.dtype != np.uint8:
-                array = (np.clip(array.astype(np.float64), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-            return _decoded(Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array), where)
-        raise LocktuneError(f"{where}: a numpy image should be H x W (grey) or H x W x 3/4 (RGB/RGBA), "
-                            f"got shape {array.shape}")
+        image = _array_as_pil(image, where)
+    if isinstance(image, (Image.Image, bytes, bytearray)):
+        try:
+            return decode_image(image)
+        except Exception as error:  # a size out of bounds, bytes Pillow cannot read, a mode it cannot convert
+            raise LocktuneError(f"{where}: {str(error).splitlines()[0][:160] if str(error) else type(error).__name__}"
+                                ) from None
     if not isinstance(image, (str, Path)):
         raise LocktuneError(f"{where}: expected a path, a PIL image, a numpy array or a preprocessed tensor, "
                             f"got {type(image).__name__}")
-    from locktune.data.images import load_image_file
-
     if not Path(image).is_file():
         raise LocktuneError(f"{where}: no image file at '{image}'")
     try:
-        return load_image_file(image)
+        return decode_image(Path(image))
     except Exception as error:  # Pillow / cairosvg raise many types for a file that is not an image
         raise LocktuneError(f"{where}: '{image}' is not a readable image ({type(error).__name__}: "
                             f"{str(error).splitlines()[0][:120] if str(error) else 'unreadable'})") from None
-
-
-def _decoded(image: Image.Image, where: str) -> Image.Image:
-    from locktune.data.decode import decode_image
-    from locktune.errors import LocktuneError
-
-    try:
-        return decode_image(image)
-    except Exception as error:  # a size out of bounds, or a mode Pillow cannot convert
-        raise LocktuneError(f"{where}: {str(error).splitlines()[0][:160] or type(error).__name__}") from None
 
 
 def _as_list(items, single_types) -> tuple[list, bool]:
@@ -113,69 +160,76 @@ def _as_list(items, single_types) -> tuple[list, bool]:
 
 
 class ZeroShotClassifier:
-    """Class names turned into one text embedding each (prompt ensemble); scores images against them."""
+    """Class names turned into one text embedding each (a prompt ensemble); scores images against them.
 
-    def __init__(self, model: "LitModel", class_names: Sequence[str], weights: np.ndarray):
+    `weights` is a [classes, embed_dim] tensor of L2-normalised class embeddings on the model's device."""
+
+    def __init__(self, model: "LitModel", class_names: Sequence[str], weights: torch.Tensor):
         self.model = model
         self.class_names = list(class_names)
-        self.weights = weights  # [classes, dim], L2-normalised
+        self.weights = weights
 
-    def probabilities(self, image_embeddings: np.ndarray) -> np.ndarray:
-        """[images, classes]: for a softmax-trained model, softmax over classes of scale * cosine (rows sum
-        to 1); for a sigmoid-trained one, sigmoid(scale * cosine + logit_bias) for each class on its own (rows
+    def probabilities(self, image_embeddings: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Image embeddings [images, embed_dim] (torch or numpy) -> probabilities [images, classes], a float32
+        tensor on the model's device.  A softmax-trained model: softmax over the classes of scale x cosine (rows
+        sum to 1); a sigmoid-trained one: sigmoid(scale x cosine + logit_bias) for each class on its own (rows
         need not sum to 1).  `model.scores` says which."""
         from locktune.loss import label_probabilities
 
-        return label_probabilities(np.asarray(image_embeddings) @ self.weights.T, self.model.loss, self.model.scale,
-                                   self.model.logit_bias)
+        embeddings = torch.as_tensor(image_embeddings).to(self.weights.device, torch.float32)
+        cosines = (embeddings @ self.weights.T).double().cpu().numpy()
+        probs = label_probabilities(cosines, self.model.loss, self.model.scale, self.model.logit_bias)
+        return torch.from_numpy(probs).to(self.model.device)
 
-    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
-        """Probabilities [images, classes] (or [classes] for a single image)."""
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Probabilities [images, classes] (or [classes] for a single image), as `probabilities`."""
         probs = self.probabilities(self.model.encode_image(images))
-        return probs[0] if _is_single_image(images) else probs
+        return probs[0] if image_items(images)[1] else probs
 
     def __repr__(self) -> str:
         shown = ", ".join(self.class_names[:5]) + (", ..." if len(self.class_names) > 5 else "")
         return f"ZeroShotClassifier({len(self.class_names)} classes: {shown})"
 
 
-def _is_single_image(images) -> bool:
-    if isinstance(images, torch.Tensor):
-        return images.ndim == 3
-    if isinstance(images, np.ndarray):
-        return images.ndim in (2, 3) and not (images.ndim == 3 and images.shape[-1] not in (1, 3, 4))
-    return not isinstance(images, (list, tuple))
-
-
 class LitModel:
-    """A trained LiT two-tower model for inference (eval mode, no gradients)."""
+    """A trained LiT two-tower model for inference, as `locktune.load` returns it (eval mode, no gradients).
+
+    Shaped like an open_clip model: `encode_image`, `encode_text`, `preprocess`, `tokenizer`, `logit_scale`
+    (the learned log scale), `model(images, texts)` and `.to(device)`.  Every embedding is a float32 torch
+    tensor [N, embed_dim] on `model.device`, L2-normalised."""
 
     def __init__(self, net: torch.nn.Module):
-        self.net = net.eval()
-        self.preprocess = net.preprocess
+        self.net = net.eval()  # the internal TwoTower; not part of the public API
         self.embed_dim = int(net.embed_dim)
 
     # ------------------------------------------------------------------ torch conventions
     @property
     def device(self) -> torch.device:
+        """Where the model runs; embeddings come back on this device."""
         return next(self.net.parameters()).device
 
     def to(self, device: str | torch.device) -> "LitModel":
-        """Move the model (e.g. to "cuda", or "auto"); returns itself, as torch modules do."""
+        """Move the model (e.g. to "cuda", "cpu" or "auto"); returns itself, as torch modules do."""
         from locktune.runtime.placement import resolve_device
 
         self.net.to(resolve_device(device))
         return self
 
     @property
+    def image_size(self) -> int:
+        """The side in pixels of the square images the image tower was trained on (what `preprocess` makes)."""
+        return int(self.net.preprocess.image_size)
+
+    @property
     def logit_scale(self) -> torch.Tensor:
-        """The learned log of the logit scale, as in open_clip: `logit_scale.exp()` multiplies cosines."""
-        return self.net.logit_scale.detach().log()
+        """The learned log of the logit scale (a 0-d tensor), as in open_clip: `logit_scale.exp()` multiplies
+        cosine similarities into logits.  Capped at log(model.logit_scale_max), as training caps it."""
+        return self.net.log_logit_scale.detach().clamp(max=math.log(self.net.config.logit_scale_max))
 
     @property
     def scale(self) -> float:
-        """1 / temperature (`logit_scale.exp()`), the number that turns cosine similarities into logits."""
-        return float(self.net.logit_scale.detach())
+        """`logit_scale.exp()` as a float (1 / temperature): the number that turns cosines into logits."""
+        return float(self.logit_scale.exp())
 
     @property
     def tokenizer(self):
@@ -202,50 +256,98 @@ class LitModel:
 
     def __repr__(self) -> str:
         config = self.net.config
-        return (f"LitModel(setting={config.setting}, image_tower={config.image_tower} at "
-                f"{self.preprocess.image_size}px, text_tower={config.text_tower}, embed_dim={self.embed_dim}, "
-                f"scale={self.scale:.1f}, device={self.device})")
+        return (f"LitModel(setting={config.setting}, image_tower={config.image_tower} at {self.image_size}px, "
+                f"text_tower={config.text_tower}, embed_dim={self.embed_dim}, scale={self.scale:.1f}, "
+                f"device={self.device})")
 
     def __call__(self, images, texts) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits_per_image [images, texts], logits_per_text [texts, images]): scale x cosine, as CLIP's forward
-        (plus the learned bias for a sigmoid-trained model: the logits its loss saw)."""
-        image = self.encode_image(images, return_tensors="pt")
-        text = self.encode_text(texts, return_tensors="pt")
-        logits = self.net.logit_scale.detach() * image @ text.T + (self.logit_bias or 0.0)
+        """(logits_per_image [images, texts], logits_per_text [texts, images]), as CLIP's forward:
+        `logit_scale.exp()` x cosine (plus the learned bias for a sigmoid-trained model: the logits its loss
+        saw).  `images` and `texts` are anything `encode_image` / `encode_text` take."""
+        image, text = self.encode_image(images), self.encode_text(texts)
+        logits = self.logit_scale.exp() * image @ text.T + (self.logit_bias or 0.0)
         return logits, logits.T
 
-    # ------------------------------------------------------------------ embeddings
-    @torch.inference_mode()
-    def encode_image(self, images, batch_size: int = 32, return_tensors: str = "np"):
-        """Images -> L2-normalised embeddings [n, embed_dim] (one row for a single image).
+    # ------------------------------------------------------------------ images
+    def preprocess(self, images) -> torch.Tensor:
+        """Images -> the float pixel tensor `encode_image` runs on: [3, S, S] for one image, [N, 3, S, S] for a
+        batch, S = `image_size`.
 
-        Each image is a path, a PIL image or an H x W x 3 numpy array (a list of them, or an N x H x W x 3
-        array, for a batch), or already-preprocessed pixels: a [3, H, W] or [N, 3, H, W] tensor, as
-        `model.preprocess` makes them.  return_tensors: "np" (numpy) or "pt" (torch, on the model's device)."""
-        if isinstance(images, torch.Tensor):
-            pixels = images.unsqueeze(0) if images.ndim == 3 else images
-            batches = [pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)]
-        else:
-            batches = (self._preprocessed(images, start, batch_size) for start in range(0, _count(images), batch_size))
-        out = [self.net.encode_image(b.to(self.device).contiguous(memory_format=torch.channels_last)) for b in batches]
-        return _returned(out, self.embed_dim, self.device, return_tensors)
+        Takes what `encode_image` takes.  A path, PIL image or numpy array is decoded as training decodes it
+        (EXIF orientation applied; transparency, as in RGBA, LA or palette PNGs, composited on white) and
+        resized and normalised with the image tower's own recipe, on the CPU.  A tensor is already
+        preprocessed: it is checked (3 channels, S x S, float) and returned as it is."""
+        items, single = image_items(images)
+        if isinstance(items, torch.Tensor):
+            return self._checked(items, "images", batch=True)
+        pixels = self._pixels(items, 0, len(items))
+        return pixels[0] if single else pixels
 
-    def _preprocessed(self, images, start: int, batch_size: int) -> torch.Tensor:
-        items = [images] if _is_single_image(images) else images
-        return torch.stack([self.preprocess(_as_pil(items[i], f"image {i}"))
-                            for i in range(start, min(start + batch_size, len(items)))])
+    def _pixels(self, items, start: int, stop: int) -> torch.Tensor:
+        """Items start..stop of `image_items`' output (a tensor already `_checked`) as pixels [n, 3, S, S]."""
+        if isinstance(items, torch.Tensor):
+            return items[start:stop]
+        size = self.image_size
+        if stop <= start:
+            return torch.zeros((0, 3, size, size))
+        return torch.stack([self._one(items[i], f"image {i}") for i in range(start, stop)])
 
-    def encode_image_features(self, features: np.ndarray | torch.Tensor, return_tensors: str = "np"):
-        """Pooled image-tower outputs (e.g. from the embedding cache) -> L2-normalised embeddings."""
-        with torch.inference_mode():
-            out = self.net.embed_image_features(torch.as_tensor(features).to(self.device))
-        return _returned([out], self.embed_dim, self.device, return_tensors)
+    def _one(self, item, where: str) -> torch.Tensor:
+        if isinstance(item, torch.Tensor):
+            return self._checked(item, where, batch=False)
+        return self.net.preprocess(as_pil(item, where))
 
-    @torch.inference_mode()
-    def encode_text(self, texts: str | Sequence[str], batch_size: int = 256, return_tensors: str = "np"):
-        """Texts -> L2-normalised embeddings [n, embed_dim] (one row for a single string).
-        return_tensors: "np" (numpy) or "pt" (torch, on the model's device)."""
-        from locktune.errors import LocktuneError
+    def _checked(self, pixels: torch.Tensor, where: str, batch: bool) -> torch.Tensor:
+        """`pixels` as given (a batch: [N, 3, S, S] or one [3, S, S]; else one [3, S, S]) once checked, or one
+        error naming the input and the layout the image tower needs."""
+        size = self.image_size
+        want = (f"(N, 3, {size}, {size}) float pixels as from model.preprocess (or (3, {size}, {size}) for one image)"
+                if batch else f"(3, {size}, {size}) float pixels as from model.preprocess")
+        shape = tuple(pixels.shape)
+        ranks = (3, 4) if batch else (3,)
+        if pixels.ndim not in ranks or shape[-3] != 3 or shape[-2:] != (size, size):
+            hint = ("; pass PIL images, paths or numpy arrays to have them resized" if pixels.ndim in ranks
+                    and shape[-3] == 3 else "")
+            raise LocktuneError(f"{where}: expected {want}; got {shape}{hint}")
+        if not pixels.is_floating_point():
+            raise LocktuneError(f"{where}: expected {want}; got {str(pixels.dtype).replace('torch.', '')} values "
+                                "(pass raw images as PIL images, paths or numpy arrays)")
+        if not bool(torch.isfinite(pixels).all()):
+            raise LocktuneError(f"{where}: the pixel tensor holds NaN or infinite values")
+        return pixels
+
+    def encode_image(self, images, batch_size: int = 32) -> torch.Tensor:
+        """Images -> L2-normalised embeddings, a float32 tensor [N, embed_dim] on the model's device ([1,
+        embed_dim] for one image).
+
+        `images` is one image or a batch: a path, a PIL image, encoded bytes, a numpy array H x W x 3 (RGB), x 4
+        (RGBA) or H x W (grey), uint8 or float in [0, 1] (a list of these, or an N x H x W x 3 array, for a
+        batch), or preprocessed pixels: a [3, S, S] or [N, 3, S, S] float tensor as `model.preprocess` makes
+        them.  Raw images are preprocessed as `preprocess` does; a tensor of another layout (channels, rank or
+        size) is one LocktuneError naming the input and what the model expects, never resized or guessed."""
+        items, _ = image_items(images)
+        if isinstance(items, torch.Tensor):
+            items = self._checked(items, "images", batch=True)
+            items = items[None] if items.ndim == 3 else items
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(items), batch_size):
+                pixels = self._pixels(items, start, min(start + batch_size, len(items)))
+                pixels = pixels.to(self.device).contiguous(memory_format=torch.channels_last)
+                out.append(self.net.encode_image(pixels).float())
+        return torch.cat(out) if out else torch.zeros((0, self.embed_dim), device=self.device)
+
+    def encode_image_features(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Pooled image-tower outputs [N, tower dim] (e.g. from the embedding cache) -> L2-normalised embeddings
+        [N, embed_dim] on the model's device."""
+        with torch.no_grad():
+            return self.net.embed_image_features(torch.as_tensor(features).to(self.device)).float()
+
+    # ------------------------------------------------------------------ texts
+    def encode_text(self, texts: str | Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Texts -> L2-normalised embeddings, a float32 tensor [N, embed_dim] on the model's device ([1,
+        embed_dim] for one string).  Each text is tokenised by the text tower's own tokenizer (truncated to
+        the length it was trained with)."""
         from locktune.train.step import trim_padding
 
         items, _ = _as_list(texts, str)
@@ -253,21 +355,22 @@ class LitModel:
             if not isinstance(text, str):
                 raise LocktuneError(f"text {i} is {type(text).__name__} {text!r:.60}; encode_text takes strings")
         out = []
-        for start in range(0, len(items), batch_size):
-            tokens = self.net.tokenize(items[start:start + batch_size])
-            ids, mask = trim_padding(tokens["ids"], tokens["mask"])  # exact: pooling ignores padding
-            out.append(self.net.encode_text(ids.to(self.device), mask.to(self.device)))
-        return _returned(out, self.embed_dim, self.device, return_tensors)
+        with torch.no_grad():
+            for start in range(0, len(items), batch_size):
+                tokens = self.net.tokenize(items[start:start + batch_size])
+                ids, mask = trim_padding(tokens["ids"], tokens["mask"])  # exact: pooling ignores padding
+                out.append(self.net.encode_text(ids.to(self.device), mask.to(self.device)).float())
+        return torch.cat(out) if out else torch.zeros((0, self.embed_dim), device=self.device)
 
     # ------------------------------------------------------------------ zero-shot
     def zero_shot_classifier(self, class_names: Sequence[str],
                              templates: Sequence[str] = DEFAULT_TEMPLATES) -> ZeroShotClassifier:
-        """Each class's prompts ("a photo of a {}.") embedded, averaged and renormalised (prompt ensemble)."""
+        """Each class's prompts ("a photo of a {}.") embedded, averaged and renormalised (a prompt ensemble);
+        the classifier scores images against them.  Reuse it to classify many images against one label set."""
         class_names, templates = checked_labels(class_names), checked_templates(templates)
         texts = [t.format(name) for name in class_names for t in templates]
-        emb = self.encode_text(texts).reshape(len(class_names), len(templates), -1).mean(axis=1)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        return ZeroShotClassifier(self, class_names, emb.astype(np.float32))
+        emb = self.encode_text(texts).reshape(len(class_names), len(templates), -1).mean(dim=1)
+        return ZeroShotClassifier(self, class_names, torch.nn.functional.normalize(emb, dim=-1))
 
     def classify(self, images, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES):
         """Images against your labels -> [(label, probability)], most likely first; for a batch (a list of
@@ -275,14 +378,16 @@ class LitModel:
         sum to 1; sigmoid-trained (`train.loss=sigmoid`): each is the chance that this label matches the image,
         on its own (see `scores`)."""
         classifier = self.zero_shot_classifier(class_names, templates)
-        probs = classifier(images)
+        probs = classifier.probabilities(self.encode_image(images)).cpu().numpy()
         ranked = [[(classifier.class_names[i], float(row[i])) for i in np.argsort(-row, kind="stable")]
-                  for row in np.atleast_2d(probs)]
-        return ranked[0] if _is_single_image(images) else ranked
+                  for row in probs]
+        return ranked[0] if image_items(images)[1] else ranked
 
+    # ------------------------------------------------------------------ files
     @property
     def fingerprint(self) -> str:
-        """The weights' fingerprint (`saved_model.weights_fingerprint`): equal for a run and its export."""
+        """The weights' fingerprint (16 hex digits): equal for a run and its export, different for any other
+        weights.  Indexes record it, and `locktune serve` checks it."""
         if getattr(self, "_fingerprint", None) is None:
             from locktune.saved_model import weights_fingerprint
 
@@ -290,27 +395,16 @@ class LitModel:
         return self._fingerprint
 
     def save(self, folder: str | Path) -> Path:
-        """Write a saved-model folder that `locktune.load` reads in any process."""
+        """Write a saved-model folder that `locktune.load` reads in any process; returns the folder."""
         from locktune.saved_model import save_pretrained
 
         return save_pretrained(self.net, folder)
 
 
-def _count(images) -> int:
-    return 1 if _is_single_image(images) else len(images)
-
-
-def _returned(parts: list[torch.Tensor], dim: int, device, return_tensors: str):
-    from locktune.errors import LocktuneError
-
-    if return_tensors not in ("np", "pt"):
-        raise LocktuneError(f"return_tensors should be 'np' (numpy) or 'pt' (torch), not {return_tensors!r}")
-    out = torch.cat(parts).float() if parts else torch.zeros((0, dim), device=device)
-    return out if return_tensors == "pt" else out.cpu().numpy()
-
-
 def load(path: str | Path, device: str | torch.device | None = "auto") -> LitModel:
-    """Load a trained model: a run folder, a saved-model folder, or an old run's model.pt (read safely).
+    """Load a trained model for inference: a run folder, a saved-model folder (`locktune export`), or an old
+    run's model.pt (read safely: tensors only, never pickled code).
+
     `device`: where it runs, the same word as `--device` and `train.device` (auto: CUDA when visible, else the
     CPU; cpu; cuda:1; ...)."""
     from locktune.saved_model import load_any

@@ -35,14 +35,12 @@ def cmd_export(args) -> int:
         for name, path in export_onnx(model.net, folder).items():
             print(f"onnx {name} tower: {path}")
     if args.format == "transformers":
-        from locktune.export.transformers_dual import export_dual_encoder, needs_interpolation
+        from locktune.export.transformers_dual import export_dual_encoder
 
         dual = export_dual_encoder(model.net, Path(folder) / "transformers")
-        print(f"transformers model: {dual} (VisionTextDualEncoderModel.from_pretrained('{dual}'); "
-              f"embeddings: L2-normalised get_image_features / get_text_features pooler_output; see {dual}/README.md)")
-        if needs_interpolation(model.net):
-            print(f"  its image tower runs at {model.net.preprocess.image_size} px, not its config's size: pass "
-                  "interpolate_pos_encoding=True to get_image_features")
+        print(f"transformers model: {dual} (VisionTextDualEncoderModel.from_pretrained('{dual}'), at "
+              f"{model.image_size} px; {dual}/README.md has a snippet that runs with transformers alone: open "
+              "images as it does, transparency composited on white)")
     return 0
 
 

@@ -233,7 +233,10 @@ def model_folder(path: str | Path) -> Path | None:
 
 
 def load_any(path: str | Path):
-    """A saved-model folder, a run folder (its `model/`), or an old run's model.pt -> TwoTower (eval mode)."""
+    """A saved-model folder, a run folder (its `model/`), or an old run's model.pt -> TwoTower (eval mode).
+
+    Internal: the training, evaluation and export code's loader.  The public API is `locktune.load`, which
+    wraps the same TwoTower in a `LitModel`."""
     path = Path(path)
     folder = model_folder(path)
     if folder is not None:

@@ -49,7 +49,7 @@ def pairs_loss(model, image_emb: torch.Tensor, valid: torch.Tensor, captions: li
     rows, texts = choose_pairs(captions, valid, max_pairs, seed)
     if len(rows) < batch_size:
         batch_size = len(rows)
-    return batched_contrastive_loss(image_emb[rows], encode_texts(model, texts), float(model.logit_scale), batch_size)
+    return batched_contrastive_loss(image_emb[rows], encode_texts(model, texts), float(model.scale), batch_size)
 
 
 def ood_loss_metrics(train_loss: float, heldout_loss: float, batch_size: int) -> dict[str, float]:

@@ -1,16 +1,20 @@
 """A locktune model whose towers are both Hugging Face models, as a transformers `VisionTextDualEncoderModel`.
 
-The folder loads with transformers alone (no locktune):
+The folder loads with transformers alone (no locktune); its README.md holds a snippet that runs as written:
 
     model = VisionTextDualEncoderModel.from_pretrained(FOLDER)
     processor = VisionTextDualEncoderProcessor.from_pretrained(FOLDER)   # tokenizer + image processor
-    image = model.get_image_features(pixel_values=...).pooler_output     # then L2-normalise: locktune's
-    text = model.get_text_features(input_ids=..., attention_mask=...).pooler_output   # embeddings
+    outputs = model(**processor(text=texts, images=images, ...))         # image_embeds / text_embeds are
+                                                                         # locktune's embeddings
 
 `VisionTextDualEncoderModel` embeds with each tower's `pooler_output`, a linear projection and L2
 normalisation, so it represents a locktune model exactly only when both towers pool with `pooler`
 (model.image_pool=pooler model.text_pool=pooler); any other pooling is refused with one line, never
-exported as an approximation.  The written folder is reloaded and checked against locktune's embeddings.
+exported as an approximation.  A vision transformer trained at another pixel size than its config's is
+written at the trained size: its position embeddings interpolated once, exactly as its forward interpolates
+them at that size, so `model(...)` runs there without `interpolate_pos_encoding`.  Images go through the
+processor as locktune reads them (EXIF orientation applied, transparency composited on white): the README's
+snippet does that itself.  The written folder is reloaded and checked against locktune's embeddings.
 """
 
 from __future__ import annotations
@@ -54,11 +58,49 @@ def check_dual_encoder(net) -> None:
                             "model.text_pool=pooler exports exactly (use --format locktune otherwise)")
 
 
-def needs_interpolation(net) -> bool:
-    """True when the model runs its image tower at another pixel size than the tower's config (model.image_size):
-    transformers then needs `interpolate_pos_encoding=True` in `get_image_features`."""
+def trained_at_another_size(net) -> bool:
+    """True when the model runs its image tower at another pixel size than the tower's config (model.image_size)
+    with interpolated position embeddings: the export then writes the tower at the trained size
+    (`_positions_at`)."""
     image = _towers(net)[0]
     return bool(image.takes_interpolate and net.preprocess.image_size != image.native_size)
+
+
+def _positions_at(image, size: int) -> torch.Tensor:
+    """The tower's position embeddings at `size` px, as its forward computes them there with
+    `interpolate_pos_encoding=True`: captured from that call, so the export holds exactly those values."""
+    owners = [m for m in image.model.modules() if "interpolate_pos_encoding" in vars(type(m))]
+    if len(owners) != 1:
+        raise LocktuneError(f"--format transformers: the image tower runs at {size} px, not its config's "
+                            f"{image.native_size}, and locktune finds {len(owners)} position-embedding modules in "
+                            f"{type(image.model).__name__} (expects one); train it at {image.native_size} px to export")
+    owner, captured = owners[0], []
+
+    def recording(*args, **kwargs):
+        table = type(owner).interpolate_pos_encoding(owner, *args, **kwargs)
+        captured.append(table.detach().clone())
+        return table
+
+    owner.interpolate_pos_encoding = recording
+    try:
+        with torch.no_grad():
+            image.model(pixel_values=torch.zeros(1, 3, size, size), interpolate_pos_encoding=True)
+    finally:
+        del owner.interpolate_pos_encoding
+    return captured[-1]
+
+
+def _vision_state(image, target: torch.nn.Module, size: int) -> dict:
+    """The tower's weights for `target` (the same architecture configured at `size` px): every tensor as it
+    is, except the position table, which is the one the tower interpolates to at that size."""
+    state, shapes = image.model.state_dict(), {k: v.shape for k, v in target.state_dict().items()}
+    resized = [k for k in state if k in shapes and state[k].shape != shapes[k]]
+    table = _positions_at(image, size) if resized else None
+    if len(resized) != 1 or table.numel() != shapes[resized[0]].numel():
+        raise LocktuneError(f"--format transformers: writing the image tower at {size} px changes "
+                            f"{len(resized)} tensors ({', '.join(resized[:3])}), not one position table locktune "
+                            f"can fill; train it at {image.native_size} px to export")
+    return {**state, resized[0]: table.reshape(shapes[resized[0]])}
 
 
 def _with_hidden_size(config, dim: int):
@@ -83,14 +125,20 @@ def _build(net):
 
     image, text = _towers(net)[:2]
     vision_cfg = _with_hidden_size(image.model.config, image.output_dim)
+    resized = trained_at_another_size(net)
+    if resized:  # the size it was trained at: position embeddings of that size, processor of that size
+        vision_cfg.image_size = int(net.preprocess.image_size)
     text_cfg = _with_hidden_size(text.encoder.config, text.output_dim)
     config = VisionTextDualEncoderConfig.from_vision_text_configs(
         vision_cfg, text_cfg, projection_dim=int(net.embed_dim), logit_scale_init_value=_log_logit_scale(net))
     dual = VisionTextDualEncoderModel(config).eval()
+    vision_state = (_vision_state(image, dual.vision_model, vision_cfg.image_size) if resized
+                    else image.model.state_dict())
     # Strict: the classes transformers builds from the configs must hold exactly the towers' weights.
-    for name, target, source in (("image", dual.vision_model, image.model), ("text", dual.text_model, text.encoder)):
+    for name, target, state, source in (("image", dual.vision_model, vision_state, image.model),
+                                        ("text", dual.text_model, text.encoder.state_dict(), text.encoder)):
         try:
-            target.load_state_dict(source.state_dict(), strict=True)
+            target.load_state_dict(state, strict=True)
         except RuntimeError as error:
             raise LocktuneError(f"--format transformers: transformers builds the {name} tower as "
                                 f"{type(target).__name__}, which does not take {type(source).__name__}'s weights "
@@ -151,16 +199,17 @@ def _features(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-def dual_embeddings(dual, pixels, ids, mask, interpolate: bool = False):
-    """Image and text embeddings of a VisionTextDualEncoderModel, L2-normalised as locktune's."""
-    kwargs = {"interpolate_pos_encoding": True} if interpolate else {}
+def dual_embeddings(dual, pixels, ids, mask):
+    """Image and text embeddings of a VisionTextDualEncoderModel's get_*_features, L2-normalised as locktune's."""
     with torch.no_grad():
-        image = _features(dual.get_image_features(pixel_values=pixels, **kwargs))
+        image = _features(dual.get_image_features(pixel_values=pixels))
         text = _features(dual.get_text_features(input_ids=ids, attention_mask=mask))
     return F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
 
 
 def _check_parity(net, folder: Path) -> None:
+    """The written folder, reloaded by transformers, gives locktune's embeddings at the trained size, through
+    get_*_features and through `model(...)` alike."""
     from transformers import VisionTextDualEncoderModel
 
     pixels, tokens = _probe_inputs(net)
@@ -170,11 +219,15 @@ def _check_parity(net, folder: Path) -> None:
         text_ref = net.encode_text(tokens["ids"].to(device), tokens["mask"].to(device)).float().cpu()
     try:
         reloaded = VisionTextDualEncoderModel.from_pretrained(folder).eval()
-        image, text = dual_embeddings(reloaded, pixels, tokens["ids"], tokens["mask"], needs_interpolation(net))
+        image, text = dual_embeddings(reloaded, pixels, tokens["ids"], tokens["mask"])
+        with torch.no_grad():
+            forward = reloaded(input_ids=tokens["ids"], attention_mask=tokens["mask"], pixel_values=pixels)
     except (RuntimeError, ValueError, TypeError, AttributeError) as error:
         raise LocktuneError(f"--format transformers: the written model in {folder} does not run in transformers "
                             f"({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
-    worst = {"image": float((image - image_ref).abs().max()), "text": float((text - text_ref).abs().max())}
+    worst = {"image": float((image - image_ref).abs().max()), "text": float((text - text_ref).abs().max()),
+             "model(...) image": float((forward.image_embeds.float() - image_ref).abs().max()),
+             "model(...) text": float((forward.text_embeds.float() - text_ref).abs().max())}
     bad = {k: v for k, v in worst.items() if not v <= PARITY_ATOL}
     if bad:
         raise LocktuneError(f"--format transformers: the written model in {folder} gives other embeddings than "
@@ -182,30 +235,80 @@ def _check_parity(net, folder: Path) -> None:
                             "use --format locktune for this model")
 
 
-def _write_readme(net, folder: Path) -> None:
-    call = ("model.get_image_features(pixel_values=pixels, interpolate_pos_encoding=True)"
-            if needs_interpolation(net) else "model.get_image_features(pixel_values=pixels)")
-    (folder / README).write_text(f"""# locktune model as a transformers VisionTextDualEncoderModel
+# Measured (scripts-free, see the commit): the demo model (efficientnet_lite0 + minilm), on Tux Paint stamps
+# with transparent pixels, embedded as locktune reads them (composited on white) and with the alpha dropped
+# (`convert("RGB")`, the hidden colours showing).
+TRANSPARENCY_FIGURE = "TBD"
+EXAMPLE_IMAGE = "example.png"
 
-Exported by locktune (towers: {net.config.image_tower} / {net.config.text_tower}, setting {net.config.setting}).
-Loads with transformers alone:
 
-```python
+def _write_example(folder: Path) -> None:
+    """A small transparent PNG (a red disc and a half-transparent bar on nothing) that the README's snippet
+    embeds, so the snippet runs as written."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (96, 72), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((18, 6, 78, 66), fill=(215, 35, 35, 255))
+    draw.rectangle((0, 60, 95, 71), fill=(20, 60, 200, 128))
+    image.save(folder / EXAMPLE_IMAGE)
+
+
+def readme_snippet(net, folder: Path) -> str:
+    """The README's Python snippet: runs as written (transformers, torch and Pillow only) from the folder the
+    export was written from, on the example image; its embeddings are locktune's."""
+    size, length = net.preprocess.image_size, net.config.max_text_len
+    return f'''import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps
 from transformers import VisionTextDualEncoderModel, VisionTextDualEncoderProcessor
+
+FOLDER = {str(folder)!r}  # this folder
+image_files = [FOLDER + "/{EXAMPLE_IMAGE}"]  # your images
+texts = ["a red circle", "a blue square"]
+
+
+def open_image(path):
+    """As locktune reads an image: EXIF orientation applied, transparency composited on white."""
+    image = ImageOps.exif_transpose(Image.open(path)).convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
+
 
 model = VisionTextDualEncoderModel.from_pretrained(FOLDER).eval()
 processor = VisionTextDualEncoderProcessor.from_pretrained(FOLDER)
-pixels = processor(images=images, return_tensors="pt").pixel_values      # {net.preprocess.image_size}x{net.preprocess.image_size}
-tokens = processor(text=texts, padding="max_length", truncation=True, max_length={net.config.max_text_len},
-                   return_tensors="pt")
-image_embeddings = F.normalize({call}.pooler_output, dim=-1)
-text_embeddings = F.normalize(model.get_text_features(input_ids=tokens.input_ids,
-                                                      attention_mask=tokens.attention_mask).pooler_output, dim=-1)
+inputs = processor(text=texts, images=[open_image(path) for path in image_files], padding="max_length",
+                   truncation=True, max_length={length}, return_tensors="pt")  # images resized to {size}x{size}
+with torch.no_grad():
+    outputs = model(**inputs)
+image_embeddings = F.normalize(outputs.image_embeds, dim=-1)  # [images, {int(net.embed_dim)}]: locktune's encode_image
+text_embeddings = F.normalize(outputs.text_embeds, dim=-1)  # [texts, {int(net.embed_dim)}]: locktune's encode_text
+print(outputs.logits_per_image)  # trained scale x cosine, [images, texts]
+'''
+
+
+def _write_readme(net, folder: Path) -> None:
+    _write_example(folder)
+    (folder / README).write_text(f"""# locktune model as a transformers VisionTextDualEncoderModel
+
+Exported by locktune (towers: {net.config.image_tower} / {net.config.text_tower}, setting {net.config.setting}).
+Loads with transformers alone; this runs as it is, on `{EXAMPLE_IMAGE}` (a transparent PNG) beside this file:
+
+```python
+{readme_snippet(net, folder).rstrip()}
 ```
 
-The model was trained with texts of at most {net.config.max_text_len} tokens; `model(...)` gives the
-logits with the trained temperature (`logit_scale` holds its log).{_sigmoid_note(net)}
+**Open images as `open_image` does.** locktune composites transparency (RGBA, LA and palette PNGs) on
+white and applies the EXIF orientation before the image processor; so must you, or the embeddings are not
+the model's. The processor refuses RGBA images outright (`mean must have 4 elements`), and dropping the
+alpha channel instead (`image.convert("RGB")`) shows the colours hidden under transparent pixels:
+{TRANSPARENCY_FIGURE}
+
+The image tower runs at {net.preprocess.image_size}x{net.preprocess.image_size} pixels, the size it was
+trained at (the config and the processor say so). One side at a time: `model.get_image_features(pixel_values=...)`
+and `model.get_text_features(input_ids=..., attention_mask=...)` (their `.pooler_output` in transformers 5),
+then L2-normalise. The model was trained with texts of at most {net.config.max_text_len} tokens;
+`outputs.logits_per_image` is the trained scale times the cosine (`model.logit_scale` holds the scale's
+log, as in CLIP).{_sigmoid_note(net)}
 """)
 
 

@@ -99,7 +99,7 @@ def build_index(model, folder: str | Path, out: str | Path, labels: Sequence[str
                             f"({skipped_summary(failed)}); no index was written")
     vocabulary = list(labels) if labels else default_labels(paths, folder)
     _save_array(out / "embeddings.npy", embeddings[rows].astype(np.float32))
-    _save_array(out / "labels.npy", model.encode_text(vocabulary) if vocabulary else
+    _save_array(out / "labels.npy", model.encode_text(vocabulary).cpu().numpy() if vocabulary else
                 np.zeros((0, model.embed_dim), np.float32))
     (out / "labels.json").write_text(json.dumps(vocabulary))
     meta = {"format": INDEX_FORMAT, "root": str(folder), "dim": model.embed_dim, "count": len(entries),

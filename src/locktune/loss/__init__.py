@@ -36,14 +36,14 @@ class Loss:
 
 
 LOSSES: dict[str, Loss] = {
-    "global": Loss("global", lambda m, i, t: contrastive_loss(i, t, m.logit_scale, gather=gather_with_grad),
-                   lambda m, i, t, c: contrastive_loss_grads(i, t, m.logit_scale, chunk_rows=c, global_loss=True),
+    "global": Loss("global", lambda m, i, t: contrastive_loss(i, t, m.scale, gather=gather_with_grad),
+                   lambda m, i, t, c: contrastive_loss_grads(i, t, m.scale, chunk_rows=c, global_loss=True),
                    learns_bias=False, scores="softmax"),
-    "local": Loss("local", lambda m, i, t: contrastive_loss(i, t, m.logit_scale, gather=no_gather),
-                  lambda m, i, t, c: contrastive_loss_grads(i, t, m.logit_scale, chunk_rows=c, global_loss=False),
+    "local": Loss("local", lambda m, i, t: contrastive_loss(i, t, m.scale, gather=no_gather),
+                  lambda m, i, t, c: contrastive_loss_grads(i, t, m.scale, chunk_rows=c, global_loss=False),
                   learns_bias=False, scores="softmax"),
-    "sigmoid": Loss("sigmoid", lambda m, i, t: sigmoid_loss(i, t, m.logit_scale, m.logit_bias),
-                    lambda m, i, t, c: sigmoid_loss_grads(i, t, m.logit_scale, m.logit_bias, chunk_rows=c),
+    "sigmoid": Loss("sigmoid", lambda m, i, t: sigmoid_loss(i, t, m.scale, m.logit_bias),
+                    lambda m, i, t, c: sigmoid_loss_grads(i, t, m.scale, m.logit_bias, chunk_rows=c),
                     learns_bias=True, scores="sigmoid"),
 }
 LOSS_NAMES = tuple(LOSSES)

@@ -68,7 +68,10 @@ class TwoTower(nn.Module):
             self.logit_bias.clamp_(-self.config.logit_scale_max, self.config.logit_scale_max)
 
     @property
-    def logit_scale(self) -> torch.Tensor:
+    def scale(self) -> torch.Tensor:
+        """The multiplier of cosine similarities in the loss (1 / temperature): exp of the learned log scale,
+        capped at logit_scale_max.  Not called `logit_scale`: in open_clip and the public API that name is the
+        log (`LitModel.logit_scale`)."""
         return self.log_logit_scale.clamp(max=math.log(self.config.logit_scale_max)).exp()
 
     @property

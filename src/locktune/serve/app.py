@@ -93,7 +93,8 @@ def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DE
         check_index_fits(model, index)
     app = FastAPI(title="locktune", version="1", description=__doc__)
     _install_error_handlers(app)
-    app.state.text_batcher = batcher = TextBatcher(model.encode_text, max_batch=max_batch,
+    app.state.text_batcher = batcher = TextBatcher(lambda texts: model.encode_text(texts).cpu().numpy(),
+                                                   max_batch=max_batch,
                                                    index_matrix=index.embeddings if index is not None else None)
     app.state.decode_budget = budget = DecodeBudget(max_decodes, max_decode_megapixels, decode_wait_s)
     max_pixels = min(MAX_PIXELS, budget.max_pixels)  # a bigger image could never be admitted: refuse it as such
@@ -107,7 +108,7 @@ def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DE
             width, height = image_size(data, max_pixels)
             # Held through the image tower too: its resize works on the full decoded image.
             with budget.claim(width * height):
-                return model.encode_image(read_image(data, max_pixels))[0]
+                return model.encode_image(read_image(data, max_pixels))[0].cpu().numpy()
         if image_id is not None:
             if index is None or not 0 <= image_id < len(index):
                 raise BadInput(404, f"no indexed image with id {image_id}")
@@ -141,7 +142,7 @@ def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DE
         names = parse_labels(labels)
         embedding = image_from(image, image_id)
         classifier = model.zero_shot_classifier(names, TEMPLATES)
-        probs = classifier.probabilities(embedding[None, :])[0]
+        probs = classifier.probabilities(embedding[None, :])[0].cpu().numpy()
         order = np.argsort(-probs, kind="stable")
         return {"labels": [{"label": classifier.class_names[i], "probability": float(probs[i])} for i in order],
                 "scores": model.scores, "ms": _ms(start)}
@@ -163,7 +164,7 @@ def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DE
         embedding = image_from(image, image_id)
         if labels:
             names = parse_labels(labels)
-            label_rows, label_scores = _rank(model.encode_text(names), embedding, k)
+            label_rows, label_scores = _rank(model.encode_text(names).cpu().numpy(), embedding, k)
             label_hits = [{"label": names[i], "score": round(float(s), 4)} for i, s in zip(label_rows, label_scores)]
         elif index is not None and index.labels:
             names, scores = index.nearest_labels(embedding, k)

@@ -10,7 +10,7 @@ evenly over them):
 - image_to_text_R@k / text_to_image_R@k (k = 1, 5, 10): every caption of every pair, the standard way
   (`metrics.retrieval_recalls`: an image is right if any of its captions is in its top k; ties pessimistic).
 - contrastive_loss: the symmetric softmax InfoNCE ((CE image->text + CE text->image) / 2) with the model's own
-  temperature (`model.logit_scale`), in eval mode, of each pair's FIRST caption, in consecutive batches of
+  temperature (`model.scale`), in eval mode, of each pair's FIRST caption, in consecutive batches of
   BATCH_SIZE pairs in data order, averaged over the full batches (the last, partial batch is left out, so
   every pair is scored against the same number of negatives; `loss_pairs` says how many pairs that is).
   With fewer than BATCH_SIZE pairs, one batch of all of them (`batch_size` records which).  The same softmax
@@ -61,7 +61,7 @@ def validation_metrics(model, image_emb: torch.Tensor, captions: list[list[str]]
     text_emb = encode_texts(model, texts)
     metrics = retrieval_recalls(image_emb @ text_emb.T, owner)
     batch = min(batch_size, len(captions))
-    metrics["contrastive_loss"] = batched_contrastive_loss(image_emb, text_emb[first], float(model.logit_scale), batch)
+    metrics["contrastive_loss"] = batched_contrastive_loss(image_emb, text_emb[first], float(model.scale), batch)
     metrics["loss_pairs"] = len(captions) // batch * batch
     metrics["batch_size"] = batch
     metrics["chance_loss"] = math.log(batch)
