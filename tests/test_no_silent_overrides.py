@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from hf_tiny import SIZE, save_text, save_vision
-from locktune.config import config_from_dict, image_size_line, load_config
+from locktune import config as cfg
 from locktune.errors import LocktuneError
 from locktune.saved_model import MANIFEST
 
@@ -27,33 +27,33 @@ def hf_folders(tmp_path_factory):
 
 def test_demo_yaml_image_size_is_not_applied_to_a_tower_the_user_brings(hf_folders, capsys):
     vit, _ = hf_folders
-    config = load_config("demo.yaml", [f"model.image_tower=hf:{vit}"])
+    config = cfg.load_config("demo.yaml", [f"model.image_tower=hf:{vit}"])
     assert config.model.image_size == 0  # the tower's processor decides
     err = capsys.readouterr().err
     assert f"demo.yaml's model.image_size={DEMO_SIZE} is for efficientnet_lite0" in err
-    assert image_size_line(config, SIZE).startswith(f"image size {SIZE} px (the tower's processor")
+    assert cfg.image_size_line(config, SIZE).startswith(f"image size {SIZE} px (the tower's processor")
 
 
 def test_the_users_own_image_size_still_applies_to_their_tower(hf_folders, tmp_path):
     vit, _ = hf_folders
-    assert load_config("demo.yaml", [f"model.image_tower=hf:{vit}", "model.image_size=64"]).model.image_size == 64
+    assert cfg.load_config("demo.yaml", [f"model.image_tower=hf:{vit}", "model.image_size=64"]).model.image_size == 64
     own = tmp_path / "mine.yaml"
     own.write_text(f"model:\n  image_tower: hf:{vit}\n  image_size: 48\n")
-    config = load_config(own)
+    config = cfg.load_config(own)
     assert config.model.image_size == 48
-    assert image_size_line(config, 48) == "image size 48 px (model.image_size from mine.yaml)"
+    assert cfg.image_size_line(config, 48) == "image size 48 px (model.image_size from mine.yaml)"
 
 
 def test_demo_yaml_image_size_applies_to_its_own_tower_and_the_bundled_ones():
     for tower in ("efficientnet_lite0", "mobilenet_v2"):  # one recipe: 224-px ImageNet CNNs (ablation grids rely on it)
-        config = load_config("demo.yaml", [f"model.image_tower={tower}"])
+        config = cfg.load_config("demo.yaml", [f"model.image_tower={tower}"])
         assert config.model.image_size == DEMO_SIZE
-        assert image_size_line(config, DEMO_SIZE) == f"image size {DEMO_SIZE} px (model.image_size from demo.yaml)"
+        assert cfg.image_size_line(config, DEMO_SIZE) == f"image size {DEMO_SIZE} px (model.image_size from demo.yaml)"
 
 
 def test_a_grid_base_file_sizes_every_arm(hf_folders):
     vit, _ = hf_folders
-    config = load_config("demo.yaml", [f"model.image_tower=hf:{vit}"], file_size_for_every_tower=True)
+    config = cfg.load_config("demo.yaml", [f"model.image_tower=hf:{vit}"], file_size_for_every_tower=True)
     assert config.model.image_size == DEMO_SIZE
 
 
@@ -88,11 +88,11 @@ def test_train_prints_the_image_size_it_uses_and_why(tiny_run):
 def test_warmup_longer_than_the_run_is_clamped_with_a_note(tiny_run, capsys):
     run, err = tiny_run
     assert "train.warmup_steps (20) is longer than the run: clamped to train.steps (3)" in err
-    config = load_config("demo.yaml", ["train.steps=5"])
+    config = cfg.load_config("demo.yaml", ["train.steps=5"])
     assert (config.train.steps, config.train.warmup_steps) == (5, 5)
-    assert load_config(None, ["train.steps=4"]).train.warmup_steps == 4  # the default, 30
+    assert cfg.load_config(None, ["train.steps=4"]).train.warmup_steps == 4  # the default, 30
     with pytest.raises(LocktuneError, match="train.warmup_steps' must be 0 or more"):
-        load_config(None, ["train.warmup_steps=-1"])
+        cfg.load_config(None, ["train.warmup_steps=-1"])
 
 
 def test_warmup_clamped_for_an_ablation_arm():
@@ -123,21 +123,21 @@ OLD = {"clip_width": 32, "clip_layers": 1, "clip_heads": 2, "clip_vocab_size": 3
 
 
 def test_old_clip_names_load_as_the_text_names_with_a_note(capsys):
-    config = load_config(None, [f"model.{k}={v}" for k, v in OLD.items()])
+    config = cfg.load_config(None, [f"model.{k}={v}" for k, v in OLD.items()])
     m = config.model
     assert (m.text_width, m.text_layers, m.text_heads, m.text_vocab_size) == (32, 1, 2, 300)
     err = capsys.readouterr().err
     assert "model.clip_width is now called model.text_width" in err
-    stored = config_from_dict({"model": dict(OLD), "eval": {"batch_size": 256}})  # a record's config: no note
+    stored = cfg.config_from_dict({"model": dict(OLD), "eval": {"batch_size": 256}})  # a record's config: no note
     assert stored.model.text_width == 32 and capsys.readouterr().err == ""
     assert "text_width" in stored.to_dict()["model"] and "clip_width" not in stored.to_dict()["model"]
 
 
 def test_eval_batch_size_is_gone_but_a_config_with_it_loads(tmp_path, capsys):
-    assert "batch_size" not in load_config(None).to_dict()["eval"]
+    assert "batch_size" not in cfg.load_config(None).to_dict()["eval"]
     old = tmp_path / "old.yaml"
     old.write_text("eval:\n  batch_size: 128\n  max_images_per_benchmark: 10\n")
-    assert load_config(old).eval.max_images_per_benchmark == 10
+    assert cfg.load_config(old).eval.max_images_per_benchmark == 10
     assert "eval.batch_size is ignored (it was never read)" in capsys.readouterr().err
 
 
@@ -156,7 +156,7 @@ def test_committed_records_still_load_and_compare():
             continue  # a grid's summary, not an arm's record
         config = record["config"]
         old_named += "clip_width" in config["model"]
-        loaded = config_from_dict(config).to_dict()
+        loaded = cfg.config_from_dict(config).to_dict()
         compared = _comparable(config)  # what a grid compares a record with (records of older versions hold fewer keys)
         assert "clip_width" not in compared["model"] and "batch_size" not in compared["eval"], path
         assert all(loaded[section][key] == value for section, values in compared.items() if isinstance(values, dict)
