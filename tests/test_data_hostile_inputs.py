@@ -351,7 +351,7 @@ def test_caption_check_takes_any_json_value_and_keeps_only_clean_strings(values)
     """Whatever a JSONL, parquet or .json sidecar puts where captions belong: no exception, and what is kept
     is exactly the clean, non-empty, short strings among the values (an independent filter written out)."""
     from locktune.data.pairs import clean_caption
-    from locktune.data.validate import MAX_CAPTION_CHARS, SkipCounter, check_captions
+    from locktune.data.record_checks import MAX_CAPTION_CHARS, SkipCounter, check_captions
 
     counter = SkipCounter()
     kept, reason = check_captions(values, counter)

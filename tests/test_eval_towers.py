@@ -32,7 +32,7 @@ def held_out(fraction: float, max_pairs: int = 640) -> SimpleNamespace:
 
 def test_zero_shot_records_each_images_outcome_but_tables_show_only_numbers(tiny_model):
     from locktune.eval.metrics import mean_per_class_recall
-    from locktune.report import markdown_table, results_table
+    from locktune.eval.results import markdown_table, results_table
 
     result = run_tasks(tiny_model, [Task("digits", "zero_shot", "sklearn_digits", 200)], log=lambda _: None)["digits"]
     logits, labels = result.details["logits"], result.details["labels"]
@@ -84,7 +84,7 @@ def _symmetric_infonce_float64(image_emb: torch.Tensor, text_emb: torch.Tensor, 
 
 def test_validation_pairs_loss_equals_an_independent_float64_infonce(tiny_model):
     from locktune.data.pairs import load_pairs
-    from locktune.data.validation import split_pairs
+    from locktune.data.validation_split import split_pairs
 
     data = held_out(0.5)
     metrics = run_tasks(tiny_model, [Task("validation", "validation", "", 0)], log=lambda _: None,
@@ -135,7 +135,7 @@ def test_validation_metrics_average_full_batches_in_data_order():
 
 
 def test_validation_without_held_out_pairs_is_a_recorded_skip_and_other_tasks_run(tiny_model):
-    from locktune.report import markdown_table, results_table
+    from locktune.eval.results import markdown_table, results_table
 
     tasks = [Task("validation", "validation", "", 0), Task("digits", "zero_shot", "sklearn_digits", 50)]
     for data in (held_out(0.0), None):

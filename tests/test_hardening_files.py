@@ -220,18 +220,18 @@ def test_line_reader_numbers_lines_and_streams_past_long_ones():
 
 
 def test_caption_length_is_checked_before_cleaning(monkeypatch):
-    from locktune.data import validate
+    from locktune.data import record_checks
 
     cleaned = []
-    monkeypatch.setattr(validate, "clean_caption", lambda text: cleaned.append(len(text)) or text.strip())
-    assert validate.check_caption("w " * 5_000_000) == (None, "caption too long")
-    assert validate.check_caption(b"w " * 5_000_000) == (None, "caption too long")
+    monkeypatch.setattr(record_checks, "clean_caption", lambda text: cleaned.append(len(text)) or text.strip())
+    assert record_checks.check_caption("w " * 5_000_000) == (None, "caption too long")
+    assert record_checks.check_caption(b"w " * 5_000_000) == (None, "caption too long")
     assert cleaned == []
-    assert validate.check_caption("  fine  ") == ("fine", "")
+    assert record_checks.check_caption("  fine  ") == ("fine", "")
 
 
 def test_caption_deduplication_keeps_first_order_on_many_captions():
-    from locktune.data.validate import check_captions
+    from locktune.data.record_checks import check_captions
 
     raws = [f"caption_{i % 50_000}" for i in range(100_000)] + [b"", 7]
     kept, reason = check_captions(raws)
@@ -241,7 +241,7 @@ def test_caption_deduplication_keeps_first_order_on_many_captions():
 
 def test_key_txt_caption_files_are_bounded(tmp_path, capsys):
     from locktune.data.sources.folder import load_folder
-    from locktune.data.validate import MAX_CAPTION_FILE_BYTES
+    from locktune.data.record_checks import MAX_CAPTION_FILE_BYTES
 
     png(tmp_path / "many.png")
     (tmp_path / "many.txt").write_text("\n".join(f"line {i % 20_000}" for i in range(40_000)))  # ~0.4 MB
@@ -260,7 +260,7 @@ def test_key_txt_caption_files_are_bounded(tmp_path, capsys):
 
 def test_webdataset_caption_member_over_the_bound_is_not_read(tmp_path):
     from locktune.data.sources.webdataset import load_shards
-    from locktune.data.validate import MAX_CAPTION_FILE_BYTES
+    from locktune.data.record_checks import MAX_CAPTION_FILE_BYTES
 
     image = io.BytesIO()
     Image.new("RGB", (8, 8), RED).save(image, "PNG")

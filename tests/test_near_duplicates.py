@@ -114,7 +114,7 @@ def test_blank_and_unreadable_images_match_nothing(tmp_path, monkeypatch):
     # Cached on disk by the set's fingerprint: a second call reads the file.
     files = list((tmp_path / "cache" / "near_duplicates").glob(f"v{nd.VERSION}-*.npz"))
     assert len(files) == 1 and np.array_equal(np.load(files[0])["hashes"], hashes)
-    assert np.array_equal(nd.hash_set(images), hashes)
+    assert np.array_equal(nd.signatures(images)[0], hashes)
 
 
 def _masked_rms(a, b):

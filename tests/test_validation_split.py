@@ -9,7 +9,7 @@ import pytest
 from locktune.config import load_config
 from locktune.data.images import ArrayImages, FileImages, SubsetImages
 from locktune.data.pairs import PairSet
-from locktune.data.validation import pair_identity, split_pairs
+from locktune.data.validation_split import pair_identity, split_pairs
 from locktune.errors import LocktuneError
 
 

@@ -25,9 +25,6 @@ def summary_columns(design: int = 1) -> list[tuple[str, str]]:
             if s.column and s.from_design <= design] + TRAIN_COLUMNS
 
 
-SUMMARY_COLUMNS = summary_columns()
-
-
 BAR_PLOTS = [  # (record key, title, file-name part, first design): one bar plot per key a grid's records have
     ("mean_zero_shot_recall", "mean zero-shot per-class recall", "zero_shot_recall", 2),
     ("mean_zero_shot_top1", "mean zero-shot top-1", "zero_shot", 1),

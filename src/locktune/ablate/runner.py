@@ -139,7 +139,7 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
     from locktune.cache.embedding_cache import benchmarks_decoded_once
     from locktune.cache.image_side import reads_cache
     from locktune.eval.suites import run_tasks
-    from locktune.report import file_fingerprint
+    from locktune.eval.results import file_fingerprint
     from locktune.saved_model import RUN_MODEL_DIR, WEIGHTS, load_any
 
     run_dir = out_dir / arm.run_name(seed)

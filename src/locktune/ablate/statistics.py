@@ -169,20 +169,6 @@ def minimum_detectable_effect(sd: float, seeds: int, alpha: float = ALPHA, power
 
 # --- per-image bootstrap ------------------------------------------------------------------------------------
 
-def _score(correct: np.ndarray, labels: Optional[np.ndarray]) -> np.ndarray:
-    """Per row (seed, or draw x seed): accuracy, or mean per-class recall over the classes present."""
-    if labels is None:
-        return correct.mean(axis=-1)
-    classes = np.unique(labels)
-    recalls = []
-    for c in classes:
-        mask = labels == c
-        count = mask.sum(axis=-1)
-        hits = (correct * mask).sum(axis=-1)
-        recalls.append(np.where(count > 0, hits / np.maximum(count, 1), np.nan))
-    return np.nanmean(np.stack(recalls, axis=-1), axis=-1)
-
-
 def bootstrap_effects(correct_a: np.ndarray, correct_b: np.ndarray, resamples: np.ndarray,
                       labels: Optional[Sequence[int]] = None, chunk: int = 0) -> np.ndarray:
     """The effect (mean over seeds of score(a) - score(b)) for each image resample.

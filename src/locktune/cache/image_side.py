@@ -99,7 +99,7 @@ def image_set_features(model, images, workers: int = 1, desc: str = "embedding i
 
 def source_set_features(model, images, workers: int = 1, desc: str = "embedding images",
                         recompute_corrupt: bool = False) -> ImageFeatures:
-    """`image_set_features`, but a `SubsetImages` (the validation split's sides, `data/validation.py`) reads
+    """`image_set_features`, but a `SubsetImages` (the validation split's sides, `data/validation_split.py`) reads
     the rows of its whole source set's entry when that entry is there: every hold-out fraction and
     training-subset size then shares it.  When it is not, the subset gets an entry of its own rather than
     embedding the whole source set for it (a 1,000-pair study subset of 10,032 images: ~25 s instead of

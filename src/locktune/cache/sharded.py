@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from locktune.cache.embedding_cache import _sha256
 from locktune.data.decode import failure_reason
 from locktune.data.pairs import PairSet
-from locktune.data.validate import SkipCounter
+from locktune.data.record_checks import SkipCounter
 from locktune.errors import LocktuneError
 from locktune.progress import progress
 from locktune.runtime import distributed

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from locktune.data.images import FileImages
 from locktune.data.pairs import PairSet
-from locktune.data.validate import SkipCounter, print_report
+from locktune.data.record_checks import SkipCounter, print_report
 
 # Formats every image tower's decoder reads: such files are copied byte for byte (no re-encoding loss).
 RAW_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}

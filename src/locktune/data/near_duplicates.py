@@ -116,11 +116,6 @@ def signatures(images: ImageSet, progress=None) -> tuple[np.ndarray, np.ndarray]
     return hashes, thumbs
 
 
-def hash_set(images: ImageSet, progress=None) -> np.ndarray:
-    """[len(images), 2] uint64: each image's hash and its mirror's (cached, see `signatures`)."""
-    return signatures(images, progress)[0]
-
-
 def _popcount(x: np.ndarray) -> np.ndarray:
     return np.bitwise_count(x).astype(np.int64)
 
@@ -206,18 +201,3 @@ def pairs_within(sigs: tuple[np.ndarray, np.ndarray], threshold: int = THRESHOLD
             close = rms(thumbs[i][None], thumbs[i + 1 + candidates]) <= max_rms
             out += [(i, i + 1 + int(j)) for j in candidates[close]]
     return out
-
-
-def side_by_side(pairs: list[tuple[Image.Image, Image.Image, str]], path: str | Path, size: int = 96) -> None:
-    """A PNG of image pairs, one pair a row with its caption on the right, for checking by eye."""
-    from PIL import ImageDraw
-
-    sheet = Image.new("RGB", (2 * size + 260, size * max(1, len(pairs))), "white")
-    draw = ImageDraw.Draw(sheet)
-    for row, (a, b, text) in enumerate(pairs):
-        for col, image in enumerate((a, b)):
-            thumb = on_background(image)
-            thumb.thumbnail((size - 4, size - 4))
-            sheet.paste(thumb, (col * size + 2, row * size + 2))
-        draw.text((2 * size + 6, row * size + size // 2 - 6), text, fill="black")
-    sheet.save(path)

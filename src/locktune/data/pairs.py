@@ -25,9 +25,6 @@ class PairSet:
     def __len__(self) -> int:
         return len(self.captions)
 
-    def all_captions(self) -> list[str]:
-        return [c for caps in self.captions for c in caps]
-
 
 PAIR_SOURCES: Registry[Callable[[int], PairSet]] = Registry("pair source")
 # Sources named by a path: "KIND:PATH", or a bare path whose shape picks the kind (see data/sources/paths.py).

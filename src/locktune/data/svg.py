@@ -199,7 +199,7 @@ def _render_with_timer(data: bytes) -> bytes:
     if threading.current_thread() is not threading.main_thread():
         return render()  # signals reach the main thread only; the element bound still holds
 
-    def expire(signum, frame):
+    def expire(_signum, _frame):
         raise _TooSlow()
 
     previous = signal.signal(signal.SIGALRM, expire)

@@ -59,7 +59,7 @@ def evaluate_model(model, config: RunConfig, model_file: Path, out: Path,
     """Run the config's tasks on `model` (a TwoTower) and write results.json, its markdown table and plots
     to `out` and beside it; returns the results."""
     from locktune.eval.suites import run_tasks
-    from locktune.report import file_fingerprint, markdown_table, results_table, write_results
+    from locktune.eval.results import file_fingerprint, markdown_table, results_table, write_results
 
     evaluations = run_tasks(model, tasks_for(config), workers=config.data.image_workers,
                             train_sources=tuple(config.data.sources), log=log, data=config.data)

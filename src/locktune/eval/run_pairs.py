@@ -22,7 +22,7 @@ def splits_pairs(data) -> bool:
 
 def split_run_pairs(data) -> tuple[PairSet, PairSet]:
     """(training pairs, validation pairs) of the run, each in data order."""
-    from locktune.data.validation import split_pairs
+    from locktune.data.validation_split import split_pairs
 
     pairs = load_pairs(list(data.sources), data.max_pairs_per_source)
     return split_pairs(pairs, validation_fraction(data), max_train_pairs(data))

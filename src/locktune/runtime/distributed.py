@@ -94,7 +94,7 @@ def _env_timeout() -> int:
 
 def _stop_on_sigterm():
     """torchrun sends SIGTERM to the other workers once one exits: say so in one line instead of vanishing."""
-    def stop(signum, frame):
+    def stop(_signum, _frame):
         rank_failure.ignore_sigterm()
         raise rank_failure.RankFailure(f"rank {rank()} was stopped (SIGTERM): torchrun does that when another "
                                        "process of the run fails (see its error above) or the job is cancelled; "

@@ -95,7 +95,7 @@ class TrainingImages:
             return cls(usable, sharded.caption_counts()[usable], feature_rows=sharded.rows)
         usable, images = np.arange(len(captions)), cls(np.arange(0), np.arange(0))
         if reads_cache(model):
-            # A training subset (data/validation.py) reads its source set's entry: one per source set.
+            # A training subset (data/validation_split.py) reads its source set's entry: one per source set.
             side = source_set_features(model, pairs.images, workers=config.data.image_workers,
                                        desc=f"embedding {pairs.name}", recompute_corrupt=config.data.recompute_corrupt_cache)
             usable = np.flatnonzero(side.valid.numpy())

@@ -22,7 +22,7 @@ from locktune.cache.sharded import ShardedCache
 from locktune.config import RunConfig, image_size_line, upgrade_config_dict
 from locktune.errors import LocktuneError
 from locktune.data.pairs import PairSet, load_pairs
-from locktune.data.validation import split_pairs
+from locktune.data.validation_split import split_pairs
 from locktune.model import TwoTower, build_model
 from locktune.progress import progress
 from locktune.towers.setting import unwrap

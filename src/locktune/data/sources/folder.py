@@ -15,7 +15,7 @@ from locktune.data.containment import inside
 from locktune.data.images import FileImages
 from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
 from locktune.data.sources.manifest import read_manifest
-from locktune.data.validate import MAX_CAPTION_FILE_BYTES, SkipCounter, check_captions, print_report
+from locktune.data.record_checks import MAX_CAPTION_FILE_BYTES, SkipCounter, check_captions, print_report
 from locktune.errors import LocktuneError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".svg")

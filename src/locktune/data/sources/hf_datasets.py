@@ -17,7 +17,7 @@ from PIL import Image
 from locktune.data.decode import decode_image
 from locktune.data.images import ImageSet, load_image_file
 from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
-from locktune.data.validate import SkipCounter, check_captions, print_report
+from locktune.data.record_checks import SkipCounter, check_captions, print_report
 from locktune.errors import LocktuneError
 
 IMAGE_COLUMNS = ("image", "img", "jpg", "png", "image_path", "file_name", "path")

@@ -16,7 +16,7 @@ from locktune.data.containment import inside
 from locktune.data.images import FileImages
 from locktune.data.lines import MAX_LINE_BYTES, bounded_lines
 from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
-from locktune.data.validate import SkipCounter, check_captions, print_report
+from locktune.data.record_checks import SkipCounter, check_captions, print_report
 from locktune.errors import LocktuneError
 
 IMAGE_COLUMNS = ("image", "image_path", "filepath", "file", "path", "filename")

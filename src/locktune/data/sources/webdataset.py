@@ -22,7 +22,7 @@ from PIL import Image
 from locktune.data.decode import decode_image
 from locktune.data.images import ImageSet
 from locktune.data.pairs import PATH_SOURCES, PairSet, take_evenly
-from locktune.data.validate import MAX_CAPTION_FILE_BYTES, SkipCounter, check_captions, print_report
+from locktune.data.record_checks import MAX_CAPTION_FILE_BYTES, SkipCounter, check_captions, print_report
 from locktune.errors import LocktuneError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")

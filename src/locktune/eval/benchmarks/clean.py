@@ -3,8 +3,8 @@ benchmark in CHECKED, with `excluded` saying how many were dropped.
 
 A benchmark image is dropped when its perceptual hash is within `near_duplicates.THRESHOLD` bits of an
 image of a training source (TRAINING_SOURCES, the default pair sources), mirrored or not, and their colour
-thumbnails are within `near_duplicates.MAX_RMS`.  `drop_list` gives the indices, `drop_counts` the counts
-in the README ("Held-out hygiene").
+thumbnails are within `near_duplicates.MAX_RMS`.  `drop_list(NAME)` gives the indices, the `excluded` of
+`get_benchmark("NAME_clean")` their count (the README's "Held-out hygiene" counts).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 from locktune.data.images import SubsetImages
-from locktune.data.near_duplicates import MAX_RMS, THRESHOLD, nearest, signatures
+from locktune.data.near_duplicates import MAX_RMS, THRESHOLD, matches, signatures
 from locktune.data.pairs import load_pairs, take_evenly
 from locktune.eval.benchmarks.base import (BENCHMARKS, Benchmark, ClassificationSet, MultilingualRetrievalSet,
                                            RetrievalSet, balanced_subset, get_benchmark)
@@ -32,23 +32,10 @@ def training_signatures(sources: tuple[str, ...] = TRAINING_SOURCES) -> tuple[np
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def nearest_training_image(name: str, threshold: int = THRESHOLD,
-                           sources: tuple[str, ...] = TRAINING_SOURCES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each image of the full benchmark: (hash distance, index in the concatenated sources, thumbnail
-    RMS) of its closest training image (see `near_duplicates.nearest`)."""
-    return nearest(signatures(get_benchmark(name).images), training_signatures(sources), threshold)
-
-
 def drop_list(name: str, threshold: int = THRESHOLD, max_rms: float = MAX_RMS,
               sources: tuple[str, ...] = TRAINING_SOURCES) -> list[int]:
     """Indices (in the full benchmark) of the images to drop: near-duplicates of a training image."""
-    best, _, colour = nearest_training_image(name, threshold, sources)
-    return [int(i) for i in np.flatnonzero((best <= threshold) & (colour <= max_rms))]
-
-
-def drop_counts(names: tuple[str, ...] = CHECKED, threshold: int = THRESHOLD) -> list[tuple[str, int, int]]:
-    """(benchmark, images, dropped) for each benchmark."""
-    return [(n, len(get_benchmark(n).images), len(drop_list(n, threshold))) for n in names]
+    return matches(signatures(get_benchmark(name).images), training_signatures(sources), threshold, max_rms)
 
 
 def without(benchmark: Benchmark, drop: list[int], max_images: int) -> Benchmark:

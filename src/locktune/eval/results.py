@@ -1,4 +1,4 @@
-"""Results: a JSON file (benchmark -> metric -> value, with its kind and the model and dataset
+"""A run's evaluation results: a JSON file (benchmark -> metric -> value, with its kind and the model and dataset
 fingerprints), a plain-text table for the terminal, and markdown tables with reference points (chance, the
 image tower's own supervised classifier) beside the model's numbers, as each evaluator reports its kind."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
+from locktune.eval.evaluation import REPORTERS, kind_of, of_kind, reporters
 
 
 def file_fingerprint(path: Path) -> str:
@@ -32,8 +34,6 @@ def _cell(key: str, value) -> str:
 
 def results_table(results: dict[str, dict[str, float]]) -> str:
     """One line per result: its kind's headline metrics (and the tower's supervised classifier)."""
-    from locktune.eval.evaluation import REPORTERS, kind_of, reporters
-
     reporters()  # registers every kind
     lines = []
     for name, metrics in results.items():
@@ -50,8 +50,6 @@ def results_table(results: dict[str, dict[str, float]]) -> str:
 
 def markdown_table(results: dict[str, dict]) -> str:
     """One markdown table per kind of result, each as its evaluator reports it (numbers beside chance)."""
-    from locktune.eval.evaluation import of_kind, reporters
-
     out = []
     for reporter in reporters():
         mine = of_kind(results, reporter.kind)
