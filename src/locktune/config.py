@@ -64,7 +64,7 @@ class DataConfig:
     # the sources; memory stays flat whatever its size.
     embedding_cache: str = ""
     # Share of the sources' pairs held out as an in-distribution validation split (0 <= f < 0.5), chosen by a
-    # stable hash of each image's identity (`data/validation.py`): the same pairs for every seed and arm,
+    # stable hash of each image's identity (`data/validation_split.py`): the same pairs for every seed and arm,
     # never trained on.
     validation_fraction: float = 0.0
     # After the hold-out, train on this many pairs (0 = all): a fixed, nested subset (the 1,000 inside the

@@ -180,7 +180,7 @@ def _prepare_run_folder(config: RunConfig, resume: bool, overwrite: bool) -> Pat
 
 
 def _training_data(config: RunConfig, pairs: PairSet | None) -> TrainingData:
-    """The pairs, less the validation hold-out and cut to data.max_train_pairs (`data/validation.py`), or the
+    """The pairs, less the validation hold-out and cut to data.max_train_pairs (`data/validation_split.py`), or the
     sharded cache (which holds the captions beside the vectors, so training from it decodes no image and loads
     no source)."""
     splits = config.data.validation_fraction or config.data.max_train_pairs
