@@ -31,10 +31,10 @@ from locktune.errors import LocktuneError
 ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray, torch.Tensor]
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "an icon of a {}.", "{}")
 # Channels a numpy image may have on its last axis: grey, grey + alpha, RGB, RGBA.
-ARRAY_CHANNELS = (1, 2, 3, 4)
+_ARRAY_CHANNELS = (1, 2, 3, 4)
 
 
-def checked_labels(class_names: Sequence[str]) -> list[str]:
+def _checked_labels(class_names: Sequence[str]) -> list[str]:
     """A list of distinct, non-empty labels: a bare string (which would be read letter by letter), a
     non-string or an empty label is an error; repeated labels are merged, with a note on stderr."""
     if isinstance(class_names, (str, bytes)):
@@ -55,7 +55,7 @@ def checked_labels(class_names: Sequence[str]) -> list[str]:
     return distinct
 
 
-def checked_templates(templates: Sequence[str]) -> list[str]:
+def _checked_templates(templates: Sequence[str]) -> list[str]:
     """Prompt templates that each place the class name: one without `{}` would make every class identical."""
     if isinstance(templates, str):
         templates = [templates]
@@ -74,9 +74,9 @@ def checked_templates(templates: Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- image inputs
 def _array_kind(array: np.ndarray) -> str | None:
     """'one' (H x W, or H x W x C), 'batch' (N x H x W x C) or None (no image layout)."""
-    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in ARRAY_CHANNELS):
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in _ARRAY_CHANNELS):
         return "one"
-    if array.ndim == 4 and array.shape[-1] in ARRAY_CHANNELS:
+    if array.ndim == 4 and array.shape[-1] in _ARRAY_CHANNELS:
         return "batch"
     return None
 
@@ -87,7 +87,7 @@ def _array_layouts(where: str, shape: tuple) -> LocktuneError:
                          "pixels go in as a torch tensor (N, 3, H, W))")
 
 
-def image_items(images) -> tuple[torch.Tensor | list, bool]:
+def _image_items(images) -> tuple[torch.Tensor | list, bool]:
     """What `encode_image` was given, as (an [N, ...] tensor or a list of single images, whether it was one
     image).  A numpy array or tensor is one image or a batch by its layout; any other layout is an error."""
     if isinstance(images, torch.Tensor):  # its layout is checked by `LitModel._checked`
@@ -125,7 +125,7 @@ def _array_as_pil(array: np.ndarray, where: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def as_pil(image, where: str) -> Image.Image:
+def _as_pil(image, where: str) -> Image.Image:
     """A path, encoded bytes, a PIL image or an H x W (x C) numpy array, decoded as training decodes
     (`data/decode.py`: size bounds, EXIF orientation, 8-bit; transparency is composited on white by the
     model's preprocessing); anything else, a missing file or a file that is not an image is one error naming
@@ -184,7 +184,7 @@ class ZeroShotClassifier:
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Probabilities [images, classes] (or [classes] for a single image), as `probabilities`."""
         probs = self.probabilities(self.model.encode_image(images))
-        return probs[0] if image_items(images)[1] else probs
+        return probs[0] if _image_items(images)[1] else probs
 
     def __repr__(self) -> str:
         shown = ", ".join(self.class_names[:5]) + (", ..." if len(self.class_names) > 5 else "")
@@ -277,14 +277,14 @@ class LitModel:
         (EXIF orientation applied; transparency, as in RGBA, LA or palette PNGs, composited on white) and
         resized and normalised with the image tower's own recipe, on the CPU.  A tensor is already
         preprocessed: it is checked (3 channels, S x S, float) and returned as it is."""
-        items, single = image_items(images)
+        items, single = _image_items(images)
         if isinstance(items, torch.Tensor):
             return self._checked(items, "images", batch=True)
         pixels = self._pixels(items, 0, len(items))
         return pixels[0] if single else pixels
 
     def _pixels(self, items, start: int, stop: int) -> torch.Tensor:
-        """Items start..stop of `image_items`' output (a tensor already `_checked`) as pixels [n, 3, S, S]."""
+        """Items start..stop of `_image_items`' output (a tensor already `_checked`) as pixels [n, 3, S, S]."""
         if isinstance(items, torch.Tensor):
             return items[start:stop]
         size = self.image_size
@@ -295,7 +295,7 @@ class LitModel:
     def _one(self, item, where: str) -> torch.Tensor:
         if isinstance(item, torch.Tensor):
             return self._checked(item, where, batch=False)
-        return self.net.preprocess(as_pil(item, where))
+        return self.net.preprocess(_as_pil(item, where))
 
     def _checked(self, pixels: torch.Tensor, where: str, batch: bool) -> torch.Tensor:
         """`pixels` as given (a batch: [N, 3, S, S] or one [3, S, S]; else one [3, S, S]) once checked, or one
@@ -325,7 +325,7 @@ class LitModel:
         batch), or preprocessed pixels: a [3, S, S] or [N, 3, S, S] float tensor as `model.preprocess` makes
         them.  Raw images are preprocessed as `preprocess` does; a tensor of another layout (channels, rank or
         size) is one LocktuneError naming the input and what the model expects, never resized or guessed."""
-        items, _ = image_items(images)
+        items, _ = _image_items(images)
         if isinstance(items, torch.Tensor):
             items = self._checked(items, "images", batch=True)
             items = items[None] if items.ndim == 3 else items
@@ -367,7 +367,7 @@ class LitModel:
                              templates: Sequence[str] = DEFAULT_TEMPLATES) -> ZeroShotClassifier:
         """Each class's prompts ("a photo of a {}.") embedded, averaged and renormalised (a prompt ensemble);
         the classifier scores images against them.  Reuse it to classify many images against one label set."""
-        class_names, templates = checked_labels(class_names), checked_templates(templates)
+        class_names, templates = _checked_labels(class_names), _checked_templates(templates)
         texts = [t.format(name) for name in class_names for t in templates]
         emb = self.encode_text(texts).reshape(len(class_names), len(templates), -1).mean(dim=1)
         return ZeroShotClassifier(self, class_names, torch.nn.functional.normalize(emb, dim=-1))
@@ -381,7 +381,7 @@ class LitModel:
         probs = classifier.probabilities(self.encode_image(images)).cpu().numpy()
         ranked = [[(classifier.class_names[i], float(row[i])) for i in np.argsort(-row, kind="stable")]
                   for row in probs]
-        return ranked[0] if image_items(images)[1] else ranked
+        return ranked[0] if _image_items(images)[1] else ranked
 
     # ------------------------------------------------------------------ files
     @property
