@@ -137,7 +137,8 @@ def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DE
     def classify(labels: str = Form(..., description="labels, one per line or comma-separated"),
                  image: Optional[UploadFile] = File(None), image_id: Optional[int] = Form(None)):
         """Zero-shot classification: probability of each label.  Softmax-trained model: softmax over the labels of
-        logit_scale * cosine; sigmoid-trained: sigmoid(logit_scale * cosine + logit_bias) per label (`scores`)."""
+        scale * cosine (scale = exp(logit_scale)); sigmoid-trained: sigmoid(scale * cosine + logit_bias) per label
+        (`scores`)."""
         start = time.perf_counter()
         names = parse_labels(labels)
         embedding = image_from(image, image_id)
