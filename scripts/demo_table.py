@@ -4,7 +4,7 @@
     python scripts/demo_table.py --write    # put it into README.md between the demo-table markers
     python scripts/demo_table.py --check    # exit 1 when README.md's table is not what results/demo/ gives
 
-results/demo/ holds what `make demo` wrote to runs/demo/ (results.json and train_log.jsonl), committed together
+results/demo/ holds what `make demo` wrote to runs/demo/ (results.json and training.json), committed together
 with the change that moved them.  CI runs `make demo` on a clean clone and compares its numbers with these
 (scripts/compare_results.py, within 0.5 point): a change that moves the demo updates both, and says why.
 """
@@ -46,16 +46,15 @@ def _chance(result: dict) -> str:
     return ""
 
 
-def _losses(log: Path) -> tuple[float, float, int]:
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    losses = [row["loss"] for row in rows if "loss" in row]
-    return losses[0], losses[-1], len(losses)
+def _losses(summary: Path) -> tuple[float, float, int]:
+    training = json.loads(summary.read_text())
+    return training["first_loss"], training["final_loss"], training["steps"]
 
 
 def render(results_dir: Path = RESULTS) -> str:
-    """The markdown table (and the loss line) made from results_dir/results.json and train_log.jsonl."""
+    """The markdown table (and the loss line) made from results_dir/results.json and training.json."""
     results = json.loads((results_dir / "results.json").read_text())
-    first, last, steps = _losses(results_dir / "train_log.jsonl")
+    first, last, steps = _losses(results_dir / "training.json")
     lines = ["| benchmark | images | metric | locktune `LU` | chance |", "|---|---|---|---|---|"]
     for key, (name, metrics) in ROWS.items():
         result = results[key]
@@ -80,7 +79,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="rewrite README.md's demo table")
     parser.add_argument("--check", action="store_true", help="fail when README.md's table is stale")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="folder with results.json and train_log.jsonl")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder with results.json and training.json")
     args = parser.parse_args()
     table = render(args.results)
     if not (args.write or args.check):

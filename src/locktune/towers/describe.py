@@ -132,4 +132,5 @@ def model_export_line(image_tower, text_tower) -> str:
     results = [tower_export(image_tower), tower_export(text_tower)]
     if all(ok for ok, _ in results):
         return "transformers export (--format transformers): yes, both towers pool with pooler"
-    return "transformers export (--format transformers): no; " + "; ".join(why for ok, why in results if not ok)
+    reasons = [why.removeprefix("not exportable to transformers: ") for ok, why in results if not ok]
+    return "transformers export (--format transformers): no; " + "; ".join(reasons)

@@ -378,14 +378,17 @@ def _recalibrate(state: TrainingState, config: RunConfig, images: TrainingImages
                                  rows, config.train.batch_size, device)
 
 
-def _write_summary(run_dir: Path, config: RunConfig, data: TrainingData, recalibrated: int) -> None:
-    """run_dir/training.json: what the data and batch norm were for this run, beside train_log.jsonl (whose
-    lines are all steps)."""
+def _write_summary(run_dir: Path, config: RunConfig, data: TrainingData, recalibrated: int,
+                   losses: list[float]) -> None:
+    """run_dir/training.json: what the data and batch norm were for this run, and the first and last step's
+    loss (what `demo` prints; train_log.jsonl holds every train.log_every-th step)."""
     if not distributed.is_main():
         return
     summary = {"training_pairs": len(data.captions), "held_out_pairs": data.held_out,
                "validation_fraction": config.data.validation_fraction, "max_train_pairs": config.data.max_train_pairs,
-               "batchnorm": config.train.batchnorm, "bn_recalibration_images": recalibrated}
+               "batchnorm": config.train.batchnorm, "bn_recalibration_images": recalibrated,
+               "steps": len(losses), "first_loss": losses[0] if losses else None,
+               "final_loss": losses[-1] if losses else None}
     (run_dir / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
@@ -402,7 +405,7 @@ def _finish(state: TrainingState, config: RunConfig, run_dir: Path, images: Trai
             print(f"locktune: batch norm statistics recalibrated over {recalibrated} training images",
                   file=sys.stderr)
         save_trained_model(state.model, run_dir, distributed.full_state(state.model, state.optimizer)[0])
-        _write_summary(run_dir, config, data, recalibrated)
+        _write_summary(run_dir, config, data, recalibrated, state.losses)
     distributed.barrier()
     state.model.eval()
     return TrainResult(state.model, state.losses, run_dir, state.step, images.forward_passes, images.skipped,
