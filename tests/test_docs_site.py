@@ -67,11 +67,3 @@ def test_the_link_finder_sees_links_and_skips_urls():
     text = ("![a](docs/assets/lit.svg) [b](docs/api.md#load) [c](https://x.org/a.md) [d](#here) "
             "[e](RESULTS.md \"title\") [f](mailto:a@b.c)")
     assert relative_links(text) == ["docs/assets/lit.svg", "docs/api.md", "RESULTS.md"]
-
-
-def test_the_demo_table_sits_between_its_markers_once():
-    text = README.read_text(encoding="utf-8")
-    begin, end = "<!-- demo-table:begin -->", "<!-- demo-table:end -->"
-    assert text.count(begin) == 1 and text.count(end) == 1 and text.index(begin) < text.index(end)
-    table = text[text.index(begin) + len(begin):text.index(end)].strip().splitlines()
-    assert table[0].startswith("| benchmark |") and all(line.startswith("|") for line in table)
