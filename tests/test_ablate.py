@@ -285,6 +285,7 @@ def test_smoke_version_of_the_design_2_tower_study(tmp_path, monkeypatch):
     assert "zero-shot mean per-class recall (mean)" in text and "not enough power" in text
 
 
+@pytest.mark.slow  # rewrites a grid's report from its records: 23 s
 def test_report_only_keeps_the_committed_records_of_a_grid_not_under_out(tmp_path, monkeypatch):
     """`--report-only --results`: a grid with records under --out is reported from them; one without keeps
     the records committed beside the findings document, so RESULTS.md is rewritten by one command."""

@@ -198,6 +198,7 @@ def test_checked_real_duplicates_are_found_and_checked_lookalikes_are_not():
         assert nd.matches(a, b) == [], (stamp, clip, nd.nearest(a, b))
 
 
+@pytest.mark.slow  # hashes every training source: 21 s
 def test_clean_benchmark_drops_the_training_duplicates(monkeypatch):
     """`tuxpaint_categories_clean` against a stand-in training set of the checked duplicates:
     exactly the stamps within the threshold of one of them are dropped (recounted from the distances)."""

@@ -166,6 +166,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(bert, text_tower):
         assert relative(gradients(whole_step, model, batch)[1], plain) > 0.05
 
 
+@pytest.mark.slow  # torch.compile of a text tower: 31 s
 def test_compiled_text_tower_step_equals_the_eager_step():
     """train.compile=true compiles the text tower in place (torch.compile, inductor on this CPU): the step's loss
     and gradients equal the eager step's to float rounding."""
