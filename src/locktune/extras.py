@@ -16,6 +16,9 @@ EXTRAS = {
     "local-benchmarks": ("scipy",),
     "timm": ("timm",),
     "open-clip": ("open_clip",),
+    "faiss": ("faiss",),
+    "tensorboard": ("tensorboard",),
+    "wandb": ("wandb",),
 }
 
 
