@@ -122,6 +122,20 @@ class TrainConfig:
     # statistics as pretrained; scale and shift still train) | train: trained as usual, nothing after.
     batchnorm: str = "recalibrate"
     bn_recalibration_images: int = 2048
+    # Where training reports its numbers, first process only (`train/report_to/`, docs/watching-training.md):
+    # jsonl (train_log.jsonl, eval_log.jsonl) | tensorboard (RUN/tensorboard) | wandb (RUN/wandb, offline unless
+    # $WANDB_MODE says otherwise).
+    report_to: list[str] = field(default_factory=lambda: ["jsonl"])
+    # Every N steps (and before the first), the first process evaluates eval_suite and reports it to every
+    # sink; the others wait.  0: no evaluation during training.  Training is the same with it as without.
+    eval_every: int = 0
+    # What eval_every runs, a list of: validation (the held-out pairs, data.validation_fraction > 0) | a suite
+    # name (eval/suites.py) | a benchmark name (sized by eval.max_images_per_benchmark).
+    eval_suite: list[str] = field(default_factory=lambda: ["validation"])
+    # TASK/METRIC[:max|:min] (e.g. validation/image_to_text_R@1, fashion_mnist/top1): keep the model of the best
+    # evaluation so far in RUN/best/ (a saved-model folder, with best.json: metric, value, step).  The direction is
+    # min for a metric named *loss*, max otherwise, unless given.  "": none.
+    keep_best: str = ""
 
 
 @dataclass
@@ -290,6 +304,7 @@ def validate(config: RunConfig) -> RunConfig:
         raise LocktuneError(f"train.batchnorm '{config.train.batchnorm}' is not one of {', '.join(BATCHNORM)}")
     _validate_unlock(config)
     _validate_data_subset(config)
+    _validate_reporting(config)
     if config.train.dropout_rows < 0:
         raise LocktuneError("train.dropout_rows must be 0 (the batch at once) or a positive number of rows")
     if config.train.warmup_steps > config.train.steps:
@@ -309,6 +324,7 @@ COUNTS = {
     "train.keep_checkpoints": (1, ""), "train.max_bad_steps": (1, ""), "train.log_every": (1, ""),
     "train.bn_recalibration_images": (1, ""), "train.warmup_steps": (0, "no warm-up"),
     "train.chunk_size": (0, "off: the whole batch at once"), "train.seed": (0, "a seed like any other"),
+    "train.eval_every": (0, "no evaluation during training"),
     "train.image_unlock_start": (0, "unlocked from the start; 0 <= start <= end <= train.steps"),
     "train.image_unlock_end": (0, "unlocked from the start; 0 <= start <= end <= train.steps"),
     "model.embed_dim": (1, ""), "model.max_text_len": (1, ""), "model.text_width": (1, ""),
@@ -360,6 +376,24 @@ def _validate_data_subset(config: RunConfig) -> None:
     if config.train.bn_recalibration_images < 1:
         raise LocktuneError(f"train.bn_recalibration_images must be at least 1, got "
                             f"{config.train.bn_recalibration_images}")
+
+
+def _validate_reporting(config: RunConfig) -> None:
+    """train.report_to's names and evaluation during training (the suite's names and the packages are checked
+    when training starts: `train/periodic_eval.py`, `train/report_to/`)."""
+    from locktune.train.report_to import sink_names
+
+    t = config.train
+    unknown = [name for name in t.report_to if name not in sink_names()]
+    if unknown:
+        raise LocktuneError(f"train.report_to '{unknown[0]}' is not one of {', '.join(sink_names())}")
+    if t.keep_best and not t.eval_every:
+        raise LocktuneError(f"train.keep_best={t.keep_best} needs evaluations to compare: set train.eval_every=N too")
+    if t.eval_every and not t.eval_suite:
+        raise LocktuneError("train.eval_suite is empty; name what train.eval_every evaluates (e.g. validation)")
+    if t.eval_every and t.parallel == "fsdp":
+        raise LocktuneError("train.eval_every evaluates on the first process alone, which needs the whole model: "
+                            "not supported with train.parallel=fsdp (evaluate the saved model instead)")
 
 
 def _validate_towers(config: RunConfig) -> None:

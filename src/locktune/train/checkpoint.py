@@ -92,12 +92,14 @@ def restore_rng(states: list[dict[str, Any]] | dict[str, Any], device: torch.dev
 
 
 # Keys a resumed run may change: where and how it runs (device, sharding, compilation, recomputed activations) and
-# how often it reports or keeps checkpoints, none of which changes the arithmetic beyond float rounding (a
+# how often and where it reports, evaluates or keeps checkpoints, none of which changes the arithmetic beyond
+# float rounding (evaluation during training leaves training as it was: `train/periodic_eval.py`; a
 # checkpoint written by N processes, sharded or not, resumes in M).  Any other difference (model, data, loss,
 # schedule, steps, seed, batch, chunks, precision...) is refused.
 RESUMABLE_CHANGES = {"run_dir", "train.device", "train.parallel", "train.compile", "train.grad_checkpointing",
                      "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.max_bad_steps",
-                     "data.image_workers", "data.recompute_corrupt_cache"}
+                     "data.image_workers", "data.recompute_corrupt_cache", "train.report_to", "train.eval_every",
+                     "train.eval_suite", "train.keep_best"}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -131,18 +133,29 @@ def check_resumable(saved: dict | None, now: dict, path: Path) -> None:
 
 
 def run_artifacts(run_dir: Path) -> list[Path]:
-    """What a run leaves in its folder that another run must not mix with: checkpoints and the step log."""
+    """What a run leaves in its folder that another run must not mix with: checkpoints and the step and
+    evaluation logs."""
     run_dir = Path(run_dir)
     found = list_checkpoints(run_dir) + legacy_checkpoints(run_dir)
-    log = run_dir / "train_log.jsonl"
-    return found + ([log] if log.is_file() else [])
+    return found + [log for log in (run_dir / "train_log.jsonl", run_dir / "eval_log.jsonl") if log.is_file()]
+
+
+# What `remove_run` also removes: the TensorBoard events and the best model (`train.keep_best`).  A wandb folder
+# stays (its offline runs may not be synced yet); only its run id goes, so the new run is a new wandb run.
+TENSORBOARD_DIR, BEST_DIR = "tensorboard", "best"
+RUN_FOLDERS = (TENSORBOARD_DIR, BEST_DIR)
+WANDB_RUN_ID = Path("wandb") / "locktune_run_id"
 
 
 def remove_run(run_dir: Path) -> None:
-    """Remove an earlier run's checkpoints, step log and summary (`--overwrite`); its saved model is replaced
-    when this run finishes."""
-    for path in run_artifacts(run_dir) + [Path(run_dir) / "training.json"]:
+    """Remove an earlier run's checkpoints, logs, TensorBoard events, best model and summary (`--overwrite`); its
+    saved model is replaced when this run finishes."""
+    import shutil
+
+    for path in run_artifacts(run_dir) + [Path(run_dir) / "training.json", Path(run_dir) / WANDB_RUN_ID]:
         path.unlink(missing_ok=True)
+    for folder in RUN_FOLDERS:
+        shutil.rmtree(Path(run_dir) / folder, ignore_errors=True)
 
 
 def to_cpu(tree: Any) -> Any:

@@ -3,8 +3,10 @@
 `train()` reads top to bottom as its named steps: prepare the run folder, load the data, restore a
 checkpoint, build the model, open the image side (`train/images.py`: cached features for a locked image
 tower, never decoding an image; decoded images otherwise), place the model, build the optimization; then
-per step: the batch, forward and backward (`train/step.py`), the update, the log, the checkpoint; at the
-end, a trained image tower's batch-norm statistics recalibrated (`train/batchnorm.py`) and the model saved.
+per step: the batch, forward and backward (`train/step.py`), the update, the log (to every sink of
+train.report_to: `train/report_to/`), the evaluation every train.eval_every steps (`train/periodic_eval.py`,
+which leaves training as it was), the checkpoint; at the end, a trained image tower's batch-norm statistics
+recalibrated (`train/batchnorm.py`) and the model saved.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from locktune.progress import progress
 from locktune.towers.setting import unwrap
 from locktune.train.batches import BatchPlan
 from locktune.train.images import TrainingImages
+from locktune.train.periodic_eval import TrainingEvaluation, evaluation_tasks
+from locktune.train.report_to import EVAL, Reporting, SinkContext, check_report_to
 from locktune.train.checkpoint import (check_resumable, latest_checkpoint, load_checkpoint, remove_run,
                                        remove_stale_temporaries, restore_rng, resume_point, rng_states, run_artifacts)
 from locktune.train.checkpoint import save_checkpoint as save_checkpoint_file
@@ -54,11 +58,15 @@ class TrainResult:
     bn_recalibration_images: int = 0  # images the BN statistics were recomputed over (train.batchnorm)
 
 
+# The parameters that start from scratch beside the towers: the projections, the temperature, the sigmoid bias.
+HEAD_PARAMETERS = ("image_projection", "text_projection", "log_logit_scale", "logit_bias")
+
+
 def _optimizer(model: TwoTower, config: RunConfig) -> torch.optim.Optimizer:
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            is_head = name.startswith(("image_projection", "text_projection", "log_logit_scale", "logit_bias"))
+            is_head = name.startswith(HEAD_PARAMETERS)
             # Biases, norms and the temperature (and the sigmoid loss's bias) are not decayed (as in CLIP/LiT trainers).
             decays = p.ndim >= 2 and "log_logit_scale" not in name
             groups.setdefault((is_head, decays), []).append(p)
@@ -83,6 +91,7 @@ class TrainingData:
     sharded: ShardedCache | None
     captions: object  # pair index -> its captions
     held_out: int = 0  # pairs held out for validation
+    validation: PairSet | None = None  # those pairs (what train.eval_every's validation task scores)
 
     def corpus(self):  # for a from-scratch tokenizer
         return (caption for i in range(len(self.captions)) for caption in self.captions[i])
@@ -114,6 +123,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     started = time.time()
     device = placement.resolve_device(config.train.device)
     placement.use(device)
+    check_report_to(config.train.report_to)  # a sink's missing package and the evaluation's names: before any data
+    eval_tasks = evaluation_tasks(config)
     run_dir = _prepare_run_folder(config, resume, overwrite)
     torch.manual_seed(config.train.seed)
     data = _training_data(config, pairs)
@@ -131,9 +142,12 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     trainable = [p for p in model.parameters() if p.requires_grad]
     end = min(config.train.steps, stop_after) if stop_after is not None else config.train.steps
     model.train()
-    log = TrainingLog(run_dir, config, appending=checkpoint is not None, total=end - state.step)
+    log = TrainingLog(run_dir, config, resumed_at=checkpoint["step"] if checkpoint else None, total=end - state.step)
+    evaluation = TrainingEvaluation(config, eval_tasks, data.validation, run_dir, resumed=checkpoint is not None)
     # A process that dies or hangs fails the others' next collective: one line naming it and the step.
     with distributed.naming_failures(lambda: f"training step {state.step + 1}"):
+        if checkpoint is None and evaluation.due(0):  # the starting point; a bad metric name fails here
+            evaluation.run(model, 0, log.evaluation)
         while state.step < end:
             batch = _next_batch(state.step, plan, images, data.captions, model, local, device)
             unlocked = state.unlock.apply(state.step) if state.unlock is not None else None  # sets BN modes
@@ -143,6 +157,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
             pause_point("train-step")  # tests kill here: gradients computed, weights not yet updated
             loss_value, grad_norm = _update(state, loss, trainable, config, run_dir)
             log.step(state, loss_value, grad_norm, unlocked, end)
+            if evaluation.due(state.step):
+                evaluation.run(state.model, state.step, log.evaluation)
             if state.step % config.train.checkpoint_every == 0 or state.step == end:
                 _save_checkpoint(state, config, run_dir, device)
                 distributed.barrier()
@@ -200,7 +216,7 @@ def _training_data(config: RunConfig, pairs: PairSet | None) -> TrainingData:
                   + (f" (data.max_train_pairs={config.data.max_train_pairs})" if config.data.max_train_pairs else ""),
                   file=sys.stderr)
     return TrainingData(pairs, sharded, sharded.captions if sharded is not None else pairs.captions,
-                        len(held_out) if held_out is not None else 0)
+                        len(held_out) if held_out is not None else 0, held_out)
 
 
 def _restore(run_dir: Path, config: RunConfig) -> dict | None:
@@ -333,14 +349,16 @@ def _save_checkpoint(state: TrainingState, config: RunConfig, run_dir: Path, dev
 
 
 class TrainingLog:
-    """The progress bar and train_log.jsonl (first process only)."""
+    """The progress bar, and every train.log_every-th step and every evaluation to the sinks of train.report_to
+    (`train/report_to/`; first process only)."""
 
-    def __init__(self, run_dir: Path, config: RunConfig, appending: bool, total: int):
+    def __init__(self, run_dir: Path, config: RunConfig, resumed_at: int | None, total: int):
         self.config = config
         self.main = distributed.is_main()
-        self.file = open(run_dir / "train_log.jsonl", "a" if appending else "w") if self.main else None
+        self.sinks = Reporting.open(config.train.report_to, SinkContext(run_dir, config, resumed_at), self.main)
         self.bar = progress(total=total, desc=f"training {config.model.setting}", unit="step", enabled=self.main)
         self.pairs_seen, self.tick = 0, time.time()
+        self.head_group: int | None = None  # the optimizer's first head group (`head_lr`), found at the first log
 
     def step(self, state: TrainingState, loss: float, grad_norm: float, unlocked: float | None, end: int) -> None:
         model = state.model
@@ -350,19 +368,33 @@ class TrainingLog:
                              refresh=False)  # update() below draws it: one write per step
         self.bar.update(1)
         if self.main and (state.step % self.config.train.log_every == 0 or state.step == end):
-            entry = {"step": state.step, "loss": loss, "lr": state.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                     "scale": model.scale.item(), "pairs_per_s": round(rate, 1)}
+            lrs = state.scheduler.get_last_lr()
+            entry = {"loss": loss, "lr": lrs[0], "grad_norm": grad_norm, "scale": model.scale.item(),
+                     "pairs_per_s": round(rate, 1)}
+            head = self._head_group(state)
+            if head is not None and lrs[head] != lrs[0]:  # train.head_lr_multiplier: the head's own rate
+                entry["head_lr"] = lrs[head]
             if model.logit_bias is not None:
                 entry["logit_bias"] = model.logit_bias.item()
             if unlocked is not None:
                 entry["image_unlocked"] = round(unlocked, 4)  # share of image-tower layer groups trained
-            self.file.write(json.dumps(entry) + "\n")
-            self.file.flush()
+            self.sinks.log(state.step, entry)
+
+    def _head_group(self, state: TrainingState) -> int | None:
+        if self.head_group is None:
+            heads = {id(p) for name, p in state.model.named_parameters() if name.startswith(HEAD_PARAMETERS)}
+            self.head_group = next((i for i, group in enumerate(state.optimizer.param_groups)
+                                    if group["params"] and id(group["params"][0]) in heads), -1)
+        return self.head_group if self.head_group >= 0 else None
+
+    def evaluation(self, step: int, values: dict[str, float], seconds: float) -> None:
+        """An evaluation's numbers to every sink; its time is left out of the training rate (pairs/s)."""
+        self.sinks.log(step, values, EVAL)
+        self.tick += seconds
 
     def close(self) -> None:
         self.bar.close()
-        if self.file is not None:
-            self.file.close()
+        self.sinks.close()
 
 
 def _recalibrate(state: TrainingState, config: RunConfig, images: TrainingImages) -> int:

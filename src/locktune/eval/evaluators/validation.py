@@ -76,17 +76,25 @@ def evaluate(model, benchmark_name: str, max_images: int, workers: int, data=Non
     if reason:
         return skipped(reason)
     _, held = split_run_pairs(data)
+    result = held_out_evaluation(model, held, max_images, workers)
+    if "skipped" in result.metrics:
+        return skipped(f"{result.metrics['skipped']} (data.validation_fraction={validation_fraction(data)})")
+    result.metrics["validation_fraction"] = validation_fraction(data)
+    result.metrics["sources"] = "+".join(data.sources)
+    return result
+
+
+def held_out_evaluation(model, held, max_images: int, workers: int) -> Evaluation:
+    """The validation metrics of a set of held-out pairs (a `PairSet`): what `evaluate` reports on the run's
+    split, and what training evaluates during the run (`train.eval_every`) on the pairs it held out."""
     rows = take_evenly(len(held), max_images)
     images = held.images if len(rows) == len(held) else SubsetImages(held.images, rows)
     image_emb, valid = image_embeddings(model, images, workers, desc=f"embedding {held.name}")
     readable = [j for j in range(len(rows)) if bool(valid[j]) and held.captions[rows[j]]]
     if not readable:
-        return skipped(f"no readable validation pair among the {len(held)} held out "
-                       f"(data.validation_fraction={validation_fraction(data)})")
+        return skipped(f"no readable validation pair among the {len(held)} held out")
     metrics = validation_metrics(model, image_emb[readable], [held.captions[rows[j]] for j in readable])
     metrics["held_out"] = len(held)
-    metrics["validation_fraction"] = validation_fraction(data)
-    metrics["sources"] = "+".join(data.sources)
     metrics["dataset_fingerprint"] = images.fingerprint()
     return Evaluation(KIND, metrics)
 
