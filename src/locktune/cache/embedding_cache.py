@@ -259,6 +259,15 @@ def _write_part(path: Path, share: RankRows) -> None:
     tmp.replace(path)
 
 
+def _check_parts_visible(parts: list[Path]) -> None:
+    """Every rank has written its part: one rank 0 cannot see was written on another node's own disk."""
+    for rank, part in enumerate(parts):
+        if not part.is_file():
+            raise LocktuneError(f"rank {rank}'s embeddings ('{part}') are not visible to rank 0: on several nodes "
+                                "the embedding cache folder ($LOCKTUNE_CACHE) must be on a filesystem every node "
+                                "shares; set LOCKTUNE_CACHE to such a folder on every node and rerun")
+
+
 def _read_part(path: Path) -> RankRows:
     with np.load(path, allow_pickle=False) as part:
         return RankRows(part["indices"].tolist(), torch.from_numpy(part["features"].copy()),
@@ -298,12 +307,13 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     if distributed.is_distributed():  # each rank writes its rows; rank 0 assembles the entry; the others read it
         part = _part_path(array_path, distributed.rank())
         _write_part(part, share)
-        distributed.barrier()
+        distributed.wait_for_peers()  # ranks finish their rows at different times (on different nodes)
         if not distributed.is_main():
-            distributed.barrier()  # rank 0 writes the entry
+            distributed.wait_for_peers()  # rank 0 writes the entry
             features, manifest = _read_entry(array_path, manifest_path, key, len(images))
             return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, True, manifest["failed"])
         parts = [_part_path(array_path, r) for r in range(distributed.world_size())]
+        _check_parts_visible(parts)
         features, failed = assemble([_read_part(p) for p in parts], images)
         for p in parts:
             p.unlink(missing_ok=True)
@@ -320,5 +330,5 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     tmp_manifest = manifest_path.with_suffix(f".tmp{os.getpid()}")
     tmp_manifest.write_text(json.dumps(manifest, indent=1))
     tmp_manifest.replace(manifest_path)
-    distributed.barrier()  # the others read the entry now
+    distributed.wait_for_peers()  # the others read the entry now
     return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, True, failed)

@@ -43,6 +43,7 @@ from locktune.data.record_checks import SkipCounter
 from locktune.errors import LocktuneError
 from locktune.progress import progress
 from locktune.runtime import distributed
+from locktune.runtime.pause_point import pause_point
 
 SHARDED_FORMAT = 2  # 2: sidecars list failed rows
 
@@ -103,11 +104,17 @@ class ShardWriter:
                                                  "text_sha256": _sha256(text_path), "failed": failed,
                                                  "failed_rows": [i for i, key in enumerate(keys) if key in failed]})
 
-    def summarize(self, extra: dict) -> dict:
-        """The manifest, once every shard is finished; an error naming the first unfinished one otherwise."""
+    def summarize(self, extra: dict, world: int = 1) -> dict:
+        """The manifest, once every shard is finished; an error naming the first unfinished one otherwise.
+        `world`: how many ranks computed the shards (after all of them said they were done)."""
         shards, reasons, failed_total = [], Counter(), 0
         for shard in range(self.shard_count()):
             meta = self.sidecar(shard)
+            if meta is None and world > 1:
+                raise LocktuneError(f"cache shard {shard:05d} in '{self.folder}' is missing or damaged on rank 0 "
+                                    f"after all {world} ranks finished: the cache folder must be on a filesystem "
+                                    "every node shares (NFS, Lustre, ...), not a node-local disk; give such a "
+                                    "folder and rerun `locktune embed --sharded`")
             if meta is None:
                 raise LocktuneError(f"cache shard {shard:05d} in '{self.folder}' is missing or damaged; rerun "
                                     "`locktune embed` to compute it")
@@ -185,16 +192,34 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
                         views: int = 1) -> "ShardedCache":
     """Embed every image of `pairs` into `folder`, skipping shards a previous (killed) run finished.
 
-    Under torchrun each rank computes the shards `rank::world` and rank 0 writes the manifest.  Images that
-    cannot be read become NaN rows, counted by reason with the source's own skips; when most records
-    failed this is an error instead of a cache to train on.
+    Under torchrun (one node or several) the shards still to do are dealt round-robin over all ranks: each rank
+    reads and embeds only its shards' images and writes those shards itself; only the list of unfinished shard
+    numbers passes between ranks, never vectors.  Rank 0 writes the manifest once every rank is done, so the
+    folder must be one that every node sees (a shared filesystem).  Images that cannot be read become NaN
+    rows, counted by reason with the source's own skips; when most records failed this is an error instead of
+    a cache to train on.
     """
     start = time.time()
     writer = ShardWriter(folder, {**tower.cache_identity(), "preprocess": preprocess.describe(), "source": pairs.name,
                                   "images": pairs.images.fingerprint(), "count": len(pairs),
                                   "shard_size": shard_size, "dtype": dtype, "views": views})
     world, rank = distributed.world_size(), distributed.rank()
-    todo = [s for s in range(writer.shard_count())[rank::world] if writer.sidecar(s) is None]
+    rerun = "rerun the same `locktune embed --sharded` command on every node: finished shards are kept"
+    with distributed.naming_failures("the sharded precompute", then=rerun):
+        # Each rank checks a share of the sidecars (a checksum reads the whole shard), then the unfinished ones
+        # are dealt over all ranks: after a node died, its leftovers are spread, not left to its replacement.
+        unfinished = distributed.union_over_ranks([s for s in range(writer.shard_count())[rank::world]
+                                                   if writer.sidecar(s) is None])
+        todo = unfinished[rank::world]
+        _embed_shards(tower, preprocess, pairs, writer, todo, batch_size, workers, views)
+        distributed.wait_for_peers()  # ranks finish their shards at different times
+        return _finish(writer, pairs, start)
+
+
+def _embed_shards(tower, preprocess, pairs: PairSet, writer: ShardWriter, todo: list[int], batch_size: int,
+                  workers: int, views: int) -> None:
+    """Compute and write the shards `todo`: this rank decodes those shards' images and no others."""
+    shard_size = writer.plan["shard_size"]
     # Batches never straddle shards, so each shard is complete the moment its last batch arrives, while the
     # workers already decode the next shard's images.
     batches = [list(rows[i:i + batch_size]) for s in todo for rows in [writer.shard_range(s)]
@@ -224,13 +249,19 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
                 # One view is stored as [rows, dim], so such a cache reads like any embedding matrix.
                 writer.write(shard, buffer[:, 0] if views == 1 else buffer, [pairs.images.keys[i] for i in rows],
                              [pairs.captions[i] for i in rows], failed)
+                pause_point("sharded-shard-written", shard=str(shard))
     tower.train(was_training)
-    distributed.barrier()
+
+
+def _finish(writer: ShardWriter, pairs: PairSet, start: float) -> "ShardedCache":
+    """Rank 0 checks every shard and writes the manifest (or refuses a cache of mostly failures); all ranks
+    then open the finished cache."""
     refused = writer.folder / "refused.json"
     if distributed.is_main():
         # Only rank 0 decides, but every rank must leave the same way (an error raised on one rank alone
         # would leave the others waiting at the barrier), so the verdict goes through a file.
-        manifest = writer.summarize({"source_skipped": pairs.skipped, "seconds": round(time.time() - start, 1)})
+        manifest = writer.summarize({"source_skipped": pairs.skipped, "seconds": round(time.time() - start, 1)},
+                                    distributed.world_size())
         counts = SkipCounter({**pairs.skipped, **manifest["image_failures"]})
         print(f"locktune: {counts.report(pairs.name, manifest['valid'])}", file=sys.stderr)
         try:
@@ -239,10 +270,10 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
             _write_json(writer.folder / "manifest.json", manifest)
         except LocktuneError as error:  # no manifest: training cannot pick up a cache of mostly nothing
             _write_json(refused, {"error": str(error)})
-    distributed.barrier()
+    distributed.wait_for_peers()  # rank 0 checksums every shard meanwhile: minutes for a large cache
     if refused.is_file():
         raise LocktuneError(json.loads(refused.read_text())["error"])
-    return ShardedCache.open(folder)
+    return ShardedCache.open(writer.folder)
 
 
 class ShardedCache:

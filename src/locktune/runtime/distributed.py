@@ -23,6 +23,11 @@ from locktune.runtime import placement, rank_failure
 
 DEFAULT_TIMEOUT_S = 300
 _timeout_s = DEFAULT_TIMEOUT_S  # the running group's, for the message when a collective times out
+# How long `wait_for_peers` waits for a slower rank that is still working.  Work dealt by shards ends at
+# different times on different nodes (hours apart at tens of millions of images), far beyond a collective's
+# limit; a rank that dies still fails the wait at once (its connection closes).
+WAIT_FOR_PEERS_S = 24 * 3600
+_waiting_group: tuple | None = None  # (the default group it belongs to, the gloo group with the long limit)
 
 
 def is_distributed() -> bool:
@@ -80,6 +85,29 @@ def distributed_session(device: str | torch.device = "auto", timeout_s: int | No
             dist.destroy_process_group()
 
 
+def wait_for_peers() -> None:
+    """A barrier for ranks that finish uneven work (a precompute's shards): it waits up to WAIT_FOR_PEERS_S for
+    a rank still computing, not the group's collective limit, and fails at once when a rank died.  A gloo group
+    of its own (created on first use, by every rank at the same point), so it holds under NCCL too."""
+    global _waiting_group
+    if not is_distributed():
+        return
+    world = dist.group.WORLD
+    if _waiting_group is None or _waiting_group[0] is not world:
+        _waiting_group = (world, dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=WAIT_FOR_PEERS_S)))
+    dist.barrier(group=_waiting_group[1])
+
+
+def union_over_ranks(items: list[int]) -> list[int]:
+    """Every rank's (short) list of numbers merged, sorted and the same on every rank: which shards are left to
+    do, each rank having checked its own.  Never the vectors themselves."""
+    if not is_distributed():
+        return sorted(items)
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, list(items))
+    return sorted({item for part in gathered for item in part})
+
+
 def _env_timeout() -> int:
     raw = os.environ.get("LOCKTUNE_DIST_TIMEOUT_S", str(DEFAULT_TIMEOUT_S))
     try:
@@ -107,16 +135,17 @@ def _stop_on_sigterm():
 
 
 @contextlib.contextmanager
-def naming_failures(during: str | Callable[[], str]):
+def naming_failures(during: str | Callable[[], str], then: str = rank_failure.RESUME):
     """A collective that fails inside (a peer died or hung) becomes one `LocktuneError` naming the rank and what
-    this process was doing (`during`, or a function giving it); every other error passes unchanged."""
+    this process was doing (`during`, or a function giving it) and what to do next (`then`); every other error
+    passes unchanged."""
     try:
         yield
     except RuntimeError as error:
         if not is_distributed() or not rank_failure.is_collective_failure(error):
             raise
         what = during() if callable(during) else during
-        raise rank_failure.describe(error, rank(), world_size(), what, _timeout_s) from None
+        raise rank_failure.describe(error, rank(), world_size(), what, _timeout_s, then) from None
 
 
 def average_gradients(parameters: list[torch.nn.Parameter]) -> None:

@@ -21,6 +21,7 @@ import signal
 from locktune.errors import LocktuneError
 
 _KEY = "locktune/failed/"
+RESUME = "rerun with --resume to continue from the last checkpoint"  # what a training run does next
 
 
 class RankFailure(LocktuneError):
@@ -67,7 +68,8 @@ def silent_ranks(rank: int, world: int) -> list[int] | None:
         return None
 
 
-def describe(error: BaseException, rank: int, world: int, during: str, timeout_s: int) -> RankFailure:
+def describe(error: BaseException, rank: int, world: int, during: str, timeout_s: int,
+             then: str = RESUME) -> RankFailure:
     """The one-line error for a failed collective seen by `rank`."""
     ignore_sigterm()
     text = str(error)
@@ -89,8 +91,7 @@ def describe(error: BaseException, rank: int, world: int, during: str, timeout_s
     else:
         first = re.sub(r"^\[[^\]]*\]\s*", "", (text.strip().splitlines() or [type(error).__name__])[0])
         what = f"a collective failed during {during} ({first[:160]}); {who} of {world} may have died"
-    return RankFailure(f"{what}; rank {rank} stops too. See that process's own output for why, then rerun "
-                         "with --resume to continue from the last checkpoint")
+    return RankFailure(f"{what}; rank {rank} stops too. See that process's own output for why, then {then}")
 
 
 def ignore_sigterm() -> None:
