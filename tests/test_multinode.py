@@ -108,12 +108,19 @@ def vectors(folder: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """One node (this process) and two nodes: the same sharded precompute, then the same training from it."""
+def one_node(tmp_path_factory) -> tuple[Path, list[str]]:
+    """The shards, and their sharded cache computed by one process (`one/`); the embed command line."""
     root = tmp_path_factory.mktemp("multinode")
     source = write_shards(root / "wds")
     embed = ["embed", "--shard-size", str(PER_TAR), *EMBED, f"data.sources=['{source}']"]
     one_process([*embed, "--sharded", str(root / "one")])
+    return root, embed
+
+
+@pytest.fixture(scope="module")
+def runs(one_node):
+    """One node (this process) and two nodes: the same sharded precompute, then the same training from it."""
+    root, embed = one_node
     one_process(["train", *TRAIN, f"data.embedding_cache={root / 'one'}", f"run_dir={root / 'run-one'}"])
     run_nodes([*embed, "--sharded", str(root / "two")], root, spy_env(root / "spy"))
     trained = run_nodes(["train", *TRAIN, f"data.embedding_cache={root / 'two'}", f"run_dir={root / 'run-two'}"], root)
@@ -162,3 +169,116 @@ def test_two_nodes_train_equals_one_process(runs):
     assert ours.keys() == theirs.keys()
     defaults = RunConfig().train
     assert_same_weights(root / "run-one", ours, theirs, 3, defaults.lr * defaults.head_lr_multiplier)
+
+
+# --------------------------------------------------------------------------------------- a node dies mid-way
+def sidecars(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Each finished shard's sidecar: its modification time and bytes (a recomputed shard changes both)."""
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted((folder / "shards").glob("*.json"))}
+
+
+def wait_for(condition, what: str, nodes: list[subprocess.Popen], timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline or any(node.poll() is not None for node in nodes):
+            finish(nodes, timeout=1)
+            pytest.fail(f"never saw {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_node_killed_mid_precompute_resumes_without_recomputing_its_finished_shards(one_node):
+    root, embed = one_node
+    folder, spy = root / "killed", root / "spy-killed"
+    paused = root / "paused.json"
+    # Rank 1 (shards 1 and 3) stops after writing shard 1; rank 0 finishes shards 0 and 2 and waits for it.
+    env = {"LOCKTUNE_TEST_PAUSE_AT": "sharded-shard-written:1", "LOCKTUNE_TEST_PAUSE_RANK": "1",
+           "LOCKTUNE_TEST_PAUSE_FILE": str(paused)}
+    nodes = start_nodes([*embed, "--sharded", str(folder)], root, {**spy_env(spy), **env})
+    wait_for(lambda: paused.is_file() and len(sidecars(folder)) == 3, "shards 0, 1, 2 finished", nodes)
+    worker = json.loads(paused.read_text())["pid"]
+    agent = int(Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    [dead] = [node for node in nodes if node.pid == agent]
+    os.kill(worker, signal.SIGKILL)  # the node goes down: its worker and its torchrun agent at once
+    os.kill(agent, signal.SIGKILL)
+    [(code, _, stderr)] = finish([node for node in nodes if node is not dead])
+    dead.communicate()
+    assert code != 0
+    line = [line for line in stderr.splitlines() if line.startswith("locktune: error:")][-1]
+    assert "rank 1 of 2 died during the sharded precompute" in line, stderr[-3000:]
+    assert line.endswith("rerun the same `locktune embed --sharded` command on every node: finished shards are kept")
+    assert not (folder / "manifest.json").exists()
+
+    before = sidecars(folder)
+    assert sorted(before) == ["00000.json", "00001.json", "00002.json"]
+    for log in spy.glob("*.reads"):
+        log.unlink()
+    run_nodes([*embed, "--sharded", str(folder)], root, spy_env(spy))
+    after = sidecars(folder)
+    assert {name: after[name] for name in before} == before, "finished shards are not computed again"
+    # Only the one unfinished shard's images were read again, each once, by one of the ranks.
+    again = reads(spy, 0) + reads(spy, 1)
+    assert sorted(again) == sorted(set(again)) and {name for name, _ in again} == {"00003.tar"} and len(again) == PER_TAR
+    assert np.array_equal(vectors(folder), vectors(root / "one"))
+
+
+# ----------------------------------------------------------------------- leftovers dealt, slow ranks waited for
+def _rank_resume(rank, tmp_path, pattern):
+    from test_data_sharded_distributed import build
+
+    embedded = build(Path(tmp_path) / "resumed", pattern)
+    (Path(tmp_path) / f"resumed{rank}.txt").write_text(str(embedded))
+
+
+def test_a_resumed_precompute_deals_the_leftover_shards_over_all_ranks(tmp_path):
+    """Node 1 died having finished none of its shards (1 and 3 of 4): the rerun splits them over both ranks
+    instead of leaving both to rank 1 while rank 0 idles."""
+    import shutil
+
+    from test_data_sharded_cache import many_pairs
+    from test_data_sharded_distributed import build
+    from test_distributed import launch
+
+    pattern = many_pairs(tmp_path, 24)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert build(tmp_path / "whole", pattern) == 24  # shards of 6 in test_data_sharded_distributed.build
+    finally:
+        torch.set_num_threads(threads)
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    (tmp_path / "resumed" / "manifest.json").unlink()
+    for shard in (1, 3):
+        (tmp_path / "resumed" / "shards" / f"{shard:05d}.json").unlink()
+    launch(_rank_resume, tmp_path, pattern)
+    assert [int((tmp_path / f"resumed{r}.txt").read_text()) for r in (0, 1)] == [6, 6]
+    assert np.array_equal(vectors(tmp_path / "resumed"), vectors(tmp_path / "whole"))
+
+
+def _rank_slow_then_dead(rank, port):
+    import datetime
+
+    import torch.distributed as dist
+
+    from locktune.runtime import distributed
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2")
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=2))
+    distributed.prepare_to_wait()  # together, before the uneven work
+    if rank == 1:
+        time.sleep(5)  # over twice the group's limit: still working on its shards
+    distributed.wait_for_peers()  # a plain barrier here fails on rank 0 after 2 s
+    if rank == 1:
+        os._exit(0)  # then gone without a word (an exit code would stop the test's launcher first)
+    start = time.time()
+    with pytest.raises(RuntimeError):
+        distributed.wait_for_peers()
+    assert time.time() - start < 30, "a dead rank fails the wait at once, not after hours"
+    os._exit(0)  # no teardown with a dead peer
+
+
+def test_ranks_wait_for_a_slower_one_beyond_the_collective_limit_but_not_for_a_dead_one():
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_rank_slow_then_dead, args=(free_port(),), nprocs=2, join=True, start_method="spawn")

@@ -303,6 +303,7 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
             print(f"locktune: recomputing damaged cache entry {array_path.name} ({problem})", file=sys.stderr)
     start = time.time()
     folder.mkdir(parents=True, exist_ok=True)
+    distributed.prepare_to_wait()
     share = compute_rank_rows(tower, preprocess, images, batch_size, workers, desc, precision)
     if distributed.is_distributed():  # each rank writes its rows; rank 0 assembles the entry; the others read it
         part = _part_path(array_path, distributed.rank())

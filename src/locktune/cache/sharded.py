@@ -206,6 +206,7 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
     world, rank = distributed.world_size(), distributed.rank()
     rerun = "rerun the same `locktune embed --sharded` command on every node: finished shards are kept"
     with distributed.naming_failures("the sharded precompute", then=rerun):
+        distributed.prepare_to_wait()
         # Each rank checks a share of the sidecars (a checksum reads the whole shard), then the unfinished ones
         # are dealt over all ranks: after a node died, its leftovers are spread, not left to its replacement.
         unfinished = distributed.union_over_ranks([s for s in range(writer.shard_count())[rank::world]

@@ -85,16 +85,22 @@ def distributed_session(device: str | torch.device = "auto", timeout_s: int | No
             dist.destroy_process_group()
 
 
+def prepare_to_wait() -> None:
+    """Create the group `wait_for_peers` waits in, if not done yet.  Every rank must call this at the same point
+    *before* uneven work starts: creating a group is itself a collective under the group's limit."""
+    global _waiting_group
+    world = dist.group.WORLD if is_distributed() else None
+    if world is not None and (_waiting_group is None or _waiting_group[0] is not world):
+        _waiting_group = (world, dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=WAIT_FOR_PEERS_S)))
+
+
 def wait_for_peers() -> None:
     """A barrier for ranks that finish uneven work (a precompute's shards): it waits up to WAIT_FOR_PEERS_S for
     a rank still computing, not the group's collective limit, and fails at once when a rank died.  A gloo group
-    of its own (created on first use, by every rank at the same point), so it holds under NCCL too."""
-    global _waiting_group
+    of its own (`prepare_to_wait`), so it holds under NCCL too."""
     if not is_distributed():
         return
-    world = dist.group.WORLD
-    if _waiting_group is None or _waiting_group[0] is not world:
-        _waiting_group = (world, dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=WAIT_FOR_PEERS_S)))
+    prepare_to_wait()
     dist.barrier(group=_waiting_group[1])
 
 
