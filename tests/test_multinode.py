@@ -148,7 +148,8 @@ def test_each_rank_reads_only_its_own_shards_and_gathers_no_vectors(runs):
         # Shards are dealt round-robin; a cache shard here is one tar, so rank r opens images of tars r, r+2 only.
         assert sorted({name for name, _ in mine}) == [f"{t:05d}.tar" for t in range(rank, TARS, 2)], mine
         assert len(mine) == len(set(mine)) == PER_TAR * TARS // 2, "each image decoded once"
-        gathers = (spy / f"rank{rank}.gathers").read_text().splitlines()
+        log = spy / f"rank{rank}.gathers"
+        gathers = log.read_text().splitlines() if log.is_file() else []
         sent = sum(int(line.split("\t")[1]) for line in gathers)
         assert sent < 1000, gathers  # the shard numbers left to do; the vectors would be 24 x 1280 x 4 bytes
     assert not set(reads(spy, 0)) & set(reads(spy, 1))
@@ -282,3 +283,22 @@ def test_ranks_wait_for_a_slower_one_beyond_the_collective_limit_but_not_for_a_d
     import torch.multiprocessing as mp
 
     mp.start_processes(_rank_slow_then_dead, args=(free_port(),), nprocs=2, join=True, start_method="spawn")
+
+
+# ------------------------------------------------------------------------------ folders not shared by the nodes
+def test_a_cache_folder_the_nodes_do_not_share_is_named_as_such(tmp_path):
+    """After every rank finished, a shard rank 0 cannot see was written on another node's own disk."""
+    from locktune.cache.embedding_cache import _check_parts_visible
+    from locktune.cache.sharded import ShardWriter
+    from locktune.errors import LocktuneError
+
+    writer = ShardWriter(tmp_path / "cache", {"count": 4, "shard_size": 2, "dtype": "float16", "views": 1})
+    writer.write(0, np.ones((2, 3), np.float32), ["a", "b"], [["x"], ["y"]], {})  # rank 0's; rank 1's shard 1 is elsewhere
+    with pytest.raises(LocktuneError, match=r"cache shard 00001 .* after all 2 ranks finished: the cache folder must "
+                                            r"be on a filesystem every node shares"):
+        writer.summarize({}, world=2)
+    with pytest.raises(LocktuneError, match=r"cache shard 00001 .* is missing or damaged; rerun `locktune embed`"):
+        writer.summarize({})  # one process: the shard was simply not finished
+    (tmp_path / ".entry.rank0.npz").write_bytes(b"")
+    with pytest.raises(LocktuneError, match=r"rank 1's embeddings .* not visible to rank 0: .*\$LOCKTUNE_CACHE"):
+        _check_parts_visible([tmp_path / ".entry.rank0.npz", tmp_path / ".entry.rank1.npz"])
