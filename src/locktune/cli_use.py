@@ -6,6 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
+# The faiss choice's defaults (locktune.index.choose, not imported here: it pulls in torch); a test keeps them equal.
+MAX_INDEX_MEMORY_DEFAULT, FLAT_MAX_DEFAULT = "4GB", 200_000
+
 
 def cmd_export(args) -> int:
     import locktune
@@ -46,19 +49,40 @@ def cmd_export(args) -> int:
 
 def cmd_index(args) -> int:
     import locktune
-    from locktune.index.build import build_index
+    from locktune.errors import LocktuneError
+    from locktune.index.build import add_to_index, build_index
 
+    if args.backend == "faiss" or args.max_index_memory or args.flat_max is not None:
+        from locktune.extras import require_extra
+
+        require_extra("faiss", "locktune index --backend faiss")  # before the model loads or any image is read
+    if args.add_to and (args.out or args.max_index_memory or args.flat_max is not None or args.backend != "brute"):
+        raise LocktuneError("--add-to INDEX adds to that index as it was built: drop --out, --backend, "
+                            "--max-index-memory and --flat-max")
+    if (args.max_index_memory or args.flat_max is not None) and args.backend != "faiss":
+        raise LocktuneError("--max-index-memory and --flat-max choose a faiss index: add --backend faiss")
     started = time.time()
     model = locktune.load(args.model, device=args.device)
     labels = None
     if args.labels:
         labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
-    out = args.out or Path(args.folder).resolve().name + ".index"
-    meta = build_index(model, args.folder, out, labels)
+    if args.add_to:
+        out = args.add_to
+        meta = add_to_index(model, args.folder, out, labels)
+    else:
+        out = args.out or Path(args.folder).resolve().name + ".index"
+        options = {"max_index_memory": args.max_index_memory or MAX_INDEX_MEMORY_DEFAULT, "flat_max": args.flat_max}
+        meta = build_index(model, args.folder, out, labels, args.backend,
+                           **(options if args.backend == "faiss" else {}))
     from locktune.cache.image_side import skipped_summary
 
-    print(f"index: {out}: {meta['count']} images ({skipped_summary(meta['skipped'])}), "
+    added = f"{meta['added_now']} added, " if "added_now" in meta else ""
+    print(f"index: {out}: {meta['count']} images ({added}{skipped_summary(meta['skipped'])}), "
           f"{len(labels or [])} labels given, in {time.time() - started:.0f}s")
+    if meta.get("backend") == "faiss":
+        from locktune.index.choose import IndexChoice
+
+        print(f"faiss index: {IndexChoice.from_json(meta['index']).describe()}")
     print(f"serve it: locktune serve --model {args.model} --index {out}")
     return 0
 
@@ -99,12 +123,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ix = sub.add_parser("index", help="embed a folder of images into a searchable index with thumbnails",
                         epilog=examples("locktune index photos/ --model runs/demo",
                                         "locktune index photos/ --model exported/ --out photos.index "
-                                        "--labels labels.txt"))
+                                        "--labels labels.txt",
+                                        "locktune index photos/ --model runs/demo --backend faiss "
+                                        "--max-index-memory 4GB",
+                                        "locktune index more_photos/ --model runs/demo --add-to photos.index"))
     ix.add_argument("folder", help="folder of images (searched recursively)")
     model_arg(ix)
     ix.add_argument("--out", metavar="FOLDER", help="index folder to write (default: FOLDERNAME.index)")
     ix.add_argument("--labels", metavar="FILE",
                     help="text file, one label per line, for image -> label (default: file names)")
+    ix.add_argument("--backend", choices=["brute", "faiss"], default="brute",
+                    help="brute: exact search over float32 vectors in memory, best below ~200k images; faiss: "
+                         "memory-mapped float16 vectors and a faiss index chosen from the count and "
+                         "--max-index-memory (extra 'faiss') (default: %(default)s)")
+    ix.add_argument("--max-index-memory", metavar="SIZE", help="faiss: the memory the index may take, e.g. 4GB, "
+                    f"512MB (default: {MAX_INDEX_MEMORY_DEFAULT})")
+    ix.add_argument("--flat-max", type=int, metavar="N", help="faiss: exact flat search up to N vectors, "
+                    f"approximate above (default: {FLAT_MAX_DEFAULT:,})")
+    ix.add_argument("--add-to", metavar="INDEX", help="add FOLDER's images to this existing index (same model; "
+                    "nothing already indexed is embedded again)")
     device_arg(ix)
     ix.set_defaults(run=cmd_index)
 

@@ -1,6 +1,6 @@
 """A searchable image index on disk, and search over it.
 
-Folder layout (format 1):
+Folder layout (format 1, the brute-force backend; format 2, the faiss backend, is in `index/sharded.py`):
 
     index.json        format, model identity, image paths, thumbnail names, what was skipped
     embeddings.npy    float32 [N, dim], L2-normalised image embeddings, row i = images[i]
@@ -9,7 +9,8 @@ Folder layout (format 1):
     thumbs/           one small JPEG per image, named 000000.jpg ...
 
 Search is one matrix-vector product and an argpartition: at 100,000 x 256 that is ~25M multiply-adds,
-a few milliseconds, so no approximate index is needed at this scale.
+a few milliseconds, so no approximate index is needed at this scale.  Past a few hundred thousand images
+build with `--backend faiss` (format 2): the vectors stay on disk, memory-mapped, and faiss searches them.
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ def best_of(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class ImageIndex:
     folder: Path
     meta: dict
-    embeddings: np.ndarray  # [N, dim] float32
+    embeddings: np.ndarray  # [N, dim]: float32 in memory (format 1), or memory-mapped float16 shards (format 2)
     labels: list[str]
     label_embeddings: np.ndarray  # [L, dim] float32
+    searcher: object | None = None  # format 2: a FaissSearcher; None: brute force over `embeddings`
+    paths: object | None = None  # format 2: row -> image path (`sharded.ImagePaths`); format 1 reads meta["images"]
 
     @classmethod
     def load(cls, folder: str | Path, embed_dim: int | None = None) -> "ImageIndex":
@@ -70,18 +73,25 @@ class ImageIndex:
         if not meta_path.is_file():
             raise LocktuneError(f"'{folder}' is not a locktune image index (no index.json); "
                                 "make one with `locktune index FOLDER --model M --out INDEX`")
+        from locktune.index.sharded import SHARDED_FORMAT, open_sharded
+
         meta = json.loads(meta_path.read_text())
-        if meta.get("format") != INDEX_FORMAT:
-            raise LocktuneError(f"'{folder}' has index format {meta.get('format')!r}; this locktune reads {INDEX_FORMAT}")
+        if meta.get("format") not in (INDEX_FORMAT, SHARDED_FORMAT):
+            raise LocktuneError(f"'{folder}' has index format {meta.get('format')!r}; this locktune reads "
+                                f"{INDEX_FORMAT} and {SHARDED_FORMAT}")
         dim = embed_dim or meta.get("dim")
-        # Read into memory (100,000 x 256 float32 is 100 MB): every search touches every row.
-        embeddings = _vectors(folder, "embeddings.npy", len(meta["images"]), dim, meta)
+        searcher = paths = None
+        if meta["format"] == SHARDED_FORMAT:
+            embeddings, searcher, paths = open_sharded(folder, meta, dim, rebuild_hint(folder, meta))
+        else:
+            # Read into memory (100,000 x 256 float32 is 100 MB): every search touches every row.
+            embeddings = _vectors(folder, "embeddings.npy", len(meta["images"]), dim, meta)
         dim = embeddings.shape[1]
         labels_path, label_emb_path = folder / "labels.json", folder / "labels.npy"
         labels = json.loads(labels_path.read_text()) if labels_path.is_file() else []
         label_emb = (_vectors(folder, "labels.npy", len(labels), dim, meta) if label_emb_path.is_file()
                      else np.zeros((0, dim), np.float32))
-        return cls(folder, meta, embeddings, labels, label_emb)
+        return cls(folder, meta, embeddings, labels, label_emb, searcher, paths)
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -90,9 +100,26 @@ class ImageIndex:
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
 
+    @property
+    def vectors_file(self) -> str:
+        """Where the image vectors live, for messages."""
+        return "embeddings.npy" if self.searcher is None else "vectors/*.npy"
+
+    def vector(self, row: int) -> np.ndarray:
+        """Image `row`'s embedding, float32 [dim]."""
+        return np.asarray(self.embeddings[row], np.float32)
+
     def search(self, query: np.ndarray, k: int = 12) -> tuple[np.ndarray, np.ndarray]:
         """Images nearest to an L2-normalised query embedding -> (row indices, cosine scores)."""
-        return top_k(self.embeddings, np.asarray(query, np.float32).reshape(-1), k)
+        if self.searcher is None:
+            return top_k(self.embeddings, np.asarray(query, np.float32).reshape(-1), k)
+        return self.search_many(np.asarray(query, np.float32).reshape(1, -1), [k])[0]
+
+    def search_many(self, queries: np.ndarray, ks: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`search` for several queries [q, dim] at once (brute force reads the vectors once for all of them)."""
+        if self.searcher is None:
+            return top_k_many(self.embeddings, queries, ks)
+        return self.searcher.search_many(queries, ks)
 
     def nearest_labels(self, query: np.ndarray, k: int = 10) -> tuple[list[str], np.ndarray]:
         rows, scores = top_k(self.label_embeddings, np.asarray(query, np.float32).reshape(-1), k)
@@ -100,8 +127,15 @@ class ImageIndex:
 
     def image(self, row: int) -> dict:
         """What the API shows about one image: its id, source path (relative) and thumbnail URL."""
+        path, thumb = self._entry(row)
+        return {"id": row, "path": path, "thumb": f"/thumbs/{thumb}"}
+
+    def _entry(self, row: int) -> tuple[str, str]:
+        """(image path as stored, thumbnail name); format 2 names thumbnails by row."""
+        if self.paths is not None:
+            return self.paths[row], f"{row:06d}.jpg"
         entry = self.meta["images"][row]
-        return {"id": row, "path": entry["path"], "thumb": f"/thumbs/{entry['thumb']}"}
+        return entry["path"], entry["thumb"]
 
     def thumb_file(self, name: str) -> Path | None:
         """The thumbnail file `name` if, once resolved, it lies inside the thumbnail folder; else None.
@@ -119,7 +153,13 @@ class ImageIndex:
         return path
 
     def original_file(self, row: int) -> Path:
-        return Path(self.meta["root"]) / self.meta["images"][row]["path"]
+        return Path(self.meta["root"]) / self._entry(row)[0]  # an absolute path (an added folder) stays as is
+
+
+def rebuild_hint(folder: Path, meta: dict) -> str:
+    """What to run when an index file is broken."""
+    backend = " --backend faiss" if meta.get("format") == 2 else ""
+    return f"rebuild the index with `locktune index {meta.get('root', 'FOLDER')} --model MODEL --out {folder}{backend}`"
 
 
 def _vectors(folder: Path, name: str, rows: int, dim: int | None, meta: dict) -> np.ndarray:
@@ -127,7 +167,7 @@ def _vectors(folder: Path, name: str, rows: int, dim: int | None, meta: dict) ->
     shape expected and found, and how to rebuild it."""
     path = folder / name
     want = f"({rows}, {dim if dim else 'embed_dim'})"
-    fix = f"rebuild the index with `locktune index {meta.get('root', 'FOLDER')} --model MODEL --out {folder}`"
+    fix = rebuild_hint(folder, meta)
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:

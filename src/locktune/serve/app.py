@@ -95,7 +95,7 @@ def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DE
     _install_error_handlers(app)
     app.state.text_batcher = batcher = TextBatcher(lambda texts: model.encode_text(texts).cpu().numpy(),
                                                    max_batch=max_batch,
-                                                   index_matrix=index.embeddings if index is not None else None)
+                                                   search_many=index.search_many if index is not None else None)
     app.state.decode_budget = budget = DecodeBudget(max_decodes, max_decode_megapixels, decode_wait_s)
     max_pixels = min(MAX_PIXELS, budget.max_pixels)  # a bigger image could never be admitted: refuse it as such
 
@@ -112,7 +112,7 @@ def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DE
         if image_id is not None:
             if index is None or not 0 <= image_id < len(index):
                 raise BadInput(404, f"no indexed image with id {image_id}")
-            return index.embeddings[image_id]
+            return index.vector(image_id)
         raise BadInput(422, "send an image: upload a file as 'image', or give 'image_id' of an indexed image")
 
     def hits(rows, scores) -> list[dict]:
@@ -197,9 +197,9 @@ def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DE
 def check_index_fits(model, index) -> None:
     """LocktuneError (one line) if the index's vectors are not [images, the model's embed_dim]: otherwise the
     server would start and answer every search with a 500."""
-    found, want = index.embeddings.shape, (len(index.meta["images"]), model.embed_dim)
+    found, want = index.embeddings.shape, (len(index), model.embed_dim)
     if tuple(found) != want:
-        raise LocktuneError(f"index '{index.folder}': {index.folder / 'embeddings.npy'} holds vectors of shape "
+        raise LocktuneError(f"index '{index.folder}': {index.folder / index.vectors_file} holds vectors of shape "
                             f"{tuple(found)}, but this model needs {want} ({want[0]} images x embed_dim "
                             f"{want[1]}); rebuild it with `locktune index {index.meta.get('root', 'FOLDER')} "
                             f"--model MODEL --out {index.folder}`")

@@ -1,7 +1,8 @@
 """Concurrent text queries encoded together: requests wait on one worker thread that takes every query
 queued at that moment (up to `max_batch`) and runs the text tower once for all of them; a search query is
-also ranked there, the whole batch against the index in one matrix product (the index is read once, not
-once per query, and no request's arithmetic runs on the server's event loop).
+also ranked there, the whole batch against the index at once (`ImageIndex.search_many`: brute force reads the
+index once, not once per query; faiss searches the batch together), and no request's arithmetic runs on the
+server's event loop.
 
 While one batch is being encoded, new queries queue up and form the next batch, so under load the batch
 grows by itself and a query waits about one batch's encoding time instead of every earlier query's.  Under
@@ -22,9 +23,9 @@ import numpy as np
 
 class TextBatcher:
     def __init__(self, encode: Callable[[list[str]], np.ndarray], max_batch: int = 64, max_wait_s: float = 0.02,
-                 index_matrix: np.ndarray | None = None):
+                 search_many: Callable[[np.ndarray, list[int]], list] | None = None):
         self.encode = encode
-        self.index_matrix = index_matrix  # [N, dim] for `search_one`
+        self.search_many = search_many  # (queries [q, dim], ks) -> [(rows, scores)] for `search_one`
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._last_size = 0
@@ -81,12 +82,10 @@ class TextBatcher:
             loop.call_soon_threadsafe(_settle, future, value, error)
 
     def _values(self, waiting: list, distinct: list[str]) -> list:
-        from locktune.index.store import top_k_many
-
         embeddings = self.encode(distinct)
         row_of = {text: i for i, text in enumerate(distinct)}
         searches = [(row_of[text], k) for text, k, *_ in waiting if k is not None]
-        ranked = iter(top_k_many(self.index_matrix, embeddings[[r for r, _ in searches]], [k for _, k in searches])
+        ranked = iter(self.search_many(embeddings[[r for r, _ in searches]], [k for _, k in searches])
                       if searches else [])
         return [embeddings[row_of[text]] if k is None else next(ranked) for text, k, *_ in waiting]
 
