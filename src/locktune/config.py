@@ -122,7 +122,7 @@ class TrainConfig:
     # statistics as pretrained; scale and shift still train) | train: trained as usual, nothing after.
     batchnorm: str = "recalibrate"
     bn_recalibration_images: int = 2048
-    # Where training reports its numbers, first process only (`train/report_to/`, docs/watching-training.md):
+    # Where training reports its numbers, first process only (`report_to/`, docs/watching-training.md):
     # jsonl (train_log.jsonl, eval_log.jsonl) | tensorboard (RUN/tensorboard) | wandb (RUN/wandb, offline unless
     # $WANDB_MODE says otherwise).
     report_to: list[str] = field(default_factory=lambda: ["jsonl"])
@@ -380,8 +380,8 @@ def _validate_data_subset(config: RunConfig) -> None:
 
 def _validate_reporting(config: RunConfig) -> None:
     """train.report_to's names and evaluation during training (the suite's names and the packages are checked
-    when training starts: `train/periodic_eval.py`, `train/report_to/`)."""
-    from locktune.train.report_to import sink_names
+    when training starts: `train/periodic_eval.py`, `report_to/`)."""
+    from locktune.report_to import sink_names
 
     t = config.train
     unknown = [name for name in t.report_to if name not in sink_names()]

@@ -11,8 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from locktune.errors import LocktuneError
-from locktune.train.checkpoint import BEST_DIR
-
+BEST_DIR = "best"  # in the run folder
 RECORD = "best.json"
 DIRECTIONS = ("max", "min")
 

@@ -142,9 +142,6 @@ def run_artifacts(run_dir: Path) -> list[Path]:
 
 # What `remove_run` also removes: the TensorBoard events and the best model (`train.keep_best`).  A wandb folder
 # stays (its offline runs may not be synced yet); only its run id goes, so the new run is a new wandb run.
-TENSORBOARD_DIR, BEST_DIR = "tensorboard", "best"
-RUN_FOLDERS = (TENSORBOARD_DIR, BEST_DIR)
-WANDB_RUN_ID = Path("wandb") / "locktune_run_id"
 
 
 def remove_run(run_dir: Path) -> None:
@@ -152,9 +149,13 @@ def remove_run(run_dir: Path) -> None:
     saved model is replaced when this run finishes."""
     import shutil
 
+    from locktune.report_to.tensorboard_events import TENSORBOARD_DIR
+    from locktune.report_to.wandb_run import WANDB_RUN_ID
+    from locktune.train.best_model import BEST_DIR
+
     for path in run_artifacts(run_dir) + [Path(run_dir) / "training.json", Path(run_dir) / WANDB_RUN_ID]:
         path.unlink(missing_ok=True)
-    for folder in RUN_FOLDERS:
+    for folder in (TENSORBOARD_DIR, BEST_DIR):
         shutil.rmtree(Path(run_dir) / folder, ignore_errors=True)
 
 

@@ -1,6 +1,6 @@
 """Evaluation during training (`train.eval_every`): before the first step of a new run and every N steps, the
 first process evaluates `train.eval_suite` on the model as it stands, reports the numbers to every sink
-(`train/report_to/`) and offers the model to `train.keep_best` (`train/best_model.py`); the others wait.
+(`report_to/`) and offers the model to `train.keep_best` (`train/best_model.py`); the others wait.
 
 Evaluating leaves training exactly as it was, so a run with eval_every trains bit for bit as one without
 (tests/test_eval_every.py).  Around each evaluation (`training_untouched`) the random streams (CPU, device,

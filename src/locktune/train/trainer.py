@@ -4,7 +4,7 @@
 checkpoint, build the model, open the image side (`train/images.py`: cached features for a locked image
 tower, never decoding an image; decoded images otherwise), place the model, build the optimization; then
 per step: the batch, forward and backward (`train/step.py`), the update, the log (to every sink of
-train.report_to: `train/report_to/`), the evaluation every train.eval_every steps (`train/periodic_eval.py`,
+train.report_to: `report_to/`), the evaluation every train.eval_every steps (`train/periodic_eval.py`,
 which leaves training as it was), the checkpoint; at the end, a trained image tower's batch-norm statistics
 recalibrated (`train/batchnorm.py`) and the model saved.
 """
@@ -31,7 +31,7 @@ from locktune.towers.setting import unwrap
 from locktune.train.batches import BatchPlan
 from locktune.train.images import TrainingImages
 from locktune.train.periodic_eval import TrainingEvaluation, evaluation_tasks
-from locktune.train.report_to import EVAL, Reporting, SinkContext, check_report_to
+from locktune.report_to import EVAL, Reporting, SinkContext, check_report_to
 from locktune.train.checkpoint import (check_resumable, latest_checkpoint, load_checkpoint, remove_run,
                                        remove_stale_temporaries, restore_rng, resume_point, rng_states, run_artifacts)
 from locktune.train.checkpoint import save_checkpoint as save_checkpoint_file
@@ -350,7 +350,7 @@ def _save_checkpoint(state: TrainingState, config: RunConfig, run_dir: Path, dev
 
 class TrainingLog:
     """The progress bar, and every train.log_every-th step and every evaluation to the sinks of train.report_to
-    (`train/report_to/`; first process only)."""
+    (`report_to/`; first process only)."""
 
     def __init__(self, run_dir: Path, config: RunConfig, resumed_at: int | None, total: int):
         self.config = config

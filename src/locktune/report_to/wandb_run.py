@@ -10,8 +10,9 @@ import os
 import secrets
 from pathlib import Path
 
-from locktune.train.checkpoint import WANDB_RUN_ID
-from locktune.train.report_to import EVAL, SINKS, SinkContext, SinkKind
+from locktune.report_to import EVAL, SINKS, SinkContext, SinkKind
+
+WANDB_RUN_ID = Path("wandb") / "locktune_run_id"  # in the run folder: the run id a resumed run continues
 
 
 class WandbRun:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from locktune.train.report_to import EVAL, SINKS, SinkContext, SinkKind
+from locktune.report_to import EVAL, SINKS, SinkContext, SinkKind
 
 TRAIN_LOG, EVAL_LOG = "train_log.jsonl", "eval_log.jsonl"
 

@@ -42,7 +42,7 @@ SINKS: Registry[SinkKind] = Registry("train.report_to sink")
 
 
 def _register_all() -> None:
-    from locktune.train.report_to import jsonl_files, tensorboard_events, wandb_run  # noqa: F401  (they register)
+    from locktune.report_to import jsonl_files, tensorboard_events, wandb_run  # noqa: F401  (they register)
 
 
 def sink_names() -> list[str]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from locktune.train.checkpoint import TENSORBOARD_DIR
-from locktune.train.report_to import EVAL, SINKS, SinkContext, SinkKind
+from locktune.report_to import EVAL, SINKS, SinkContext, SinkKind
 
+TENSORBOARD_DIR = "tensorboard"  # in the run folder
 _NOT_IN_TAGS = re.compile(r"[^-/\w.]")  # what TensorBoard's own tag cleaning replaces (and warns about)
 
 
