@@ -192,3 +192,17 @@ def test_wandb_offline_run_is_written_into_the_run_folder(tmp_path, emoji_pairs,
     data = record.read_bytes()
     assert b"train/loss" in data and b"train/grad_norm" in data and b"head_lr_multiplier" in data
     assert not (run / "train_log.jsonl").exists(), "report_to without jsonl writes no JSONL log"
+
+
+def test_overwrite_starts_the_event_files_and_best_model_over(tmp_path, emoji_pairs):
+    from locktune.train.trainer import train
+
+    run = tmp_path / "run"
+    more = ("train.steps=2", "train.eval_every=1", "train.keep_best=validation/contrastive_loss:max",
+            "data.validation_fraction=0.25")
+    train(demo_like(run, *more), pairs=emoji_pairs)
+    train(demo_like(run, *more, "train.lr=1e-3", "train.steps=1"), pairs=emoji_pairs, overwrite=True)
+    events = read_events(run / "tensorboard")
+    assert events["train/loss"] == {1: as_float32(read_jsonl(run / "train_log.jsonl")["loss"][1])}
+    assert sorted(events["validation/contrastive_loss"]) == [0, 1]
+    assert json.loads((run / "best" / "best.json").read_text())["step"] <= 1
