@@ -140,13 +140,10 @@ def run_artifacts(run_dir: Path) -> list[Path]:
     return found + [log for log in (run_dir / "train_log.jsonl", run_dir / "eval_log.jsonl") if log.is_file()]
 
 
-# What `remove_run` also removes: the TensorBoard events and the best model (`train.keep_best`).  A wandb folder
-# stays (its offline runs may not be synced yet); only its run id goes, so the new run is a new wandb run.
-
-
 def remove_run(run_dir: Path) -> None:
     """Remove an earlier run's checkpoints, logs, TensorBoard events, best model and summary (`--overwrite`); its
-    saved model is replaced when this run finishes."""
+    saved model is replaced when this run finishes.  A wandb folder stays (its offline runs may not be synced
+    yet); only its run id goes, so the new run is a new wandb run."""
     import shutil
 
     from locktune.report_to.tensorboard_events import TENSORBOARD_DIR
