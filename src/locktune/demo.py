@@ -6,6 +6,25 @@ import time
 from pathlib import Path
 
 from locktune.config import RunConfig
+from locktune.extras import missing_extra
+
+
+def without_missing_reporters(config: RunConfig) -> RunConfig:
+    """The demo's TensorBoard log is a bonus, not a requirement: a pip install without the extra gets one line
+    saying so and trains anyway (`locktune train` with the same setting refuses, since a user asked for it)."""
+    from locktune.report_to import SINKS, sink_names
+
+    sink_names()  # registers the sinks
+    keep = []
+    for name in config.train.report_to:
+        extra = SINKS.get(name).extra
+        if extra and missing_extra(extra):
+            print(f"locktune demo: train.report_to={name} skipped: its package is not installed "
+                  f"(pip install 'locktune[{extra}]' to get it)")
+        else:
+            keep.append(name)
+    config.train.report_to = keep
+    return config
 
 
 def run_demo(config: RunConfig) -> int:
@@ -16,6 +35,7 @@ def run_demo(config: RunConfig) -> int:
 
     check_assets("locktune demo")  # every missing package named at once, before any work
     check_eval_config(config)
+    config = without_missing_reporters(config)
     started = time.time()
     print(f"locktune demo: setting {config.model.setting}, image tower {config.model.image_tower} "
           f"({config.model.image_size or 'its own '}px), text tower {config.model.text_tower}, "
