@@ -107,11 +107,16 @@ def wait_for_peers() -> None:
 def union_over_ranks(items: list[int]) -> list[int]:
     """Every rank's (short) list of numbers merged, sorted and the same on every rank: which shards are left to
     do, each rank having checked its own.  Never the vectors themselves."""
+    return sorted({item for part in gather_objects(list(items)) for item in part})
+
+
+def gather_objects(item) -> list:
+    """One small picklable value from every rank, in rank order, the same list on every rank."""
     if not is_distributed():
-        return sorted(items)
+        return [item]
     gathered: list = [None] * world_size()
-    dist.all_gather_object(gathered, list(items))
-    return sorted({item for part in gathered for item in part})
+    dist.all_gather_object(gathered, item)
+    return gathered
 
 
 def _env_timeout() -> int:

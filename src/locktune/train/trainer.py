@@ -129,6 +129,8 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     torch.manual_seed(config.train.seed)
     data = _training_data(config, pairs)
     checkpoint = _restore(run_dir, config) if resume else None
+    if resume:
+        _same_resume_step_everywhere(run_dir, checkpoint)
     model = build_model(config.model, corpus=data.corpus, loss=config.train.loss,
                         tokenizer_json=checkpoint["tokenizer_json"] if checkpoint else None, seed=config.train.seed)
     model.precision = config.train.precision
@@ -228,6 +230,16 @@ def _restore(run_dir: Path, config: RunConfig) -> dict | None:
     checkpoint = load_checkpoint(path)
     check_resumable(upgrade_config_dict(checkpoint.get("config")), config.to_dict(), path)  # old key names read
     return checkpoint
+
+
+def _same_resume_step_everywhere(run_dir: Path, checkpoint: dict | None) -> None:
+    """Every rank must resume from the same step: a node that cannot see the run folder (a node-local disk)
+    would otherwise start over while rank 0 resumes, and the global loss would mix two runs."""
+    steps = distributed.gather_objects(checkpoint["step"] if checkpoint is not None else None)
+    if len(set(steps)) > 1:
+        seen = ", ".join(f"rank {r}: {'no checkpoint' if s is None else f'step {s}'}" for r, s in enumerate(steps))
+        raise LocktuneError(f"--resume: the ranks see different checkpoints in '{run_dir}' ({seen}): the run folder "
+                            "must be on a filesystem every node shares (docs/training-at-scale.md, Several nodes)")
 
 
 def _place(model: TwoTower, config: RunConfig, checkpoint: dict | None, device: torch.device) -> None:
