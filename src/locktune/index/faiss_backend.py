@@ -18,7 +18,9 @@ from locktune.index.choose import IndexChoice
 from locktune.index.vector_shards import VectorShards, exact_top_k
 
 FAISS_FILE = "faiss.index"
-TARGET_RECALL = 0.95
+# Tuned to 0.97 on the index's own vectors so that queries from outside it (harder: at 1M, 0.946 where the
+# sample gave 0.952) still reach 0.95.
+TARGET_RECALL = 0.97
 TUNE_QUERIES = 200
 TRAIN_PER_LIST = 64  # k-means training vectors per inverted list (faiss warns below 39)
 TUNE_CAPS = {"nprobe": 4096, "efSearch": 2048}

@@ -1,7 +1,7 @@
 """`locktune index FOLDER --backend faiss` and `--add-to`: the sharded index folder (format 2, `sharded.py`).
 
 A build embeds the folder, writes part 0 (float16 vectors + paths), lets `choose.py` pick the faiss index
-from the count and the memory budget, trains and fills it, tunes nprobe / efSearch to recall@10 >= 0.95 on a
+from the count and the memory budget, trains and fills it, tunes nprobe / efSearch to recall@10 >= 0.97 on a
 sample, and writes index.json last.  An add writes one more part and adds its rows to the trained index; only
 when the larger count calls for another index type (say flat -> IVF-PQ) is the faiss index rebuilt, from the
 stored vectors (no image is embedded again).
