@@ -101,7 +101,7 @@ def test_installed_wheel_runs_from_another_directory(installed):
 
 # import name -> distribution, where they differ
 DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn", "multipart": "python-multipart",
-                "open_clip": "open_clip_torch"}
+                "open_clip": "open_clip_torch", "faiss": "faiss-cpu"}
 # provided by another declared distribution (fastapi brings starlette and pydantic)
 TRANSITIVE = {"starlette": "fastapi", "pydantic": "fastapi"}
 # the data and weights packages: installed with --no-deps by `locktune data install` (data/offline_assets.py)
