@@ -10,17 +10,14 @@ outside the step's autocast, and reads the embedding cache through its own reade
 scores the pairs this run held out (`data.validation_fraction`), the very PairSet training split off.
 
 Under torchrun the first process evaluates alone (every process holds the whole model; FSDP is refused at
-load) and the others wait on a gloo group of their own, whose timeout is $LOCKTUNE_EVAL_TIMEOUT_S (default
-24 h) rather than the training collectives' five minutes: a long evaluation is not taken for a hung process,
-and a process that dies still fails the wait at once.
+load) and the others wait in `distributed.wait_for_peers` (a gloo group of its own with a 24-hour limit, as
+for a precompute's uneven shards) rather than under the training collectives' five minutes: a long evaluation
+is not taken for a hung process, and a process that dies still fails the wait at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import math
-import os
 import sys
 import time
 
@@ -32,7 +29,6 @@ from locktune.runtime import distributed, placement
 from locktune.train.best_model import BestModel, parse_keep_best
 
 VALIDATION = "validation"
-DEFAULT_EVAL_TIMEOUT_S = 24 * 3600
 
 
 def evaluation_tasks(config: RunConfig) -> list:
@@ -94,7 +90,8 @@ class TrainingEvaluation:
         self.every = config.train.eval_every if tasks else 0
         self.best = BestModel(run_dir, parse_keep_best(config.train.keep_best), resumed) \
             if self.every and config.train.keep_best and distributed.is_main() else None
-        self.wait_group = _wait_group() if self.every and distributed.is_distributed() else None
+        if self.every:
+            distributed.prepare_to_wait()  # a collective: every process, at the same point, before uneven work
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
@@ -111,10 +108,8 @@ class TrainingEvaluation:
             summary = ", ".join(f"{name} {value:.4g}" for name, value in shown.items())
             print(f"locktune: step {step} evaluation ({seconds:.1f}s): {summary}"
                   + (f"; best so far, kept in {self.best.folder}" if kept else ""), file=sys.stderr)
-        if self.wait_group is not None:
-            import torch.distributed as dist
-
-            dist.barrier(group=self.wait_group)
+        if self.every:
+            distributed.wait_for_peers()
 
     def _evaluate(self, model) -> tuple[dict[str, float], dict[str, float]]:
         """(every number the tasks returned, the ones reported: each kind's headline and the kept metric), named
@@ -143,19 +138,3 @@ class TrainingEvaluation:
         if self.best is not None and self.best.metric.name in values:
             shown[self.best.metric.name] = values[self.best.metric.name]
         return values, shown
-
-
-def _wait_group():
-    """A gloo group for waiting on the first process's evaluation, with its own long timeout (a collective:
-    every process creates it, at the same point)."""
-    import torch.distributed as dist
-
-    raw = os.environ.get("LOCKTUNE_EVAL_TIMEOUT_S", str(DEFAULT_EVAL_TIMEOUT_S))
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not seconds > 0:
-        raise LocktuneError(f"LOCKTUNE_EVAL_TIMEOUT_S='{raw}' is not a number of seconds (default "
-                            f"{DEFAULT_EVAL_TIMEOUT_S})")
-    return dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=seconds))
