@@ -78,29 +78,48 @@ class BatchDecoder:
         return torch.stack(out), used
 
 
+def next_usable_rows(valid: np.ndarray, where: str) -> np.ndarray:
+    """For each row, the first usable row at or after it (wrapping around): the rule `BatchDecoder` applies to
+    unreadable images, applied up front to cached features whose image was skipped.  Refused, as a decoder
+    refuses it, when more than half of the rows are unusable."""
+    valid = np.asarray(valid, dtype=bool)
+    usable = np.flatnonzero(valid)
+    if len(usable) * 2 < len(valid):
+        raise LocktuneError(f"more than half of the {len(valid)} training images in '{where}' could not be embedded "
+                            f"({len(valid) - len(usable)} skipped); check the data source")
+    after = np.searchsorted(usable, np.arange(len(valid)))  # index into `usable` of the first usable row >= each row
+    return usable[after % len(usable)]
+
+
 @dataclass
 class TrainingImages:
-    usable: np.ndarray  # pair index of each usable row (numpy: ~8 bytes a pair, not a Python object)
+    usable: np.ndarray  # pair index of each row of the plan: every training pair (numpy: ~8 bytes a pair)
     caption_counts: np.ndarray  # captions of each usable pair
     feature_rows: object | None = None  # pair indices -> cached features [n, D] (locked tower)
     decoder: BatchDecoder | None = None  # decodes rows' images (trained tower)
     forward_passes: int = 0  # images the tower ran over during this run
+    # Cached features: pair index -> the pair whose features (and caption) stand in for it, itself when usable.
+    next_usable: np.ndarray | None = None
     skipped: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def open(cls, model, config, pairs, sharded: ShardedCache | None, captions) -> "TrainingImages":
+        """The plan's rows are every training pair, in every arm: a locked tower's skipped images are replaced
+        at `take` by the next usable row, as a trained tower's unreadable ones are by `BatchDecoder`, so the
+        same seed draws the same batches whatever an arm's image side skips (paired seeds, `data_order.py`)."""
         if sharded is not None:
             check_matches(sharded, model, config.data.embedding_cache)
-            usable = np.flatnonzero(sharded.valid.numpy())
-            return cls(usable, sharded.caption_counts()[usable], feature_rows=sharded.rows)
+            valid = sharded.valid.numpy()
+            return cls(np.arange(len(valid)), np.maximum(sharded.caption_counts(), 1), feature_rows=sharded.rows,
+                       next_usable=next_usable_rows(valid, config.data.embedding_cache))
         usable, images = np.arange(len(captions)), cls(np.arange(0), np.arange(0))
         if reads_cache(model):
             # A training subset (data/validation_split.py) reads its source set's entry: one per source set.
             side = source_set_features(model, pairs.images, workers=config.data.image_workers,
                                        desc=f"embedding {pairs.name}", recompute_corrupt=config.data.recompute_corrupt_cache)
-            usable = np.flatnonzero(side.valid.numpy())
             images = cls(usable, np.zeros(0), feature_rows=side.features.__getitem__,
-                         forward_passes=side.forward_passes, skipped=dict(side.failed))
+                         forward_passes=side.forward_passes, skipped=dict(side.failed),
+                         next_usable=next_usable_rows(side.valid.numpy(), pairs.name))
         images.usable = usable
         images.caption_counts = np.fromiter((len(captions[i]) for i in usable), np.int32, len(usable))
         if images.feature_rows is None:
@@ -113,7 +132,7 @@ class TrainingImages:
         """(pair indices, cached features or None, decoded pixels or None) for the plan's rows; an unreadable
         image's row is replaced by the next readable one (so its caption is taken from that pair)."""
         if self.feature_rows is not None:
-            pair_ids = self.usable[rows].tolist()
+            pair_ids = self.next_usable[self.usable[rows]].tolist()
             return pair_ids, self.feature_rows(pair_ids), None
         pixels, rows = self.decoder.pixels(rows)
         self.forward_passes += len(rows)

@@ -29,7 +29,10 @@ from locktune.model import TwoTower, build_model
 from locktune.progress import progress
 from locktune.towers.setting import unwrap
 from locktune.train.batches import BatchPlan
+from locktune.train.data_order import data_order
 from locktune.train.images import TrainingImages
+from locktune.train.mixup import mix_batch
+from locktune.train.texts import TrainingTexts
 from locktune.train.periodic_eval import TrainingEvaluation, evaluation_tasks
 from locktune.report_to import EVAL, Reporting, SinkContext, check_report_to
 from locktune.train.checkpoint import (check_resumable, latest_checkpoint, load_checkpoint, remove_run,
@@ -58,7 +61,8 @@ class TrainResult:
     bn_recalibration_images: int = 0  # images the BN statistics were recomputed over (train.batchnorm)
 
 
-# The parameters that start from scratch beside the towers: the projections, the temperature, the sigmoid bias.
+# The parameters that start from scratch beside the towers: the heads (linear, mlp, blocks:N: every head is kept
+# under these two names, `model/heads.py`), the temperature, the sigmoid bias.
 HEAD_PARAMETERS = ("image_projection", "text_projection", "log_logit_scale", "logit_bias")
 
 
@@ -137,6 +141,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
     _announce(model, config)
     _place(model, config, checkpoint, device)  # before the image side: a cache to compute runs on the device
     images = TrainingImages.open(model, config, data.pairs, data.sharded, data.captions)
+    texts = TrainingTexts.open(model, config, data.captions, data.sharded)  # a locked text tower: cached rows
     plan = BatchPlan(images.caption_counts, config.train.batch_size, config.train.seed)
     state = _optimization(model, config, checkpoint, device)
     local = _rows_per_process(config)
@@ -151,7 +156,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
         if checkpoint is None and evaluation.due(0):  # the starting point; a bad metric name fails here
             evaluation.run(model, 0, log.evaluation)
         while state.step < end:
-            batch = _next_batch(state.step, plan, images, data.captions, model, local, device)
+            batch = _next_batch(state.step, plan, images, texts, data.captions, model, local, device)
             unlocked = state.unlock.apply(state.step) if state.unlock is not None else None  # sets BN modes
             if config.train.batchnorm == "freeze":
                 freeze_batchnorm(model.image_tower)  # after every mode change: eval-mode BN throughout
@@ -165,7 +170,7 @@ def train(config: RunConfig, pairs: PairSet | None = None, resume: bool = False,
                 _save_checkpoint(state, config, run_dir, device)
                 distributed.barrier()
     log.close()
-    return _finish(state, config, run_dir, images, started, data)
+    return _finish(state, config, run_dir, images, started, data, plan)
 
 
 def _announce(model: TwoTower, config: RunConfig) -> None:
@@ -286,14 +291,20 @@ def _rows_per_process(config: RunConfig) -> int:
     return config.train.batch_size // world
 
 
-def _next_batch(step: int, plan: BatchPlan, images: TrainingImages, captions, model: TwoTower, local: int,
-                device: torch.device) -> Batch:
-    """This process's slice of the step's global batch: captions tokenized, image side from `images`."""
+def _next_batch(step: int, plan: BatchPlan, images: TrainingImages, texts: TrainingTexts, captions, model: TwoTower,
+                local: int, device: torch.device) -> Batch:
+    """This process's slice of the step's global batch: the text side from `texts` (cached rows) or the captions
+    tokenized, the image side from `images`; the same caption of each pair either way."""
     pair_rows, caption_choice = plan.batch(step)  # every process draws the same global batch
     mine = slice(distributed.rank() * local, (distributed.rank() + 1) * local)
     pair_ids, features, pixels = images.take([int(r) for r in pair_rows[mine]])
-    tokens = model.tokenize([captions[p][int(c) % len(captions[p])] for p, c in zip(pair_ids, caption_choice[mine])])
-    batch = Batch(tokens["ids"].to(device), tokens["mask"].to(device))
+    draws = [int(c) for c in caption_choice[mine]]
+    text_features = texts.take(pair_ids, draws)
+    if text_features is not None:
+        batch = Batch(None, None, text_features=text_features.to(device))
+    else:
+        tokens = model.tokenize([captions[p][c % len(captions[p])] for p, c in zip(pair_ids, draws)])
+        batch = Batch(tokens["ids"].to(device), tokens["mask"].to(device))
     if features is not None:
         batch.features = features.to(device)
     else:
@@ -303,6 +314,8 @@ def _next_batch(step: int, plan: BatchPlan, images: TrainingImages, captions, mo
 
 def _forward_backward(state: TrainingState, batch: Batch, config: RunConfig, autocast, local: int) -> torch.Tensor:
     state.optimizer.zero_grad(set_to_none=True)  # a frozen parameter's grad stays None: AdamW skips it
+    # Latent mixup (train.mixup_alpha, `train/mixup.py`): both sides' cached features mixed before the heads.
+    batch = mix_batch(batch, config.train.mixup_alpha, config.train.seed, state.step, distributed.rank() * local)
     if config.train.chunk_size and config.train.chunk_size < local:
         # Dropout seeded per (run seed, step, global row of the chunk): a pure function of the step, so
         # resume stays exact and the replay draws the no-graph pass's masks on every device.
@@ -423,21 +436,24 @@ def _recalibrate(state: TrainingState, config: RunConfig, images: TrainingImages
 
 
 def _write_summary(run_dir: Path, config: RunConfig, data: TrainingData, recalibrated: int,
-                   losses: list[float]) -> None:
-    """run_dir/training.json: what the data and batch norm were for this run, and the first and last step's
-    loss (what `demo` prints; train_log.jsonl holds every train.log_every-th step)."""
+                   losses: list[float], plan: BatchPlan) -> None:
+    """run_dir/training.json: what the data and batch norm were for this run, the fingerprint of its data order
+    (`train/data_order.py`: what paired arms must share), and the first and last step's loss (what `demo`
+    prints; train_log.jsonl holds every train.log_every-th step)."""
     if not distributed.is_main():
         return
+    keys = data.sharded.keys if data.sharded is not None else data.pairs.images.keys
     summary = {"training_pairs": len(data.captions), "held_out_pairs": data.held_out,
                "validation_fraction": config.data.validation_fraction, "max_train_pairs": config.data.max_train_pairs,
                "batchnorm": config.train.batchnorm, "bn_recalibration_images": recalibrated,
+               "data_order": data_order(plan, keys),
                "steps": len(losses), "first_loss": losses[0] if losses else None,
                "final_loss": losses[-1] if losses else None}
     (run_dir / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 def _finish(state: TrainingState, config: RunConfig, run_dir: Path, images: TrainingImages,
-            started: float, data: TrainingData) -> TrainResult:
+            started: float, data: TrainingData, plan: BatchPlan) -> TrainResult:
     """A finished run recalibrates batch norm (train.batchnorm) and writes its saved-model folder; the model
     is returned in eval mode, all trainable."""
     if state.unlock is not None:
@@ -449,7 +465,7 @@ def _finish(state: TrainingState, config: RunConfig, run_dir: Path, images: Trai
             print(f"locktune: batch norm statistics recalibrated over {recalibrated} training images",
                   file=sys.stderr)
         save_trained_model(state.model, run_dir, distributed.full_state(state.model, state.optimizer)[0])
-        _write_summary(run_dir, config, data, recalibrated, state.losses)
+        _write_summary(run_dir, config, data, recalibrated, state.losses, plan)
     distributed.barrier()
     state.model.eval()
     return TrainResult(state.model, state.losses, run_dir, state.step, images.forward_passes, images.skipped,
