@@ -36,6 +36,8 @@ def cmd_towers(args) -> int:
         p = facts.preprocess
         print(f"  preprocessing  {p['image_size']} px, {p.get('resize', 'pad_square')} ({p['resample']}), "
               f"mean {list(p['mean'])}, std {list(p['std'])}")
+    if facts.tokens:
+        print(f"  tokens         {facts.tokens}")
     if facts.note:
         print(f"  {facts.note}")
     if facts.transformers_export:

@@ -30,16 +30,26 @@ def reads_cache(model) -> bool:
     return model.setting.image_locked
 
 
+def reads_tokens(model) -> bool:
+    """True when the model's image head reads the tower's tokens (`blocks:N`), not its pooled output: a locked
+    tower's side then comes from the token cache (`cache/token_cache.py`)."""
+    return getattr(model.image_projection, "reads", "pooled") == "tokens"
+
+
 @dataclass
 class ImageFeatures:
-    features: torch.Tensor  # [N, D] float32, the image tower's pooled outputs; NaN rows where unreadable
+    # [N, D] float32, the image tower's pooled outputs (NaN rows where unreadable); for a head that reads tokens,
+    # rows [T, D] read on demand from the token cache (`features[ids]`), or a [N, T, D] tensor (trained tower).
+    features: torch.Tensor
     valid: torch.Tensor  # [N] bool
     failed: dict[str, str]  # image key -> why it could not be read
     forward_passes: int  # images the tower ran over for this call (0 when the cache had them)
 
     def zeroed(self) -> torch.Tensor:
         """The features with unusable rows as zeros (safe in a matrix product; mask them with `valid`)."""
-        return torch.where(self.valid.unsqueeze(1), self.features, torch.zeros((), dtype=self.features.dtype))
+        features = self.features if isinstance(self.features, torch.Tensor) else self.features[range(len(self.valid))]
+        mask = self.valid.view(-1, *[1] * (features.ndim - 1))
+        return torch.where(mask, features, torch.zeros((), dtype=features.dtype))
 
 
 def unusable_rows(vectors: torch.Tensor, chunk: int = 65536) -> dict[int, str]:
@@ -86,6 +96,14 @@ def image_set_features(model, images, workers: int = 1, desc: str = "embedding i
     """The image tower's features for every image of `images`, from the cache or from the tower."""
     tower = unwrap(model.image_tower)
     precision = model_precision(model)
+    if reads_tokens(model):
+        from locktune.cache.token_cache import compute_tokens, token_cache
+
+        if reads_cache(model):
+            cache = token_cache(tower, model.preprocess, images, precision=precision, desc=desc.removeprefix("embedding "))
+            return ImageFeatures(cache, cache.valid, cache.failed, len(images) if cache.computed else 0)
+        tokens, valid, failed = compute_tokens(tower, model.preprocess, images, precision=precision)
+        return ImageFeatures(tokens, valid, failed, len(images))
     if reads_cache(model):
         cached = cached_features(tower, model.preprocess, images, workers=workers, desc=desc,
                                  recompute_corrupt=recompute_corrupt, precision=precision)
@@ -97,6 +115,16 @@ def image_set_features(model, images, workers: int = 1, desc: str = "embedding i
     return ImageFeatures(features, valid, failed, len(images))
 
 
+def _has_entry(model, images) -> bool:
+    """Whether the finished cache entry this model's image side reads (pooled or tokens) is there for `images`."""
+    tower, precision = unwrap(model.image_tower), model_precision(model)
+    if reads_tokens(model):
+        from locktune.cache.token_cache import token_folder
+
+        return (token_folder(tower, model.preprocess, images, precision) / "manifest.json").is_file()
+    return has_cache_entry(tower, model.preprocess, images, precision)
+
+
 def source_set_features(model, images, workers: int = 1, desc: str = "embedding images",
                         recompute_corrupt: bool = False) -> ImageFeatures:
     """`image_set_features`, but a `SubsetImages` (the validation split's sides, `data/validation_split.py`) reads
@@ -105,10 +133,11 @@ def source_set_features(model, images, workers: int = 1, desc: str = "embedding 
     embedding the whole source set for it (a 1,000-pair study subset of 10,032 images: ~25 s instead of
     2 min 43 s cold on 2 cores).  (Not for an evaluation's small sample of a large benchmark.)"""
     if not isinstance(images, SubsetImages) or not reads_cache(model) or \
-            not has_cache_entry(unwrap(model.image_tower), model.preprocess, images.base, model_precision(model)):
+            not _has_entry(model, images.base):
         return image_set_features(model, images, workers, desc, recompute_corrupt)
     side = image_set_features(model, images.base, workers, desc, recompute_corrupt)
     rows = torch.as_tensor(images.indices, dtype=torch.long)
     mine = set(images.keys)
-    return ImageFeatures(side.features[rows], side.valid[rows], {k: v for k, v in side.failed.items() if k in mine},
+    features = side.features[rows] if isinstance(side.features, torch.Tensor) else side.features.subset(rows)
+    return ImageFeatures(features, side.valid[rows], {k: v for k, v in side.failed.items() if k in mine},
                          side.forward_passes)

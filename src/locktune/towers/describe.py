@@ -32,6 +32,7 @@ class TowerFacts:
     note: str = ""
     pool_reason: str = ""  # why this pooling (auto's choice, or as given)
     transformers_export: str = ""  # whether this tower, so pooled, exports to transformers' dual encoder
+    tokens: str = ""  # image towers: the token outputs a blocks:N head reads ("17 x 384, class token first")
 
 
 def _side(name: str) -> str:
@@ -72,7 +73,8 @@ def describe_tower(name: str, pool: str = "auto") -> TowerFacts:
         weights = split_kind(name)[0] is None or _has_weights(name)
         return TowerFacts(name, "image", int(tower.output_dim), _count(tower), "LUu" if weights else "u",
                           getattr(tower, "pool", "mean"), tower.preprocess(0).describe(),
-                          pool_reason=getattr(tower, "pool_reason", ""), transformers_export=tower_export(tower)[1])
+                          pool_reason=getattr(tower, "pool_reason", ""), transformers_export=tower_export(tower)[1],
+                          tokens=_tokens_line(tower))
     if name in FROM_SCRATCH:
         return TowerFacts(name, "text", 0, 0, "u", note=FROM_SCRATCH[name] + "; sized by model.text_width/layers/"
                           "heads/vocab_size (the vocabulary is trained when a run starts)",
@@ -86,6 +88,19 @@ def describe_tower(name: str, pool: str = "auto") -> TowerFacts:
                       getattr(tower, "pool", ""), note=f"tokenizer: {type(tower.hf_tokenizer).__name__}, "
                       f"vocabulary {len(tower.hf_tokenizer)}", pool_reason=getattr(tower, "pool_reason", ""),
                       transformers_export=tower_export(tower)[1])
+
+
+def _tokens_line(tower) -> str:
+    """'17 x 32 at 32 px, class token first' (what a blocks:N head reads), or why the tower has none."""
+    from locktune.cache.token_cache import token_shape
+
+    preprocess = tower.preprocess(0)
+    try:
+        count, width = token_shape(tower, preprocess)
+    except LocktuneError:
+        return "none (blocks:N heads need an hf: ViT-family tower, efficientnet_lite0 or mobilenet_v2)"
+    first = "class token first" if tower.has_cls_token else "no class token (a blocks:N head learns one)"
+    return f"{count} x {width} at {preprocess.image_size} px, {first}"
 
 
 def _has_weights(name: str) -> bool:

@@ -68,6 +68,11 @@ class LockedTower(nn.Module):
         with torch.no_grad():
             return self.tower(*args, **kwargs)
 
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The locked tower's token outputs (`blocks:N` heads), as untrainable as its pooled output."""
+        with torch.no_grad():
+            return self.tower.tokens(pixels)
+
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)

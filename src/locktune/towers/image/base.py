@@ -1,4 +1,5 @@
-"""What every image tower provides: pixels in, one pooled feature vector per image out.
+"""What every image tower provides: pixels in, one pooled feature vector per image out (and, for the towers
+that have them, the token outputs before pooling: `tokens()`, read by `blocks:N` heads).
 
 Towers are named two ways: a bundled name (`efficientnet_lite0`), or `KIND:SPEC` for a model the user
 brings (`hf:facebook/dinov2-small`, `timm:vit_small_patch16_224`, `open_clip:ViT-B-32@laion2b_s34b_b79k`).
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import nn
 
 from locktune.errors import LocktuneError
@@ -19,7 +21,8 @@ from locktune.registry import Registry
 from locktune.towers.kinds import check_tower_name, split_kind
 from locktune.towers.image.preprocess import Preprocess
 
-IMAGE_POOLS = ("auto", "cls", "mean", "pooler")
+# cls+mean: the class token beside the mean of the patch tokens (dino.txt), twice the hidden width; hf: only.
+IMAGE_POOLS = ("auto", "cls", "mean", "pooler", "cls+mean")
 NATIVE_SIZE = 224  # the bundled towers' pretraining resolution
 
 
@@ -36,6 +39,18 @@ class ImageTower(nn.Module):
     # Set when a saved model is loaded: the identity of the weights it started from, so a locked tower
     # loaded from a saved folder reuses the embedding cache its training filled.
     saved_identity: dict | None = None
+    # Whether token 0 of `tokens()` is a class token (a `blocks:N` head prepends a learned one where not).
+    has_cls_token: bool = False
+
+    @property
+    def token_dim(self) -> int:
+        """The width of each token `tokens()` gives (the pooled width for towers that pool by a mean)."""
+        return self.output_dim
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The tower's last token outputs [b, T, token_dim], before any pooling: what a `blocks:N` head reads."""
+        raise LocktuneError(f"image tower '{self.name}' gives no token outputs; a blocks:N image head reads tokens "
+                            "from hf: ViT-family towers, efficientnet_lite0 or mobilenet_v2")
 
     def preprocess(self, image_size: int = 0) -> Preprocess:
         """The input transform at `image_size` pixels (0: the tower's own pretraining size)."""
@@ -106,4 +121,6 @@ def build_image_tower(name: str, pretrained: bool, pool: str = "auto", saved: Pa
         return IMAGE_TOWERS.get(name)(pretrained)
     if pool not in IMAGE_POOLS:
         raise LocktuneError(f"model.image_pool '{pool}' is not one of {', '.join(IMAGE_POOLS)}")
+    if pool == "cls+mean" and kind != "hf":
+        raise LocktuneError(f"model.image_pool 'cls+mean' is for hf: ViT-family towers, not '{name}'; use cls or mean")
     return IMAGE_TOWER_KINDS.get(kind)(spec, ImageTowerArgs(pretrained=pretrained, pool=pool, saved=saved))

@@ -53,5 +53,9 @@ class EfficientNetLite0(ImageTower):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(pixels).mean(dim=(2, 3))
 
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The last feature map (before the global mean) as H*W tokens, row by row: 4 x 4 = 16 at 128 px."""
+        return self.net.extract_features(pixels).flatten(2).transpose(1, 2)
+
 
 IMAGE_TOWERS.register("efficientnet_lite0")(EfficientNetLite0)

@@ -8,6 +8,12 @@ The pooled vector is chosen by `model.image_pool`:
     cls     the class token (models that have one)
     mean    the mean over patch tokens (class, distillation and register tokens left out) or positions
     pooler  the model's pooled output (ViT's tanh pooler, CLIP's post-norm class token, SigLIP's head)
+    cls+mean  the class token concatenated with the mean over patch tokens (dino.txt): twice the hidden width
+
+`tokens()` (what a `blocks:N` head reads) is the last hidden state: the class token first where the model has
+one, then the patch tokens; distillation and register tokens are dropped (they are neither, and dino.txt's
+heads read the class and patch tokens only).  A model whose last hidden state is a feature map gives its
+H*W positions as tokens.
 
 Preprocessing comes from the folder's image-processor config (`hf_processor.py`).  `u` builds the same
 architecture from its config with random weights.
@@ -63,15 +69,26 @@ def _pooler_in_checkpoint(model: torch.nn.Module, keys: set[str] | None) -> bool
     return keys is None or all(any(c == k or c.endswith("." + k) for c in keys) for k in own)
 
 
-def _prefix_tokens(model: torch.nn.Module) -> int:
-    """Tokens before the patch tokens: class, distillation and register tokens."""
+def _embeddings(model: torch.nn.Module):
     embeddings = getattr(model, "embeddings", None)
     if embeddings is None and hasattr(model, "vision_model"):
         embeddings = getattr(model.vision_model, "embeddings", None)
+    return embeddings
+
+
+def _has_class_token(model: torch.nn.Module) -> bool:
+    """Whether the first token is a class token (ViT, DeiT, BEiT, DINOv2, CLIP vision); SigLIP and Swin have none."""
+    embeddings = _embeddings(model)
+    return embeddings is not None and (getattr(embeddings, "cls_token", None) is not None
+                                       or getattr(embeddings, "class_embedding", None) is not None)
+
+
+def _prefix_tokens(model: torch.nn.Module) -> int:
+    """Tokens before the patch tokens: class, distillation and register tokens."""
+    embeddings = _embeddings(model)
     if embeddings is None:
         return 0
-    count = int(getattr(embeddings, "cls_token", None) is not None
-                or getattr(embeddings, "class_embedding", None) is not None)
+    count = int(_has_class_token(model))
     count += int(getattr(embeddings, "distillation_token", None) is not None)
     registers = getattr(embeddings, "register_tokens", None)
     return count + (int(registers.shape[1]) if registers is not None else 0)
@@ -111,6 +128,7 @@ class HFVisionTower(ImageTower):
         self.has_pooler = has_pooler
         plain_mode_switch(self.model)
         self.prefix = _prefix_tokens(self.model)
+        self.class_token = _has_class_token(self.model)
         self.native_size = int(getattr(config, "image_size", 0) or self.native.image_size)
         self.takes_interpolate = "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters
         self.pool = self._resolve_pool(options.get("pool", args.pool), what)
@@ -138,6 +156,8 @@ class HFVisionTower(ImageTower):
             out = self._outputs(torch.zeros(1, 3, self.native.image_size, self.native.image_size))
         pooled = getattr(out, "pooler_output", None) if self.has_pooler else None
         sequence = out.last_hidden_state.ndim == 3
+        self.has_cls_token = sequence and self.class_token  # token 0 of `tokens()`
+        self._token_dim = int(out.last_hidden_state.shape[-1 if sequence else 1])
         if pool == "auto":
             # A trained pooled output first: what the model itself embeds an image as (ViT's pooler, DINOv2's
             # normed class token, CLIP/SigLIP's head), and the one pooling transformers' dual encoder exports.
@@ -150,6 +170,9 @@ class HFVisionTower(ImageTower):
             raise LocktuneError(f"{what} has no pooled output with trained weights; use model.image_pool=cls or mean")
         if pool == "cls" and not (sequence and self.prefix):
             raise LocktuneError(f"{what} has no class token; use model.image_pool=mean (or pooler where it has one)")
+        if pool == "cls+mean" and not self.has_cls_token:
+            raise LocktuneError(f"{what} has no class token, so no cls+mean; use model.image_pool=mean (or pooler "
+                                "where it has one)")
         return pool
 
     def _probe_dim(self) -> int:
@@ -158,6 +181,10 @@ class HFVisionTower(ImageTower):
 
     def preprocess(self, image_size: int = 0) -> Preprocess:
         return scaled(self.native, image_size)
+
+    @property
+    def token_dim(self) -> int:
+        return self._token_dim
 
     def weights_fingerprint(self) -> str:
         return self.fingerprint_
@@ -176,7 +203,16 @@ class HFVisionTower(ImageTower):
         hidden = out.last_hidden_state
         if self.pool == "cls":
             return hidden[:, 0]
+        if self.pool == "cls+mean":
+            return torch.cat([hidden[:, 0], hidden[:, self.prefix:].mean(1)], dim=-1)
         return hidden[:, self.prefix:].mean(1) if hidden.ndim == 3 else hidden.mean(dim=(2, 3))
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        hidden = self._outputs(pixels).last_hidden_state
+        if hidden.ndim == 4:  # a feature map [b, C, H, W]: its positions, row by row
+            return hidden.flatten(2).transpose(1, 2)
+        patches = hidden[:, self.prefix:]
+        return torch.cat([hidden[:, :1], patches], dim=1) if self.has_cls_token else patches
 
     def save_architecture(self, folder: Path) -> dict:
         folder.mkdir(parents=True, exist_ok=True)

@@ -106,5 +106,9 @@ class MobileNetV2(ImageTower):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net.pooled(pixels)
 
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The last feature map (before the global mean) as H*W tokens, row by row: 4 x 4 = 16 at 128 px."""
+        return self.net.features(pixels).flatten(2).transpose(1, 2)
+
 
 IMAGE_TOWERS.register("mobilenet_v2")(MobileNetV2)
