@@ -43,12 +43,12 @@ def test_blocks_head_trains_with_no_image_tower_forward_once_the_token_cache_exi
     from locktune.train.trainer import train
 
     monkeypatch.setenv("LOCKTUNE_CACHE", str(tmp_path / "cache"))
-    first = train(blocks_run(tmp_path / "first"), pairs=emoji_pairs)
+    first = train(blocks_run(tmp_path / "first", steps=1), pairs=emoji_pairs)
     assert counted_tower_calls["tokens"] > 0 and first.image_forward_passes == len(emoji_pairs)
     entries = list((tmp_path / "cache" / "tokens").iterdir())
     assert len(entries) == 1 and (entries[0] / "manifest.json").is_file()
     counted_tower_calls.update(forward=0, tokens=0)
-    second = train(blocks_run(tmp_path / "second"), pairs=emoji_pairs)
+    second = train(blocks_run(tmp_path / "second", steps=1), pairs=emoji_pairs)
     # A finished entry is opened without touching the tower (not even to probe the token shape).
     assert counted_tower_calls == {"forward": 0, "tokens": 0} and second.image_forward_passes == 0
     assert second.losses == first.losses and all(np.isfinite(second.losses))
@@ -179,3 +179,14 @@ def test_blocks_training_on_the_fake_device_equals_the_cpu(tmp_path, emoji_pairs
                for device in ("cpu", "fakegpu")}
     assert placement.model_device(results["fakegpu"].model).type == "fakegpu"
     np.testing.assert_allclose(results["fakegpu"].losses, results["cpu"].losses, rtol=1e-3)
+
+
+def test_a_trained_image_tower_feeds_a_blocks_head_live_without_a_cache(tmp_path, emoji_pairs, monkeypatch):
+    from locktune.train.trainer import train
+
+    monkeypatch.setenv("LOCKTUNE_CACHE", str(tmp_path / "cache"))
+    config = blocks_run(tmp_path / "run", steps=1)
+    config.model.setting = "Uu"
+    result = train(config, pairs=emoji_pairs)
+    assert result.image_forward_passes > 0 and np.isfinite(result.losses).all()
+    assert not (tmp_path / "cache" / "tokens").exists()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from locktune.cache.image_side import reads_cache, source_set_features
+from locktune.cache.image_side import reads_cache, reads_tokens, source_set_features
 from locktune.cache.pixel_cache import PixelCache, pixel_cache
 from locktune.cache.sharded import ShardedCache
 from locktune.errors import LocktuneError
@@ -24,6 +24,10 @@ def check_matches(sharded: ShardedCache, model, where: str) -> None:
     if not reads_cache(model):
         raise LocktuneError(f"data.embedding_cache '{where}' holds a locked image tower's embeddings, but setting "
                             f"'{model.setting}' trains the image tower; use an 'L?' setting or drop the cache")
+    if reads_tokens(model):
+        raise LocktuneError(f"data.embedding_cache '{where}' holds pooled vectors, but model.image_head "
+                            f"'{model.config.image_head}' reads the tower's tokens; drop data.embedding_cache (the "
+                            "token cache is built on first use) or use a pooled head (linear, mlp)")
     expected = {**tower.cache_identity(), "preprocess": model.preprocess.describe()}
     for key, value in expected.items():
         if sharded.manifest.get(key) != json.loads(json.dumps(value)):  # as the manifest stores it

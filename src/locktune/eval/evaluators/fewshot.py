@@ -19,6 +19,8 @@ def fewshot_evaluation(model, benchmark: ClassificationSet, workers: int = 1, dr
     """`draws` random draws of the k shots per class (seeds 0..draws-1; 0 = DEFAULT_DRAWS): each shot
     count's mean and (population) standard deviation over the draws; `seeds` records how many."""
     features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
+    if features.ndim == 3:  # a blocks:N head's side is the tower's tokens: the probe reads their mean
+        features = features.mean(1)  # (for a CNN's tokens, exactly the tower's own pooled output)
     labels = torch.tensor(benchmark.labels)[valid]
     metrics = fewshot_metrics(features[valid].numpy(), labels.numpy(), seeds=tuple(range(draws or DEFAULT_DRAWS)))
     metrics["images"] = int(valid.sum())
