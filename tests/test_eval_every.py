@@ -42,7 +42,7 @@ def test_training_with_evaluation_equals_training_without(tmp_path, emoji_pairs)
         return config
 
     plain = train(config("plain"), pairs=emoji_pairs)
-    watched = train(config("watched", eval_every=1, keep_best="validation/contrastive_loss",
+    watched = train(config("watched", eval_every=1, keep_best="validation/loss",
                            report_to=["jsonl", "tensorboard"]), pairs=emoji_pairs)
     assert [e["step"] for e in eval_log(tmp_path / "watched")] == [0, 1, 2]
     assert_same_training(plain, watched)
@@ -76,13 +76,13 @@ def test_keep_best_keeps_the_best_step_whose_folder_loads_like_a_saved_model(tmp
     from locktune.train.trainer import train
 
     run = tmp_path / "run"
-    train(run_config(run, eval_every=1, keep_best="validation/contrastive_loss", checkpoint_every=1,
+    train(run_config(run, eval_every=1, keep_best="validation/loss", checkpoint_every=1,
                      keep_checkpoints=10, lr=1e-3), pairs=emoji_pairs)
-    losses = {e["step"]: e["validation/contrastive_loss"] for e in eval_log(run)}
+    losses = {e["step"]: e["validation/loss"] for e in eval_log(run)}
     step = min(losses, key=lambda s: (losses[s], s))  # the lowest loss; the earliest of equals
     assert step > 0, "the settings should improve on the untrained model"
     record = json.loads((run / "best" / "best.json").read_text())
-    assert record == {"metric": "validation/contrastive_loss", "direction": "min", "value": losses[step], "step": step}
+    assert record == {"metric": "validation/loss", "direction": "min", "value": losses[step], "step": step}
     best = load_file(str(run / "best" / "model.safetensors"))
     from locktune.train.checkpoint import load_checkpoint
 
@@ -97,7 +97,7 @@ def test_resume_keeps_the_best_so_far(tmp_path, emoji_pairs):
     uninterrupted run's), not the best of the evaluations after the resume."""
     from locktune.train.trainer import train
 
-    kw = dict(steps=6, eval_every=1, keep_best="validation/contrastive_loss:max", lr=1e-3)
+    kw = dict(steps=6, eval_every=1, keep_best="validation/loss:max", lr=1e-3)
     train(run_config(tmp_path / "whole", **kw), pairs=emoji_pairs)
     whole = json.loads((tmp_path / "whole" / "best" / "best.json").read_text())
     assert whole["step"] < 5 and whole["direction"] == "max", "a best with later evaluations to beat it"
@@ -147,7 +147,7 @@ def test_a_metric_the_evaluation_lacks_fails_before_the_first_step(tmp_path, emo
 
     run = tmp_path / "run"
     with pytest.raises(LocktuneError, match=r"train.keep_best: the evaluation has no metric 'validation/top1'; it "
-                                            r"has .*validation/contrastive_loss.*validation/image_to_text_R@1"):
+                                            r"has .*validation/image_to_text_R@1.*validation/loss"):
         train(run_config(run, eval_every=2, keep_best="validation/top1"), pairs=emoji_pairs)
     assert not (run / "checkpoints").exists() and not (run / "train_log.jsonl").exists()
 

@@ -130,6 +130,15 @@ def find_identical_run(root: Path, config: RunConfig, suite: str, eval_max_image
     return None
 
 
+def scoring(model) -> dict:
+    """What the trained model's similarities mean: its loss, final scale t (1 / temperature) and, for the
+    sigmoid loss, bias b in sigmoid(t * cos + b): a record's losses are read against these."""
+    bias = getattr(model, "logit_bias", None)
+    scale = float(model.scale)
+    return {"loss": model.loss, "scale": round(scale, 6), "temperature": round(1 / scale, 6),
+            "bias": None if bias is None else round(float(bias), 6)}
+
+
 def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: list[str] = (),
             eval_max_images: int = 0, log=print, keep_checkpoints: bool = False,
             calibration: dict | None = None) -> dict:
@@ -167,6 +176,7 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
         "eval_seconds": round(time.time() - started, 1),
         "model_fingerprint": file_fingerprint(run_dir / RUN_MODEL_DIR / WEIGHTS),
         "design": grid.design,
+        "scoring": scoring(model),
     }
     if calibration is not None:
         record["calibration"] = calibration

@@ -8,7 +8,7 @@ from locktune.data.images import SubsetImages
 from locktune.data.pairs import load_pairs, take_evenly
 from locktune.eval.benchmarks import get_benchmark
 from locktune.eval.evaluation import EVALUATORS, Evaluation, Reporter, SummaryValue, register_reporter
-from locktune.eval.ood_loss import ood_loss_metrics, pairs_loss
+from locktune.eval.ood_loss import loss_name, ood_loss_metrics, pairs_loss
 from locktune.eval.run import image_embeddings
 from locktune.eval.run_pairs import split_run_pairs, splits_pairs
 
@@ -47,7 +47,7 @@ def evaluate(model, benchmark_name: str, max_images: int, workers: int, train_so
                                 batch_size)
         held_loss = pairs_loss(model, held_emb, held_valid, [held.captions[i] for i in held_sample], max_images,
                                batch_size)
-    metrics = ood_loss_metrics(train_loss, held_loss, batch_size)
+    metrics = ood_loss_metrics(train_loss, held_loss, batch_size, loss_name(model))
     metrics["train_pairs"] = train_name
     metrics["heldout_pairs"] = benchmark_name
     metrics["dataset_fingerprint"] = f"{train_images.fingerprint()}+{held_images.fingerprint()}"
@@ -57,8 +57,9 @@ def evaluate(model, benchmark_name: str, max_images: int, workers: int, train_so
 def markdown(results: dict[str, dict]) -> list[str]:
     lines = []
     for n, m in results.items():
-        lines += ["| contrastive loss (batch of %d) | training pairs (%s) | held-out pairs (%s) | chance log(batch) |"
-                  % (m["batch_size"], m.get("train_pairs", "?"), m.get("heldout_pairs", "?")),
+        kind = {"sigmoid": "sigmoid loss"}.get(m.get("loss_name", "softmax"), "softmax contrastive loss")
+        lines += ["| the model's own %s (batch of %d) | training pairs (%s) | held-out pairs (%s) | chance |"
+                  % (kind, m["batch_size"], m.get("train_pairs", "?"), m.get("heldout_pairs", "?")),
                   "|---|---|---|---|",
                   f"| {n} | {m['train_loss']:.3f} | {m['heldout_loss']:.3f} | {m['chance_loss']:.3f} |", ""]
     return lines

@@ -9,18 +9,18 @@ Metrics, over the pairs whose image is readable, in data order (`max_images` > 0
 evenly over them):
 - image_to_text_R@k / text_to_image_R@k (k = 1, 5, 10): every caption of every pair, the standard way
   (`metrics.retrieval_recalls`: an image is right if any of its captions is in its top k; ties pessimistic).
-- contrastive_loss: the symmetric softmax InfoNCE ((CE image->text + CE text->image) / 2) with the model's own
-  temperature (`model.scale`), in eval mode, of each pair's FIRST caption, in consecutive batches of
-  BATCH_SIZE pairs in data order, averaged over the full batches (the last, partial batch is left out, so
-  every pair is scored against the same number of negatives; `loss_pairs` says how many pairs that is).
-  With fewer than BATCH_SIZE pairs, one batch of all of them (`batch_size` records which).  The same softmax
-  loss whatever the run trained with (a sigmoid-trained model is scored on it too), so arms compare.
-- pairs (readable held-out pairs), chance_R@1, chance_loss = log(batch_size).
+- loss: the model's OWN training loss (`loss_name`: softmax InfoNCE, (CE image->text + CE text->image) / 2, for
+  `global`/`local`; SigLIP's sigmoid loss for `sigmoid`, with the model's bias), with its own temperature
+  (`model.scale`), in eval mode, of each pair's FIRST caption, in consecutive batches of BATCH_SIZE pairs in
+  data order, averaged over the full batches (the last, partial batch is left out, so every pair is scored
+  against the same number of negatives; `loss_pairs` says how many pairs that is).  With fewer than
+  BATCH_SIZE pairs, one batch of all of them (`batch_size` records which).  Losses of two kinds do not compare:
+  `in_batch_R@1` over the same batches does (`eval/ood_loss.py`).  (Records before 0.3 hold `contrastive_loss`,
+  the softmax loss whatever the model trained with.)
+- pairs (readable held-out pairs), chance_R@1, chance_loss (of the own loss: `ood_loss.chance_loss`).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -29,7 +29,7 @@ from locktune.data.pairs import take_evenly
 from locktune.eval.evaluation import EVALUATORS, Evaluation, Reporter, SummaryValue, register_reporter
 from locktune.eval.evaluators.retrieval import recall_header, recall_row
 from locktune.eval.metrics import retrieval_recalls
-from locktune.eval.ood_loss import batched_contrastive_loss
+from locktune.eval.ood_loss import batched_recall_at_1, chance_loss, loss_name, own_loss
 from locktune.eval.run import image_embeddings
 from locktune.eval.run_pairs import split_run_pairs, validation_fraction
 from locktune.eval.zero_shot import encode_texts
@@ -61,10 +61,12 @@ def validation_metrics(model, image_emb: torch.Tensor, captions: list[list[str]]
     text_emb = encode_texts(model, texts)
     metrics = retrieval_recalls(image_emb @ text_emb.T, owner)
     batch = min(batch_size, len(captions))
-    metrics["contrastive_loss"] = batched_contrastive_loss(image_emb, text_emb[first], float(model.scale), batch)
+    metrics["loss"] = own_loss(model, image_emb, text_emb[first], batch)
+    metrics["loss_name"] = loss_name(model)
+    metrics["in_batch_R@1"] = batched_recall_at_1(image_emb, text_emb[first], batch)
     metrics["loss_pairs"] = len(captions) // batch * batch
     metrics["batch_size"] = batch
-    metrics["chance_loss"] = math.log(batch)
+    metrics["chance_loss"] = chance_loss(metrics["loss_name"], batch)
     metrics["chance_R@1"] = 1.0 / len(captions)
     metrics["pairs"] = len(captions)
     return metrics
@@ -103,15 +105,25 @@ def markdown(results: dict[str, dict]) -> list[str]:
     lines = recall_header("validation pairs, held out of the run's data (%)")
     lines += [recall_row(n, m["pairs"], m) if "skipped" not in m else f"| {n} | skipped: {m['skipped']} |"
               for n, m in results.items()]
-    lines += ["", "| contrastive loss, validation pairs | pairs in full batches | batch | loss | chance log(batch) |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {n} | {m['loss_pairs']} | {m['batch_size']} | {m['contrastive_loss']:.3f} | {m['chance_loss']:.3f} |"
+    lines += ["", "| the model's own loss, validation pairs | loss | pairs in full batches | batch | loss | chance "
+              "| in-batch R@1 |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {m.get('loss_name', 'softmax')} | {m['loss_pairs']} | {m['batch_size']} | {own(m):.3f} "
+              f"| {m['chance_loss']:.3f} | {_percent(m.get('in_batch_R@1'))} |"
               for n, m in results.items() if "skipped" not in m]
     return lines + [""]
 
 
-def _first(results: dict[str, dict], key: str) -> float | None:
-    return next((float(m[key]) for m in results.values() if key in m), None)
+def own(metrics: dict) -> float:
+    """The recorded own loss (`contrastive_loss` in records written before it was the model's own)."""
+    return float(metrics["loss"] if "loss" in metrics else metrics["contrastive_loss"])
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _own_loss(results: dict[str, dict]) -> float | None:
+    return next((own(m) for m in results.values() if "loss" in m or "contrastive_loss" in m), None)
 
 
 def _mean_r1(results: dict[str, dict]) -> float | None:
@@ -121,9 +133,9 @@ def _mean_r1(results: dict[str, dict]) -> float | None:
 
 register_reporter(Reporter(
     KIND, headline=("image_to_text_R@1", "image_to_text_R@5", "text_to_image_R@1", "text_to_image_R@5",
-                    "contrastive_loss", "chance_loss"),
-    markdown=markdown, recognise=lambda m: "contrastive_loss" in m,
-    summaries=(SummaryValue("validation_loss", "validation loss (held-out pairs)",
-                            lambda results: _first(results, "contrastive_loss")),
+                    "loss", "chance_loss", "in_batch_R@1"),
+    markdown=markdown, recognise=lambda m: "contrastive_loss" in m or ("loss_name" in m and "loss" in m),
+    summaries=(SummaryValue("validation_loss", "validation loss (held-out pairs; the model's own loss)",
+                            _own_loss),
                SummaryValue("validation_R@1", "validation R@1 (mean I→T, T→I)", _mean_r1)),
     task_columns=("image_to_text_R@1", "text_to_image_R@1"), chance="chance_R@1"))
