@@ -75,6 +75,7 @@ def test_bad_image_head_is_a_clear_config_error():
     from locktune.config import load_config
     from locktune.errors import LocktuneError
 
-    with pytest.raises(LocktuneError, match=r"model.image_head 'mlp' is not one of linear, none"):
-        load_config(overrides=["model.image_head=mlp"])
+    with pytest.raises(LocktuneError, match=r"model.image_head 'mpl' is not one of linear, none, mlp, blocks:N "
+                                            r"\(did you mean 'mlp'\?\)"):
+        load_config(overrides=["model.image_head=mpl"])
     assert load_config(overrides=["model.image_head=none"]).model.image_head == "none"

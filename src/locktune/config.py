@@ -36,6 +36,22 @@ class ModelConfig:
     # is the normalised image-tower output itself, the text projection maps to that size, and embed_dim
     # is ignored.
     image_head: str = "linear"
+    # The heads by name, per side (`model/heads.py`): image linear | none | mlp | blocks:N; text linear | mlp.
+    # mlp: FuseMix's adapter (head_mlp_residual: pre-norm residual blocks at the tower's width, then a norm and a
+    # linear map) or, residual off, a plain MLP (ShareLock's projector); head_mlp_depth hidden layers of
+    # head_mlp_width (0: 4 x the tower's output width), activation gelu | relu | silu, dropout in [0, 1).
+    text_head: str = "linear"
+    head_mlp_depth: int = 1
+    head_mlp_width: int = 0
+    head_mlp_activation: str = "gelu"
+    head_mlp_dropout: float = 0.0
+    head_mlp_residual: bool = True
+    # blocks:N image heads (N transformer blocks over the locked tower's token outputs, dino.txt): the blocks'
+    # width (0: the tower's token width; else a linear projection to it first), attention heads (0: width / 64,
+    # at least 1; must divide the width) and MLP width as a multiple of the width.
+    head_blocks_width: int = 0
+    head_blocks_heads: int = 0
+    head_blocks_mlp_ratio: float = 4.0
     logit_scale_init: float = 10.0
     logit_scale_max: float = 100.0
     # train.loss=sigmoid only: the learned bias b of sigmoid(t * cos + b), from SigLIP (-10); kept within
@@ -73,6 +89,10 @@ class DataConfig:
     # A trained image tower (U?/u?): decode every training image once into a uint8 pixel cache and read it
     # each step (the same tensors as decoding every step, without the decode cost).
     decode_once: bool = True
+    # A locked text tower (?L): compute every training caption's vector once (`cache/text_side.py`, or the text
+    # vectors of a sharded cache built with an ?L setting) and read it each step, so an LL step runs only the
+    # heads; false runs the text tower every step.
+    text_cache: bool = True
 
 
 @dataclass
@@ -96,6 +116,10 @@ class TrainConfig:
     # global: softmax, negatives gathered from every process | local: softmax, own rows only |
     # sigmoid: SigLIP's pairwise sigmoid over the global batch, with a learned bias (model.logit_bias_init)
     loss: str = "global"
+    # Latent mixup (FuseMix): each step, one lambda ~ Beta(alpha, alpha) and one permutation of the rows mix
+    # the cached image features and the cached text features alike (pair i with pair perm[i]), before the
+    # heads.  Needs both towers locked (model.setting=LL) and a pooled image head.  0: off.
+    mixup_alpha: float = 0.0
     chunk_size: int = 0  # >0: gradient caching in chunks of this many rows (huge batches); 0: whole batch
     # Without chunk_size, a trained tower with dropout runs in seeded blocks of this many rows (one graph), so each
     # global row's dropout masks, and the loss, do not depend on the process count when it divides each process's
@@ -206,7 +230,10 @@ def upgrade_config_dict(data: Any, notes: list[str] | None = None, where: str = 
 
 PRECISIONS = ("fp32", "bf16")
 PARALLEL = ("replicate", "fsdp")
-IMAGE_HEADS = ("linear", "none")
+# The heads each side may name (`model/heads.py` builds them; tests/test_heads.py keeps both lists the same).
+IMAGE_HEADS = ("linear", "none", "mlp", "blocks:N")
+TEXT_HEADS = ("linear", "mlp")
+HEAD_ACTIVATIONS = ("gelu", "relu", "silu")
 BATCHNORM = ("recalibrate", "train", "freeze")
 
 
@@ -297,9 +324,7 @@ def validate(config: RunConfig) -> RunConfig:
     check_device_word(config.train.device, "train.device")
     if config.train.parallel not in PARALLEL:
         raise LocktuneError(f"train.parallel '{config.train.parallel}' is not one of {', '.join(PARALLEL)}")
-    if config.model.image_head not in IMAGE_HEADS:
-        raise LocktuneError(f"model.image_head '{config.model.image_head}' is not one of {', '.join(IMAGE_HEADS)} "
-                            "(linear: a projection to model.embed_dim; none: the image tower's output as is)")
+    _validate_heads(config)
     if config.train.batchnorm not in BATCHNORM:
         raise LocktuneError(f"train.batchnorm '{config.train.batchnorm}' is not one of {', '.join(BATCHNORM)}")
     _validate_unlock(config)
@@ -328,8 +353,10 @@ COUNTS = {
     "train.image_unlock_start": (0, "unlocked from the start; 0 <= start <= end <= train.steps"),
     "train.image_unlock_end": (0, "unlocked from the start; 0 <= start <= end <= train.steps"),
     "model.embed_dim": (1, ""), "model.max_text_len": (1, ""), "model.text_width": (1, ""),
+    "model.head_mlp_depth": (1, ""), "model.head_mlp_width": (0, "4 x the tower's output width"),
     "model.text_layers": (1, ""), "model.text_heads": (1, ""), "model.text_vocab_size": (1, ""),
     "model.image_size": (0, "the tower's own size"), "data.max_pairs_per_source": (0, "all"),
+    "model.head_blocks_width": (0, "the tower's token width"), "model.head_blocks_heads": (0, "width / 64"),
     "data.image_workers": (0, "decode in the training process"), "data.max_train_pairs": (0, "all"),
     "eval.max_images_per_benchmark": (0, "all"),
 }
@@ -351,7 +378,8 @@ def _validate_numbers(config: RunConfig) -> None:
     for key, value, low, low_ok in [("train.lr", t.lr, 0.0, False), ("train.head_lr_multiplier", t.head_lr_multiplier, 0.0, False),
                                     ("train.weight_decay", t.weight_decay, 0.0, True), ("train.grad_clip", t.grad_clip, 0.0, False),
                                     ("model.logit_scale_max", m.logit_scale_max, 0.0, False),
-                                    ("model.logit_scale_init", m.logit_scale_init, 0.0, False)]:
+                                    ("model.logit_scale_init", m.logit_scale_init, 0.0, False),
+                                    ("model.head_blocks_mlp_ratio", m.head_blocks_mlp_ratio, 0.0, False)]:
         if not math.isfinite(value) or value < low or (value == low and not low_ok):
             bound = f">= {low:g}" if low_ok else f"> {low:g}"
             raise LocktuneError(f"config key '{key}' must be a finite number {bound}, got {value!r}")
@@ -361,6 +389,48 @@ def _validate_numbers(config: RunConfig) -> None:
     if m.logit_scale_init > m.logit_scale_max:
         raise LocktuneError(f"model.logit_scale_init ({m.logit_scale_init:g}) is above model.logit_scale_max "
                             f"({m.logit_scale_max:g}); the temperature would start clamped")
+
+
+def _check_head_name(key: str, name: str, valid: tuple[str, ...]) -> None:
+    """One side's head name: a listed name, or `blocks:N` with N at least 1 where `blocks:N` is listed."""
+    kind, sep, count = name.partition(":")
+    if name in valid or (sep and f"{kind}:N" in valid and count.isdigit() and int(count) >= 1):
+        return
+    if f"{kind}:N" in valid:
+        raise LocktuneError(f"{key} '{name}' needs a number of blocks of at least 1, e.g. {kind}:2")
+    names = [v.split(":")[0] for v in valid]
+    close = difflib.get_close_matches(kind, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    image_only = " (none and blocks:N are image heads)" if key.endswith("text_head") and kind in ("none", "blocks") \
+        else ""
+    raise LocktuneError(f"{key} '{name}' is not one of {', '.join(valid)}{hint}{image_only}")
+
+
+def _validate_heads(config: RunConfig) -> None:
+    """Both heads' names, the mlp head's options, and latent mixup (which mixes both sides' cached pooled
+    features, so it needs both towers locked and a head that reads pooled features)."""
+    m, t = config.model, config.train
+    _check_head_name("model.image_head", m.image_head, IMAGE_HEADS)
+    _check_head_name("model.text_head", m.text_head, TEXT_HEADS)
+    if m.head_mlp_activation not in HEAD_ACTIVATIONS:
+        raise LocktuneError(f"model.head_mlp_activation '{m.head_mlp_activation}' is not one of "
+                            f"{', '.join(HEAD_ACTIVATIONS)}")
+    if not math.isfinite(m.head_mlp_dropout) or not 0.0 <= m.head_mlp_dropout < 1.0:
+        raise LocktuneError(f"config key 'model.head_mlp_dropout' must be at least 0 and below 1, "
+                            f"got {m.head_mlp_dropout!r}")
+    if not math.isfinite(t.mixup_alpha) or t.mixup_alpha < 0:
+        raise LocktuneError(f"config key 'train.mixup_alpha' must be 0 (off) or a finite number > 0, "
+                            f"got {t.mixup_alpha!r}")
+    if t.mixup_alpha and m.setting != "LL":
+        raise LocktuneError(f"train.mixup_alpha={t.mixup_alpha:g} mixes both sides' cached features, but setting "
+                            f"'{m.setting}' trains a tower; use model.setting=LL or train.mixup_alpha=0")
+    if t.mixup_alpha and not config.data.text_cache:
+        raise LocktuneError(f"train.mixup_alpha={t.mixup_alpha:g} mixes cached text features, but "
+                            "data.text_cache=false runs the text tower; set data.text_cache=true or "
+                            "train.mixup_alpha=0")
+    if t.mixup_alpha and m.image_head.startswith("blocks"):
+        raise LocktuneError(f"train.mixup_alpha={t.mixup_alpha:g} mixes pooled features, but model.image_head="
+                            f"{m.image_head} reads tokens; use a linear or mlp image head, or train.mixup_alpha=0")
 
 
 def _validate_data_subset(config: RunConfig) -> None:

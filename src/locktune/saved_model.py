@@ -4,7 +4,8 @@ Layout (format version 1):
 
     locktune_model.json   format version, model config, tower setting, preprocessing description, and the
                           loss that trained it (`loss`: global | local | sigmoid; absent in older folders: softmax)
-    model.safetensors     every weight of both towers, the projections and the temperature
+    model.safetensors     every weight of both towers, both heads (linear, mlp, blocks:N: `model/heads.py`; the
+                          manifest's model config names them and their options) and the temperature
     tokenizer/            the text tower's tokenizer: `tokenizer.json` for the from-scratch CLIP tower,
                           or a Hugging Face folder (config + tokenizer files + pooling) for a pretrained encoder
     image_tower/          for a tower the user brought (hf:, timm:, open_clip:): its architecture config,
@@ -103,7 +104,8 @@ def read_manifest(folder: str | Path) -> dict:
 
 REEXPORT = "fix the value, or export the model again (`locktune export --model RUN_DIR --out FOLDER`)"
 SIZED_BY = ("image_size", "embed_dim", "max_text_len", "text_width", "text_layers", "text_heads", "text_vocab_size",
-            "clip_width", "clip_layers", "clip_heads", "clip_vocab_size")  # clip_*: the names locktune 0.1.0 wrote
+            "clip_width", "clip_layers", "clip_heads", "clip_vocab_size",  # clip_*: the names locktune 0.1.0 wrote
+            "head_mlp_depth", "head_mlp_width")
 
 
 def check_model_numbers(model, where: str) -> None:
@@ -161,7 +163,7 @@ def load_pretrained(folder: str | Path):
     # Every tensor's size and place checked against the file before any tower is built or tensor read.
     check_safetensors(folder / WEIGHTS, f"saved model '{folder}'", "copy the folder again, or export the model "
                       "again (`locktune export --model RUN_DIR --out FOLDER`)")
-    config: ModelConfig = config_from_dict({"model": manifest["model"]}).model
+    config = _saved_config(manifest, folder)
     setting = parse_setting(config.setting)
     saved = folder / IMAGE_TOWER_DIR if (folder / IMAGE_TOWER_DIR).is_dir() else None
     image = build_image_tower(config.image_tower, pretrained=False, pool=config.image_pool, saved=saved)
@@ -191,6 +193,16 @@ def load_pretrained(folder: str | Path):
         raise LocktuneError(f"'{folder / WEIGHTS}' does not match its config: missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]}")
     return model.eval()
+
+
+def _saved_config(manifest: dict, folder: Path) -> ModelConfig:
+    """The folder's model config, checked as a config file is: a head or key this locktune does not know (a folder
+    written by a newer one) is one line naming the file."""
+    try:
+        return config_from_dict({"model": manifest["model"]}).model
+    except LocktuneError as error:
+        raise LocktuneError(f"'{folder / MANIFEST}': {error}; upgrade locktune, or export the model again with "
+                            "this one") from None
 
 
 def _build_text_tower(folder: Path, manifest: dict, config: ModelConfig, state: dict):

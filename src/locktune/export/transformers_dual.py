@@ -44,6 +44,15 @@ def _towers(net):
 
 def check_dual_encoder(net) -> None:
     """Raise a one-line LocktuneError unless `net` can be written as a VisionTextDualEncoderModel."""
+    # Its projections are one linear map per tower: a linear head (or none, as the identity) and nothing else.
+    heads = [f"{side} head '{name}'" for side, name, module, allowed in
+             (("image", net.config.image_head, net.image_projection, (torch.nn.Linear, torch.nn.Identity)),
+              ("text", net.config.text_head, net.text_projection, (torch.nn.Linear,)))
+             if not isinstance(module, allowed)]
+    if heads:
+        raise LocktuneError(f"--format transformers: VisionTextDualEncoderModel has one linear projection per "
+                            f"tower and cannot hold the {' or the '.join(heads)}; use --format locktune (the saved "
+                            "folder, which `locktune.load` reads) or --onnx for this model")
     image, text, vision_cls, text_cls = _towers(net)
     others = [f"{side} tower '{getattr(t, 'name', type(t).__name__)}'" for side, t, cls in
               (("image", image, vision_cls), ("text", text, text_cls)) if not isinstance(t, cls)]

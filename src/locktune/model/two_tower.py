@@ -17,6 +17,7 @@ from torch import nn
 
 from locktune.config import ModelConfig
 from locktune.loss import DEFAULT_LOSS, get_loss
+from locktune.model.heads import build_head, draw_head, head_reads
 from locktune.towers.image import build_image_tower
 from locktune.towers.image.preprocess import Preprocess
 from locktune.towers.setting import apply_letter, is_pretrained, parse_setting, unwrap
@@ -33,12 +34,13 @@ class TwoTower(nn.Module):
         self.setting = parse_setting(config.setting)
         self.image_tower = image_tower
         self.text_tower = text_tower
-        image_dim = unwrap(image_tower).output_dim
-        # With no image head the shared space is the image tower's own output (config.embed_dim unused).
-        self.embed_dim = config.embed_dim if config.image_head == "linear" else image_dim
-        self.image_projection = (nn.Linear(image_dim, self.embed_dim, bias=False) if config.image_head == "linear"
-                                 else nn.Identity())
-        self.text_projection = nn.Linear(unwrap(text_tower).output_dim, self.embed_dim, bias=False)
+        # The heads by name (`model/heads.py`), kept under these two names whatever they are, so a linear head's
+        # state keys (`image_projection.weight`) are those of every model locktune ever saved.  The image head
+        # decides the shared space's width: model.embed_dim, or with no head (`none`) the tower's own output.
+        self.image_projection = _image_head(config, unwrap(image_tower))
+        self.embed_dim = self.image_projection.out_dim
+        self.text_projection = build_head(config.text_head, unwrap(text_tower).output_dim, self.embed_dim, config,
+                                          side="text")
         # Learned log of the logit scale (1/temperature), initialised to log(logit_scale_init).
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         # The sigmoid loss's learned bias b in sigmoid(t * cos + b); softmax models have none (nor its state key).
@@ -48,15 +50,14 @@ class TwoTower(nn.Module):
 
     @torch.no_grad()
     def init_heads(self, seed: int) -> None:
-        """Draw both projections again from generators of their own, seeded from `seed` (the run's seed):
+        """Draw both heads again from generators of their own, seeded from `seed` (the run's seed):
         the towers draw their initial weights from the global generator, and how much they draw depends on
         the setting (a from-scratch tower draws, a pretrained one does not), so heads drawn from it would
         differ between arms run with the same seed.  Seeded here, every arm with the same seed starts from the
-        same heads wherever the shapes agree (paired seeds).  Same distribution as nn.Linear's default."""
+        same heads wherever the shapes agree (paired seeds).  Same distributions as PyTorch's defaults
+        (`heads.draw_head`); a linear head draws exactly what it always drew."""
         for salt, head in ((0, self.image_projection), (1, self.text_projection)):
-            if isinstance(head, nn.Linear):
-                generator = torch.Generator().manual_seed(head_seed(seed, salt))
-                nn.init.kaiming_uniform_(head.weight, a=math.sqrt(5), generator=generator)
+            draw_head(head, torch.Generator().manual_seed(head_seed(seed, salt)))
 
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:
@@ -80,8 +81,12 @@ class TwoTower(nn.Module):
         return self.log_logit_scale.device
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The image tower's pooled output (what the embedding cache stores for a locked tower)."""
-        return self.image_tower(pixels.to(self.device, non_blocking=True))
+        """What the image head reads: the tower's pooled output (what the embedding cache stores for a locked
+        tower), or its tokens [b, T, D] for a head that reads tokens (`blocks:N`; the token cache's rows)."""
+        pixels = pixels.to(self.device, non_blocking=True)
+        if getattr(self.image_projection, "reads", "pooled") == "tokens":
+            return self.image_tower.tokens(pixels)
+        return self.image_tower(pixels)
 
     def embed_image_features(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_projection(features.to(self.device, non_blocking=True).float()), dim=-1)
@@ -89,12 +94,27 @@ class TwoTower(nn.Module):
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.embed_image_features(self.image_features(pixels))
 
+    def embed_text_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The text head over the text tower's outputs: what `encode_text` applies to the tower it runs, and
+        what training applies to a locked tower's outputs read from the text cache (`cache/text_side.py`)."""
+        return F.normalize(self.text_projection(features.to(self.device, non_blocking=True).float()), dim=-1)
+
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
-        return F.normalize(self.text_projection(self.text_tower(ids, mask).float()), dim=-1)
+        return self.embed_text_features(self.text_tower(ids, mask))
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return unwrap(self.text_tower).tokenize(texts)
+
+
+def _image_head(config: ModelConfig, tower: nn.Module) -> nn.Module:
+    """The image head: it reads the tower's pooled output, or its tokens (`blocks:N`, fitted to the tower)."""
+    tokens = head_reads(config.image_head) == "tokens"
+    width = tower.token_dim if tokens else tower.output_dim
+    head = build_head(config.image_head, width, config.embed_dim, config, side="image")
+    if tokens:
+        head.bind_tower(tower)
+    return head
 
 
 def head_seed(seed: int, salt: int) -> int:

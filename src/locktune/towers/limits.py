@@ -41,6 +41,9 @@ LIMITS: dict[str, tuple[int, str]] = {
     "clip_layers": (128, "a from-scratch CLIP text tower has 4 to 24 layers"),
     "text_layers": (128, "a from-scratch text tower (clip, t5_encoder) has 4 to 24 layers"),
     "depths": (128, "ConvNeXt-XXL's deepest stage has 30 blocks"),
+    # An mlp head (`model/heads.py`): FuseMix's adapters have 1 to 4 blocks, 4 x the tower's width.
+    "head_mlp_depth": (128, "real MLP heads have 1 to 4 layers"),
+    "head_mlp_width": (65536, "real MLP heads are 4 x a tower's width (<= 24576)"),
     "num_attention_heads": (256, "real models have at most 128 heads"),
     "num_heads": (256, "real models have at most 128 heads"),
     "num_key_value_heads": (256, "real models have at most 128 heads"),
@@ -65,7 +68,7 @@ LIMITS: dict[str, tuple[int, str]] = {
     "window_size": (2048, "Swin's windows are 7 to 24 patches"),
     "num_channels": (16, "images have 3 channels"),
 }
-MIN_ZERO = {"image_size", "resize_to", "num_register_tokens", "type_vocab_size", "num_key_value_heads",
+MIN_ZERO = {"image_size", "head_mlp_width", "resize_to", "num_register_tokens", "type_vocab_size", "num_key_value_heads",
             "relative_attention_num_buckets", "relative_attention_max_distance"}
 # The tokens a vision tower attends over at once ((pixels / patch)^2): SigLIP-so400m has 729, PaliGemma-896
 # 4096; 16384 is a 128 x 128 grid.
