@@ -32,11 +32,26 @@ def _embed_sharded(config, folder: str, shard_size: int, views: int, main: bool)
     _say_image_size(config, preprocess.image_size, main)
     pairs = load_pairs(config.data.sources, config.data.max_pairs_per_source)
     cache = build_sharded_cache(tower, preprocess, pairs, folder, shard_size=shard_size,
-                                workers=config.data.image_workers, views=views)
+                                workers=config.data.image_workers, views=views, text_tower=_locked_text_tower(config))
     if main:
+        texts = f", text vectors of {cache.text_identity['tower']}" if cache.text_identity else ""
         print(f"{pairs.name}: {len(cache)} pairs, {int(cache.valid.sum())} usable, "
-              f"{len(cache.manifest['shards'])} shards: {folder}")
+              f"{len(cache.manifest['shards'])} shards{texts}: {folder}")
     return 0
+
+
+def _locked_text_tower(config):
+    """The text tower whose caption vectors a sharded cache also holds: a locked one (setting ?L, with
+    data.text_cache on), on the device; None otherwise."""
+    from locktune.model.two_tower import text_tower_args
+    from locktune.runtime.placement import resolve_device
+    from locktune.towers.setting import parse_setting
+    from locktune.towers.text import build_text_tower
+
+    if not (parse_setting(config.model.setting).text_locked and config.data.text_cache):
+        return None
+    tower = build_text_tower(config.model.text_tower, text_tower_args(config.model, pretrained=True))
+    return tower.to(resolve_device(config.train.device))
 
 
 def _embed(config, no_benchmarks: bool, main: bool) -> int:

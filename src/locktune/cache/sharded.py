@@ -4,6 +4,9 @@ Layout of a cache folder:
     shards/00000.npy   [rows, dim] float16 (NaN rows: images that could not be read)
     shards/00000.text.npy, 00000.offsets.npy  each record's key and captions as UTF-8 ("key\0cap\ncap")
                        and where each starts: read per row, so captions cost no memory either
+    shards/00000.textvec.npy, 00000.textrows.npy  built with a locked text tower (`text_tower`): every caption's
+                       text-tower output [captions, dim_text] in record order, and where each record's start
+                       (int64 [rows + 1]); the manifest's `text` names the tower (`cache/text_side.text_identity`)
     shards/00000.json  that shard's checksums and failures; written after the arrays, so a shard with
                        a matching sidecar is finished and a rerun skips it (resumable)
     manifest.json      written last: tower fingerprint, preprocessing, source, counts, per-shard checksums
@@ -19,6 +22,7 @@ training needs neither the images nor the source.
     cache.valid                      # torch.bool [N]; False where the image was skipped
     cache.keys[i], cache.captions[i] # the record's key and its captions
     cache.caption_counts()           # int32 [N]: captions per row, without decoding any
+    cache.text_rows([5, 17], [0, 3]) # with text vectors: caption (draw % its captions) of each row, [2, dim_text]
 """
 
 from __future__ import annotations
@@ -84,10 +88,14 @@ class ShardWriter:
         text = _text_paths(array)
         if not all(p.is_file() for p in text) or _sha256(text[0]) != meta.get("text_sha256"):
             return None
+        if "text" in self.plan:
+            vectors = _text_vector_paths(array)
+            if not all(p.is_file() for p in vectors) or _sha256(vectors[0]) != meta.get("textvec_sha256"):
+                return None
         return meta
 
     def write(self, shard: int, vectors: np.ndarray, keys: list[str], captions: list[list[str]],
-              failed: dict[str, str]) -> None:
+              failed: dict[str, str], text_vectors: np.ndarray | None = None) -> None:
         array = self.folder / "shards" / f"{shard:05d}.npy"
         tmp = array.with_suffix(f".tmp{os.getpid()}.npy")
         np.save(tmp, vectors.astype(self.plan["dtype"]))
@@ -100,9 +108,19 @@ class ShardWriter:
             tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
             np.save(tmp, data)
             tmp.replace(path)
+        extra = {}
+        if text_vectors is not None:  # every caption's text vector, and where each record's start
+            vector_path, rows_path = _text_vector_paths(array)
+            starts = np.cumsum([0] + [len(caps) for caps in captions], dtype=np.int64)
+            for path, data in ((rows_path, starts), (vector_path, text_vectors.astype(self.plan["dtype"]))):
+                tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+                np.save(tmp, data)
+                tmp.replace(path)
+            extra["textvec_sha256"] = _sha256(vector_path)
         _write_json(array.with_suffix(".json"), {"plan_id": self.plan_id, "rows": len(keys), "sha256": _sha256(array),
                                                  "text_sha256": _sha256(text_path), "failed": failed,
-                                                 "failed_rows": [i for i, key in enumerate(keys) if key in failed]})
+                                                 "failed_rows": [i for i, key in enumerate(keys) if key in failed],
+                                                 **extra})
 
     def summarize(self, extra: dict, world: int = 1) -> dict:
         """The manifest, once every shard is finished; an error naming the first unfinished one otherwise.
@@ -158,6 +176,10 @@ def _text_paths(array: Path) -> tuple[Path, Path]:
     return array.with_suffix(".text.npy"), array.with_suffix(".offsets.npy")
 
 
+def _text_vector_paths(array: Path) -> tuple[Path, Path]:
+    return array.with_suffix(".textvec.npy"), array.with_suffix(".textrows.npy")
+
+
 class _ShardText(Sequence):
     """Per-row key or captions, decoded from the shards' text arrays on access (nothing held in memory)."""
 
@@ -189,7 +211,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, shard_size: int = 8192,
                         dtype: str = "float16", batch_size: int = 64, workers: int = 1,
-                        views: int = 1) -> "ShardedCache":
+                        views: int = 1, text_tower=None) -> "ShardedCache":
     """Embed every image of `pairs` into `folder`, skipping shards a previous (killed) run finished.
 
     Under torchrun (one node or several) the shards still to do are dealt round-robin over all ranks: each rank
@@ -198,11 +220,18 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
     folder must be one that every node sees (a shared filesystem).  Images that cannot be read become NaN
     rows, counted by reason with the source's own skips; when most records failed this is an error instead of
     a cache to train on.
+
+    With `text_tower` (a locked text tower, `?L`), each shard also holds every caption's text-tower output
+    (`cache/text_side.py` embeds them as training would), and the manifest names that tower: training then runs
+    no text tower either.
     """
+    from locktune.cache.text_side import text_identity
+
     start = time.time()
+    text = {"text": text_identity(text_tower)} if text_tower is not None else {}
     writer = ShardWriter(folder, {**tower.cache_identity(), "preprocess": preprocess.describe(), "source": pairs.name,
                                   "images": pairs.images.fingerprint(), "count": len(pairs),
-                                  "shard_size": shard_size, "dtype": dtype, "views": views})
+                                  "shard_size": shard_size, "dtype": dtype, "views": views, **text})
     world, rank = distributed.world_size(), distributed.rank()
     rerun = "rerun the same `locktune embed --sharded` command on every node: finished shards are kept"
     with distributed.naming_failures("the sharded precompute", then=rerun):
@@ -212,13 +241,13 @@ def build_sharded_cache(tower, preprocess, pairs: PairSet, folder: str | Path, s
         unfinished = distributed.union_over_ranks([s for s in range(writer.shard_count())[rank::world]
                                                    if writer.sidecar(s) is None])
         todo = unfinished[rank::world]
-        _embed_shards(tower, preprocess, pairs, writer, todo, batch_size, workers, views)
+        _embed_shards(tower, preprocess, pairs, writer, todo, batch_size, workers, views, text_tower)
         distributed.wait_for_peers()  # ranks finish their shards at different times
         return _finish(writer, pairs, start)
 
 
 def _embed_shards(tower, preprocess, pairs: PairSet, writer: ShardWriter, todo: list[int], batch_size: int,
-                  workers: int, views: int) -> None:
+                  workers: int, views: int, text_tower=None) -> None:
     """Compute and write the shards `todo`: this rank decodes those shards' images and no others."""
     shard_size = writer.plan["shard_size"]
     # Batches never straddle shards, so each shard is complete the moment its last batch arrives, while the
@@ -247,9 +276,15 @@ def _embed_shards(tower, preprocess, pairs: PairSet, writer: ShardWriter, todo: 
             buffer[np.asarray(indices) - rows.start] = out
             bar.update(len(indices))
             if int(indices[-1]) == rows.stop - 1:
+                captions = [pairs.captions[i] for i in rows]
+                text_vectors = None
+                if text_tower is not None:
+                    from locktune.cache.text_side import embed_captions
+
+                    text_vectors = embed_captions(text_tower, [c for caps in captions for c in caps]).numpy()
                 # One view is stored as [rows, dim], so such a cache reads like any embedding matrix.
                 writer.write(shard, buffer[:, 0] if views == 1 else buffer, [pairs.images.keys[i] for i in rows],
-                             [pairs.captions[i] for i in rows], failed)
+                             captions, failed, text_vectors)
                 pause_point("sharded-shard-written", shard=str(shard))
     tower.train(was_training)
 
@@ -290,12 +325,17 @@ class ShardedCache:
         self.valid = torch.ones(self.count, dtype=torch.bool)
         self._arrays: list[np.ndarray] = []
         self._texts: list[tuple[np.ndarray, np.ndarray]] = []
+        # The text tower the shards hold caption vectors of (`cache/text_side.text_identity`), or None.
+        self.text_identity: dict | None = manifest.get("text")
+        self._text_vectors: list[tuple[np.ndarray, np.ndarray]] = []
         for number, shard in enumerate(manifest["shards"]):
             path = folder / shard["file"]
             failed_rows = json.loads(path.with_suffix(".json").read_text())["failed_rows"]
             # mmap_mode='r' maps a file without reading it; only the rows a batch asks for are ever read.
             self._arrays.append(np.load(path, mmap_mode="r"))
             self._texts.append(tuple(np.load(p, mmap_mode="r") for p in _text_paths(path)))
+            if self.text_identity is not None:
+                self._text_vectors.append(tuple(np.load(p, mmap_mode="r") for p in _text_vector_paths(path)))
             self.valid[[number * self.shard_size + row for row in failed_rows]] = False
         self.views = int(manifest.get("views", 1))
         self.dim = int(self._arrays[0].shape[-1]) if self._arrays else 0
@@ -353,6 +393,31 @@ class ShardedCache:
         data = b"".join(os.pread(fd, width, array.offset + (int(row) * self.views + int(view)) * width)
                         for row, view in zip(local, views))
         return np.frombuffer(data, dtype=array.dtype).reshape(len(local), self.dim)
+
+    def text_rows(self, indices, draws) -> torch.Tensor:
+        """Each row's caption number `draw % (its captions)` as its text-tower output, float32
+        [len(indices), dim_text] (a cache built with a locked text tower; positioned reads as for `rows`)."""
+        if self.text_identity is None:
+            raise LocktuneError(f"sharded cache '{self.folder}' holds no text vectors; rebuild it with `locktune "
+                                "embed --sharded` and a locked text tower (setting ?L)")
+        out = []
+        for index, draw in zip(np.asarray(indices, np.int64), np.asarray(draws, np.int64)):
+            shard, row = divmod(int(index), self.shard_size)
+            vectors, starts = self._text_vectors[shard]
+            start, stop = (starts[row], starts[row + 1]) if self.access == "mmap" else np.frombuffer(
+                os.pread(self._fd(starts.filename), 16, starts.offset + 8 * row), np.int64)
+            out.append(self._vector(vectors, int(start + draw % (stop - start))))
+        return torch.from_numpy(np.stack(out).astype(np.float32)) if out else torch.zeros(0, self.text_dim)
+
+    @property
+    def text_dim(self) -> int:
+        return int(self._text_vectors[0][0].shape[1]) if self._text_vectors else 0
+
+    def _vector(self, array: np.ndarray, row: int) -> np.ndarray:
+        if self.access == "mmap":
+            return np.asarray(array[row])
+        width = array.shape[1] * array.itemsize
+        return np.frombuffer(os.pread(self._fd(array.filename), width, array.offset + row * width), array.dtype)
 
     def _record_text(self, shard: int, row: int) -> str:
         text, offsets = self._texts[shard]

@@ -32,17 +32,27 @@ from locktune.runtime import placement
 
 @dataclass
 class Batch:
-    ids: torch.Tensor  # [b, max_len]
-    mask: torch.Tensor  # [b, max_len]
+    ids: torch.Tensor | None  # [b, max_len]; None when the text side is `text_features`
+    mask: torch.Tensor | None  # [b, max_len]
     features: torch.Tensor | None = None  # cached image-tower outputs [b, d] (locked image tower)
     pixels: torch.Tensor | None = None  # [b, 3, H, W] otherwise
+    text_features: torch.Tensor | None = None  # cached text-tower outputs [b, d_text] (locked text tower)
+
+    def _sides(self) -> list[torch.Tensor]:
+        return [t for t in (self.ids, self.text_features, self.features, self.pixels) if t is not None]
 
     def __len__(self) -> int:
-        return self.ids.shape[0]
+        return self._sides()[0].shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the batch lives (the model's device): where its chunks' dropout generators are seeded."""
+        return self._sides()[0].device
 
     def rows(self, start: int, stop: int) -> "Batch":
         pick = lambda t: None if t is None else t[start:stop]  # noqa: E731
-        return Batch(self.ids[start:stop], self.mask[start:stop], pick(self.features), pick(self.pixels))
+        return Batch(pick(self.ids), pick(self.mask), pick(self.features), pick(self.pixels),
+                     pick(self.text_features))
 
 
 def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +67,15 @@ def embed(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         image = model.embed_image_features(batch.features)
     else:
         image = model.encode_image(batch.pixels)
-    return image, model.encode_text(*trim_padding(batch.ids, batch.mask))
+    return image, _text_side(model, batch)
+
+
+def _text_side(model, batch: Batch) -> torch.Tensor:
+    """The text embeddings: the head over cached tower outputs (a locked text tower, `cache/text_side.py`), or
+    the tower run over the captions' tokens."""
+    if batch.text_features is not None:
+        return model.embed_text_features(batch.text_features)
+    return model.encode_text(*trim_padding(batch.ids, batch.mask))
 
 
 def mix_seed(*parts: int) -> int:
@@ -92,7 +110,7 @@ def _resolve_seed(seed: int | None) -> int:
 
 def _embed_chunk(model, batch: Batch, start: int, chunk: int, autocast: AbstractContextManager, seed: int,
                  first_row: int) -> tuple[torch.Tensor, torch.Tensor]:
-    with seeded_rng(mix_seed(seed, first_row + start), batch.ids.device), autocast:
+    with seeded_rng(mix_seed(seed, first_row + start), batch.device), autocast:
         return embed(model, batch.rows(start, start + chunk))
 
 
@@ -159,19 +177,17 @@ def _embed_in_dropout_blocks(model, batch: Batch, autocast: AbstractContextManag
         return model.embed_image_features(part.features) if part.features is not None else \
             model.encode_image(part.pixels)
 
-    def text_side(part: Batch) -> torch.Tensor:
-        return model.encode_text(*trim_padding(part.ids, part.mask))
-
     out = []
     # The text side's blocks are seeded as the gradient cache seeds its chunks, so with a locked image side (which
     # draws nothing) this step equals `gradient_cached_step` with chunk = rows; the image side's stream is apart.
     for side, tower, salt in ((image_side, model.image_tower if batch.features is None else None, (1,)),
-                              (text_side, model.text_tower, ())):
+                              (lambda part: _text_side(model, part),
+                               model.text_tower if batch.text_features is None else None, ())):
         if rows and tower is not None and has_active_dropout(tower):
             seed = _resolve_seed(seed)
             blocks = []
             for start in range(0, len(batch), rows):
-                with seeded_rng(mix_seed(seed, first_row + start, *salt), batch.ids.device), autocast:
+                with seeded_rng(mix_seed(seed, first_row + start, *salt), batch.device), autocast:
                     blocks.append(side(batch.rows(start, start + rows)))
             out.append(torch.cat(blocks))
         else:
@@ -190,7 +206,7 @@ def gradient_cached_step(model, batch: Batch, autocast: AbstractContextManager, 
         parts = [_embed_chunk(model, batch, start, chunk, autocast, seed, first_row) for start in starts]
     for buffer, before in running:  # the replay below updates them, once per chunk
         buffer.copy_(before)
-    with placement.full_precision(batch.ids.device):
+    with placement.full_precision(batch.device):
         loss, image_grad, text_grad = get_loss(loss_name).grads(model, torch.cat([p[0].float() for p in parts]),
                                                                 torch.cat([p[1].float() for p in parts]), chunk)
     del parts
