@@ -169,6 +169,24 @@ def _image_tasks(test: Test, rows_a: list[dict], rows_b: list[dict]):
     return tasks, ""
 
 
+def data_order(record: dict) -> str | None:
+    """The record's data-order fingerprint (`train/data_order.py`), None in records written before it."""
+    return ((record.get("train") or {}).get("run") or {}).get("data_order", {}).get("fingerprint")
+
+
+def pairing(records_a: dict[int, dict], records_b: dict[int, dict], seeds: list[int]) -> str:
+    """How the seeds of a comparison are paired, checked from the records rather than trusted from the design:
+    the same data order (the same pairs and batches at every step) in both arms, or only the same seed."""
+    orders = [(data_order(records_a[s]), data_order(records_b[s])) for s in seeds]
+    if any(a is None or b is None for a, b in orders):
+        return "pairing by seed; data order not recorded"
+    differ = [s for s, (a, b) in zip(seeds, orders) if a != b]
+    if not differ:
+        return "paired: the same data order in both arms at every seed"
+    return (f"paired by seed only: the data order differs at seed(s) {differ} (other pairs or batch size; "
+            "the test stays valid, with less power)")
+
+
 def run_test(records: list[dict], test: Test) -> Outcome:
     records_a = _by_seed(records, test.a)
     records_b = _by_seed(records, test.b) if test.b is not None else {}
@@ -206,8 +224,9 @@ def run_test(records: list[dict], test: Test) -> Outcome:
     else:
         tasks, why = _image_tasks(test, [records_a[s] for s in seeds], [records_b[s] for s in seeds])
     comparison = compare_paired(values_a, values_b, test.claim, test.metric.margin, tasks=tasks)
-    return Outcome(test, comparison.verdict, head + test.metric.text(comparison) + (f" ({why})" if why else ""),
-                   comparison)
+    paired = f"; {pairing(records_a, records_b, seeds)}" if test.b is not None else ""
+    return Outcome(test, comparison.verdict, head + test.metric.text(comparison) + (f" ({why})" if why else "")
+                   + paired, comparison)
 
 
 def combine(verdicts: list[str]) -> str:
