@@ -72,10 +72,10 @@ def forwards(monkeypatch):
 def test_ll_with_both_caches_runs_no_tower_forward(tmp_path, emoji_pairs, bert, own_cache, forwards):
     from locktune.train.trainer import train
 
-    first = train(ll_run(tmp_path / "first", bert), pairs=emoji_pairs)  # fills both caches
+    first = train(ll_run(tmp_path / "first", bert, steps=2), pairs=emoji_pairs)  # fills both caches
     assert forwards["text"] > 0 and first.image_forward_passes == len(emoji_pairs.images)
     forwards.update(image=0, text=0)
-    again = train(ll_run(tmp_path / "again", bert), pairs=emoji_pairs)
+    again = train(ll_run(tmp_path / "again", bert, steps=2), pairs=emoji_pairs)
     assert forwards == {"image": 0, "text": 0}, "an LL step from two caches runs only the heads"
     assert again.image_forward_passes == 0 and again.losses == first.losses
     config = ll_run(tmp_path / "live", bert, steps=2)
@@ -143,11 +143,11 @@ def test_ll_from_the_text_cache_trains_as_the_live_forward(tmp_path, emoji_pairs
     the live text forward's losses and weights to float rounding (locked towers draw no dropout)."""
     from locktune.train.trainer import train
 
-    live = ll_run(tmp_path / "live", bert)
+    live = ll_run(tmp_path / "live", bert, steps=3)
     live.data.text_cache = False
     reference = train(live, pairs=emoji_pairs)
     for chunk in (0, 4):
-        cached = train(ll_run(tmp_path / f"cached-{chunk}", bert, chunk_size=chunk), pairs=emoji_pairs)
+        cached = train(ll_run(tmp_path / f"cached-{chunk}", bert, steps=3, chunk_size=chunk), pairs=emoji_pairs)
         np.testing.assert_allclose(cached.losses, reference.losses, rtol=1e-5)
         for (name, a), b in zip(cached.model.state_dict().items(), reference.model.state_dict().values()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
@@ -156,10 +156,10 @@ def test_ll_from_the_text_cache_trains_as_the_live_forward(tmp_path, emoji_pairs
 def test_resume_of_ll_from_caches_is_exact(tmp_path, emoji_pairs, bert, shared_cache):
     from locktune.train.trainer import train
 
-    whole = train(ll_run(tmp_path / "whole", bert, steps=6), pairs=emoji_pairs)
-    first = train(ll_run(tmp_path / "split", bert, steps=6), pairs=emoji_pairs, stop_after=3)
-    assert first.steps_done == 3
-    resumed = train(ll_run(tmp_path / "split", bert, steps=6), pairs=emoji_pairs, resume=True)
+    whole = train(ll_run(tmp_path / "whole", bert, steps=4), pairs=emoji_pairs)
+    first = train(ll_run(tmp_path / "split", bert, steps=4), pairs=emoji_pairs, stop_after=2)
+    assert first.steps_done == 2
+    resumed = train(ll_run(tmp_path / "split", bert, steps=4), pairs=emoji_pairs, resume=True)
     assert resumed.losses == whole.losses
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name

@@ -38,6 +38,7 @@ from locktune.progress import progress
 from locktune.runtime import distributed, placement
 from locktune.runtime.location import cache_root
 from locktune.towers.setting import unwrap
+from locktune.towers.text.base import trim_padding
 
 TEXT_CACHE_FORMAT = 1
 BLOCK = 8192  # captions per resumable part file
@@ -93,8 +94,6 @@ def embed_captions(tower, texts: list[str], precision: str = "fp32", batch_size:
     """The tower's outputs for `texts` ([n, D] float32 on the CPU), run where its parameters are, in
     `precision`.  Batches of similar length, each trimmed of the padding all its rows share (as training
     trims a batch), so short captions cost little."""
-    from locktune.train.step import trim_padding
-
     device = placement.model_device(tower)
     tokens = unwrap(tower).tokenize(texts)
     ids, mask = tokens["ids"], tokens["mask"]

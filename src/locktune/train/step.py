@@ -28,6 +28,7 @@ from torch import nn
 
 from locktune.loss import get_loss
 from locktune.runtime import placement
+from locktune.towers.text.base import trim_padding
 
 
 @dataclass
@@ -53,13 +54,6 @@ class Batch:
         pick = lambda t: None if t is None else t[start:stop]  # noqa: E731
         return Batch(pick(self.ids), pick(self.mask), pick(self.features), pick(self.pixels),
                      pick(self.text_features))
-
-
-def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop trailing columns that are padding in every row: exact for masked pooling and causal
-    end-of-text pooling, and short captions then cost little."""
-    length = max(1, int(mask.sum(1).max()))
-    return ids[:, :length], mask[:, :length]
 
 
 def embed(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

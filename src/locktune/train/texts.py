@@ -40,7 +40,6 @@ def check_text_matches(sharded: ShardedCache, model, where: str) -> bool:
 @dataclass
 class TrainingTexts:
     rows: Callable[[Sequence[int], Sequence[int]], torch.Tensor] | None = None  # (pairs, caption draws) -> [b, D]
-    forward_passes: int = 0  # captions the text tower ran over to fill the cache during this run
 
     @classmethod
     def open(cls, model, config, captions, sharded: ShardedCache | None) -> "TrainingTexts":
@@ -54,7 +53,7 @@ class TrainingTexts:
         cached = cached_text_features(model.text_tower, captions, precision=getattr(model, "precision", "fp32"),
                                       desc=f"embedding captions ({unwrap(model.text_tower).name})",
                                       recompute_corrupt=config.data.recompute_corrupt_cache)
-        return cls(cached.rows, cached.computed)
+        return cls(cached.rows)
 
     def take(self, pair_ids: Sequence[int], caption_draws: Sequence[int]) -> torch.Tensor | None:
         """The cached text-tower outputs of each pair's drawn caption (draw % its captions), or None when the

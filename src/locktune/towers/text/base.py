@@ -31,6 +31,13 @@ class TextTowerArgs:
     saved: Path | None = None  # `KIND:SPEC` towers: a saved model's folder to rebuild the architecture from
 
 
+def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop trailing columns that are padding in every row: exact for masked pooling and causal
+    end-of-text pooling, and short captions then cost little (a training step and the text cache both trim)."""
+    length = max(1, int(mask.sum(1).max()))
+    return ids[:, :length], mask[:, :length]
+
+
 def encodable(texts: Iterable[str]) -> list[str]:
     """Texts a Rust tokenizer accepts: lone surrogates (from `surrogateescape` decoding of non-UTF-8 bytes)
     cannot be encoded as UTF-8, so they become U+FFFD instead of raising mid-batch."""
