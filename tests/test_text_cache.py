@@ -169,6 +169,7 @@ def test_sharded_cache_holds_text_vectors_and_refuses_another_text_tower(tmp_pat
                                                                           shared_cache, forwards):
     from locktune.cache.sharded import ShardedCache, build_sharded_cache
     from locktune.cache.text_side import embed_captions, text_identity
+    from locktune.cli import main
     from locktune.config import ModelConfig
     from locktune.model import build_model
     from locktune.train.trainer import train
@@ -176,8 +177,11 @@ def test_sharded_cache_holds_text_vectors_and_refuses_another_text_tower(tmp_pat
     model = build_model(ModelConfig(setting="LL", text_tower=f"hf:{bert}", image_tower="mobilenet_v2", image_size=64))
     image, text = unwrap(model.image_tower), unwrap(model.text_tower)
     folder = tmp_path / "sharded"
-    cache = build_sharded_cache(image, model.preprocess, emoji_pairs, folder, shard_size=40, workers=0,
-                                text_tower=text)
+    assert main(["embed", "--sharded", str(folder), "--shard-size", "40", "model.setting=LL",
+                 f"model.text_tower=hf:{bert}", "model.image_tower=mobilenet_v2", "model.image_size=64",
+                 "data.sources=[emoji]", "data.max_pairs_per_source=96", "data.image_workers=0",
+                 "train.device=cpu"]) == 0
+    cache = ShardedCache.open(folder, verify=True)
     assert cache.text_identity == text_identity(text) and cache.manifest["text"]["max_len"] == 16
     rows, draws = [0, 41, 95, 41], [0, 7, 1, 2]
     picked = [emoji_pairs.captions[r][d % len(emoji_pairs.captions[r])] for r, d in zip(rows, draws)]
@@ -226,14 +230,25 @@ class _Counting(torch.nn.Module):
         return self.tower(ids, mask)
 
 
-def test_text_cache_on_the_fake_device(tmp_path, emoji_pairs, bert, own_cache):
-    """Computed and read on the device (a misplaced tensor raises there), it trains as on the CPU."""
+def test_text_cache_on_the_fake_device(tmp_path, emoji_pairs, bert, shared_cache, monkeypatch):
+    """Computed on the device (a misplaced tensor raises there) it holds the CPU's vectors, and LL read from the
+    caches trains on the device as on the CPU."""
+    from locktune.cache.text_side import cached_text_features
+    from locktune.config import ModelConfig
+    from locktune.model import build_model
     from locktune.runtime import placement
     from locktune.train.trainer import train
 
-    results = {}
-    for device in ("fakegpu", "cpu"):  # the device first: it computes the entry the CPU run then reads
-        results[device] = train(ll_run(tmp_path / device, bert, steps=2, device=device), pairs=emoji_pairs)
+    model = build_model(ModelConfig(setting="LL", text_tower=f"hf:{bert}", image_tower="mobilenet_v2", image_size=64))
+    computed = {}
+    for device in ("fakegpu", "cpu"):
+        with monkeypatch.context() as patch:
+            patch.setenv("LOCKTUNE_CACHE", str(tmp_path / f"cache-{device}"))
+            computed[device] = cached_text_features(model.to(device).text_tower, emoji_pairs.captions[:24])
+        assert computed[device].computed and computed[device].features.device.type == "cpu"
+    torch.testing.assert_close(computed["fakegpu"].features, computed["cpu"].features, rtol=1e-5, atol=1e-6)
+    results = {device: train(ll_run(tmp_path / device, bert, steps=2, device=device), pairs=emoji_pairs)
+               for device in ("fakegpu", "cpu")}
     assert placement.model_device(results["fakegpu"].model).type == "fakegpu"
     np.testing.assert_allclose(results["fakegpu"].losses, results["cpu"].losses, rtol=1e-5)
 
