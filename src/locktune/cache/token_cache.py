@@ -30,6 +30,7 @@ from locktune.errors import LocktuneError
 from locktune.progress import progress
 from locktune.runtime import distributed, placement
 from locktune.runtime.location import cache_root
+from locktune.towers.image.base import token_shape
 
 TOKEN_FORMAT = 1
 SHARD_ROWS = 1024  # images per shard: 1024 x 16 x 1280 x 2 bytes = 40 MiB for efficientnet_lite0 at 128 px
@@ -60,17 +61,6 @@ def token_key(tower, preprocess, images, precision: str = "fp32") -> str:
 def token_folder(tower, preprocess, images, precision: str = "fp32") -> Path:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", tower.cache_identity()["tower"]).strip("._")[-60:]
     return cache_root() / "tokens" / f"{stem}-{token_key(tower, preprocess, images, precision)}"
-
-
-def token_shape(tower, preprocess) -> tuple[int, int]:
-    """(T, D) of the tower's tokens at this preprocessing: one forward pass over a blank image."""
-    size = preprocess.image_size
-    was_training = tower.training
-    tower.eval()
-    with torch.no_grad():
-        out = tower.tokens(torch.zeros(1, 3, size, size, device=placement.model_device(tower)))
-    tower.train(was_training)
-    return int(out.shape[1]), int(out.shape[2])
 
 
 class TokenCache:

@@ -92,7 +92,7 @@ def describe_tower(name: str, pool: str = "auto") -> TowerFacts:
 
 def _tokens_line(tower) -> str:
     """'17 x 32 at 32 px, class token first' (what a blocks:N head reads), or why the tower has none."""
-    from locktune.cache.token_cache import token_shape
+    from locktune.towers.image.base import token_shape
 
     preprocess = tower.preprocess(0)
     try:

@@ -124,3 +124,16 @@ def build_image_tower(name: str, pretrained: bool, pool: str = "auto", saved: Pa
     if pool == "cls+mean" and kind != "hf":
         raise LocktuneError(f"model.image_pool 'cls+mean' is for hf: ViT-family towers, not '{name}'; use cls or mean")
     return IMAGE_TOWER_KINDS.get(kind)(spec, ImageTowerArgs(pretrained=pretrained, pool=pool, saved=saved))
+
+
+def token_shape(tower, preprocess: Preprocess) -> tuple[int, int]:
+    """(T, D) of the tower's tokens at this preprocessing (what a blocks:N head reads and the token cache
+    stores): one forward pass over a blank image, on the tower's device, in eval mode (restored after)."""
+    size = preprocess.image_size
+    device = next(iter(tower.parameters()), torch.zeros(())).device
+    was_training = tower.training
+    tower.eval()
+    with torch.no_grad():
+        out = tower.tokens(torch.zeros(1, 3, size, size, device=device))
+    tower.train(was_training)
+    return int(out.shape[1]), int(out.shape[2])
