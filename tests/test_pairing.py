@@ -70,3 +70,16 @@ def test_next_usable_rows_wrap_and_refuse_mostly_unusable_data():
     assert next_usable_rows(valid, "x").tolist() == [0, 2, 2, 3, 0]
     with pytest.raises(LocktuneError, match="more than half of the 5 training images in 'x'"):
         next_usable_rows(np.array([True, False, False, True, False]), "x")
+
+
+def test_a_checkpoint_written_before_a_key_existed_still_resumes():
+    """A key added after a checkpoint was written counts at its default; a real change is still refused."""
+    from locktune.config import RunConfig
+    from locktune.train.checkpoint import changed_keys
+
+    now = RunConfig().to_dict()
+    old = {section: dict(values) if isinstance(values, dict) else values for section, values in now.items()}
+    del old["data"]["text_cache"], old["model"]["text_head"]
+    assert changed_keys(old, now) == []
+    now["model"]["text_head"] = "mlp"
+    assert changed_keys(old, now) == ["model.text_head"]

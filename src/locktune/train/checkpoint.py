@@ -114,8 +114,14 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def changed_keys(saved: dict, now: dict) -> list[str]:
     """The keys whose values differ between two configs (`RunConfig.to_dict()`), less `RESUMABLE_CHANGES` and
-    the eval section (evaluation never changes training)."""
+    the eval section (evaluation never changes training).  A key the saved config lacks (added to locktune after
+    the checkpoint was written) counts at its default, which is what that run used: new keys do not lock old
+    checkpoints out of --resume."""
+    from locktune.config import RunConfig
+
     a, b = _flat(saved), _flat(now)
+    defaults = _flat(RunConfig().to_dict())
+    a.update({k: defaults[k] for k in set(b) - set(a) if k in defaults})
     return sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("eval."))
 
