@@ -165,8 +165,8 @@ def whole_step(model, batch: Batch, autocast: AbstractContextManager, loss_name:
 
 def _embed_in_dropout_blocks(model, batch: Batch, autocast: AbstractContextManager, seed: int | None, first_row: int,
                              rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both sides' embeddings; a side whose tower draws dropout runs in seeded blocks of `rows` global rows, the
-    other at once (a batch-norm image tower without dropout keeps the whole batch's statistics)."""
+    """Both sides' embeddings; a side whose tower or head draws dropout runs in seeded blocks of `rows` global rows,
+    the other at once (a batch-norm image tower without dropout keeps the whole batch's statistics)."""
     def image_side(part: Batch) -> torch.Tensor:
         return model.embed_image_features(part.features) if part.features is not None else \
             model.encode_image(part.pixels)
@@ -174,10 +174,12 @@ def _embed_in_dropout_blocks(model, batch: Batch, autocast: AbstractContextManag
     out = []
     # The text side's blocks are seeded as the gradient cache seeds its chunks, so with a locked image side (which
     # draws nothing) this step equals `gradient_cached_step` with chunk = rows; the image side's stream is apart.
-    for side, tower, salt in ((image_side, model.image_tower if batch.features is None else None, (1,)),
-                              (lambda part: _text_side(model, part),
-                               model.text_tower if batch.text_features is None else None, ())):
-        if rows and tower is not None and has_active_dropout(tower):
+    # What draws masks on each side: its tower when it runs (not read from a cache) and its head (an mlp head
+    # may have dropout).
+    image_parts = ([model.image_tower] if batch.features is None else []) + [model.image_projection]
+    text_parts = ([model.text_tower] if batch.text_features is None else []) + [model.text_projection]
+    for side, parts, salt in ((image_side, image_parts, (1,)), (lambda part: _text_side(model, part), text_parts, ())):
+        if rows and any(has_active_dropout(part) for part in parts):
             seed = _resolve_seed(seed)
             blocks = []
             for start in range(0, len(batch), rows):
