@@ -139,6 +139,7 @@ class Outcome:
     verdict: str
     text: str
     comparison: Optional[Comparison] = None
+    differences: Optional[dict[int, float]] = None  # seed -> a - b (better-is-positive), as compared
 
 
 class _Missing(Exception):
@@ -226,7 +227,7 @@ def run_test(records: list[dict], test: Test) -> Outcome:
     comparison = compare_paired(values_a, values_b, test.claim, test.metric.margin, tasks=tasks)
     paired = f"; {pairing(records_a, records_b, seeds)}" if test.b is not None else ""
     return Outcome(test, comparison.verdict, head + test.metric.text(comparison) + (f" ({why})" if why else "")
-                   + paired, comparison)
+                   + paired, comparison, {s: values_a[s] - values_b[s] for s in seeds})
 
 
 def combine(verdicts: list[str]) -> str:

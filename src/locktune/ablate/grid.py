@@ -15,8 +15,9 @@ seeds, the evaluation suite every arm is judged on, and the paper's findings the
       - {name: LU-10min, overrides: [model.setting=LU], budget_s: 600}   # steps calibrated to 10 minutes
     findings: [lu_beats_uu]
     design: 2                          # the study design its records belong to (reports never mix two)
-    reading:                           # written after the run: why a finding differs from the paper
-      lu_beats_uu: "UU fit the 1,000 training pairs better than LU (loss 0.4 vs 0.9) ..."
+    reading:                           # written after the run: why a finding differs from the paper;
+      lu_beats_uu: "UU fit its {pairs:UU} training pairs better than LU (loss {metric:UU:ood_loss|train_loss} vs ..."
+                                       # every number a placeholder filled in from the records (ablate/readings.py)
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Grid:
     # designs in one table (1: the first ablations; 2: the paired-seed studies of configs/studies/).
     design: int = 1
     # {finding: one sentence of evidence on why it reads as it does here}, written after the run and
-    # printed under the design-2 findings table as such; never an input to a verdict.
+    # printed under the design-2 findings table as such; never an input to a verdict.  A template: every
+    # number in it is a placeholder filled in from the records when the report is written (ablate/readings.py).
     reading: dict[str, str] = field(default_factory=dict)
 
     def arm(self, name: str) -> Arm:

@@ -103,8 +103,10 @@ def findings_table(grid: Grid, records: list[dict]) -> list[str]:
             cells = [_cell_text(text) for text in (v.claim, v.tested or "-", v.measured)]
             lines.append("| " + " | ".join(cells) + f" | **{v.verdict}** |")
         if grid.reading:
-            lines += ["", "Reading (written after the run, from the records above):", ""]
-            lines += [f"- `{name}`: {grid.reading[name]}" for name in grid.findings if name in grid.reading]
+            from locktune.ablate.readings import resolve
+
+            lines += ["", "Reading (written after the run; every number in it filled in from the records above):", ""]
+            lines += [f"- `{name}`: {resolve(grid, name, records)}" for name in grid.findings if name in grid.reading]
         return lines
     lines = ["| finding (paper) | measured here | verdict |", "|---|---|---|"]
     for name in grid.findings:
