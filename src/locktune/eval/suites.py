@@ -69,6 +69,14 @@ SUITES.register("towers")([
     Task("fewshot/animal_mnist", "fewshot", "animal_mnist", 3000, draws=10),
     Task("ood_loss", "ood_loss", "tuxpaint_retrieval_clean", 1024),
 ])
+# Beyond LiT on the same cache (issue 27): the towers suite's zero-shot and retrieval tasks, and how much of what
+# the locked image features know zero-shot reaches (a logistic probe on a hash-chosen half of the same images
+# the zero-shot tasks embed, so the probe costs no image forward pass).
+SUITES.register("beyond_lit")([
+    *(t for t in SUITES.get("towers") if t.evaluator in ("zero_shot", "retrieval")),
+    Task("probe_share/fashion_mnist", "probe_share", "fashion_mnist", 0),
+    Task("probe_share/animal_mnist", "probe_share", "animal_mnist", 3000),
+])
 # Multilingual retrieval on the Tux Paint half that `tuxpaint_half_a*` training never sees.
 SUITES.register("ablation_multilingual")([
     Task("tuxpaint_multilingual_half_b", "multilingual", "tuxpaint_multilingual_half_b", 0),

@@ -23,6 +23,14 @@ NEAR_OOD = "near_ood/"  # task keys of benchmarks near the training data but out
 @torch.no_grad()
 def zero_shot_evaluation(model, benchmark: ClassificationSet, workers: int = 1) -> Evaluation:
     features, valid = image_features(model, benchmark.images, workers, desc=f"embedding {benchmark.name}")
+    return zero_shot_of_features(model, benchmark, features, valid)
+
+
+@torch.no_grad()
+def zero_shot_of_features(model, benchmark: ClassificationSet, features: torch.Tensor,
+                          valid: torch.Tensor) -> Evaluation:
+    """The zero-shot scores of the images where `valid` is true, from their image-tower features (all of the
+    benchmark's rows): the evaluator's own path, which `probe_share` also takes on its held-out half."""
     image_emb = model.embed_image_features(features).cpu()[valid]
     labels = torch.tensor(benchmark.labels, dtype=torch.long)[valid]
     # Only classes with a readable image are answers (chance, top-k and recall all over the same classes).
