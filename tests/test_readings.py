@@ -14,7 +14,7 @@ import yaml
 from scipy import stats
 
 from locktune.ablate.grid import Arm, Grid
-from locktune.ablate.readings import resolve, typed_numbers
+from locktune.ablate.readings import check, resolve, typed_numbers
 from locktune.errors import LocktuneError
 from locktune.packaged import configs_folder
 
@@ -100,7 +100,7 @@ def test_a_number_typed_by_hand_is_refused():
 ])
 def test_an_unfillable_placeholder_is_one_line_naming_the_grid_file(placeholder, says):
     with pytest.raises(LocktuneError) as error:
-        _fill(f"Read as {placeholder}.")
+        _fill(f"Read as {placeholder}.", arms=("LU", "UU", "LX"))  # LX: in the grid, without records
     message = str(error.value)
     assert message.startswith("grid file '/grids/g.yaml', reading 'lu_beats_uu': " + placeholder)
     assert says in message and "\n" not in message
@@ -119,9 +119,11 @@ def test_every_committed_reading_is_a_template():
     for path in _grid_files():
         data = yaml.safe_load(path.read_text())
         arms = [Arm(str(entry["name"]), (), (0,)) for entry in data["arms"]]
-        grid = Grid(name=data["name"], title="", base=path, overrides=[], suite="", arms=arms, path=path)
-        for finding, text in (data.get("reading") or {}).items():
+        grid = Grid(name=data["name"], title="", base=path, overrides=[], suite="", arms=arms, path=path,
+                    findings=data.get("findings") or [], reading=data.get("reading") or {})
+        for finding, text in grid.reading.items():
             assert typed_numbers(grid, text) == [], f"{path.name}: {finding}"
+            check(grid, finding)  # known kinds, the grid's own arms and findings
             assert "{" in text, f"{path.name}: {finding} quotes nothing from the records"
             readings += 1
     assert readings >= 10
@@ -146,3 +148,36 @@ def test_results_document_quotes_the_records_numbers():
     assert "(" + ", ".join(f"{100 * x:+.1f}" for x in diffs) + " pt)" in line
     assert re.search(rf"bought LU {by['LU-budget', 0]['train']['steps']} steps and UU "
                      rf"{by['UU-budget', 0]['train']['steps']};", line)
+
+
+@pytest.mark.parametrize("reading, says", [
+    ("LU led by 5.4 pt.", "numbers typed by hand (5.4)"),
+    ("LU led by {effect:lu_beats_uu} pt.", "finding 'lu_beats_uu' is not in the grid's findings"),
+    ("LU took {steps:LU-hours} steps.", "no arm 'LU-hours' in the grid"),
+    ("LU led by {efect:equal_compute_lu_beats_uu} pt.", "unknown kind 'efect'"),
+])
+def test_a_bad_reading_fails_when_the_grid_loads_before_any_training(tmp_path, reading, says):
+    from locktune.ablate.grid import load_grid
+
+    source = configs_folder() / "studies" / "equal_compute.yaml"
+    text = source.read_text().replace("base: base.yaml", f"base: {source.parent / 'base.yaml'}")
+    data = yaml.safe_load(text)
+    data["reading"] = {"equal_compute_lu_beats_uu": reading}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(LocktuneError) as error:
+        load_grid(bad)
+    assert str(error.value).startswith(f"grid file '{bad}', reading 'equal_compute_lu_beats_uu': ")
+    assert says in str(error.value) and "\n" not in str(error.value)
+
+
+def test_records_that_cannot_fill_a_reading_show_why_in_the_report(tmp_path):
+    """A smoke run or a grid still running has no record for an arm the reading quotes: the report says so in
+    the reading's place instead of failing (the committed RESULTS.md never carries such a line)."""
+    from locktune.ablate.report import findings_table
+
+    grid = _grid("UU fit worse ({metric:LX:ood_loss|train_loss} nats).", arms=("LU", "UU", "LX"))
+    text = "\n".join(findings_table(grid, _records()))
+    assert ("- `lu_beats_uu`: _(written for the full grid's records; these cannot fill it: "
+            "{metric:LX:ood_loss|train_loss}: arm 'LX' has no record") in text
+    assert "cannot fill it" not in (REPO / "RESULTS.md").read_text()

@@ -165,14 +165,18 @@ def load_grid(path: str | Path) -> Grid:
 
 
 def _check(grid: Grid) -> None:
-    """Fail before any training: every arm's config loads, the suite and the findings exist."""
+    """Fail before any training: every arm's config loads, the suite and the findings exist, the readings are
+    templates that name the grid's arms and findings."""
     from locktune.ablate.findings import FINDINGS
+    from locktune.ablate.readings import check as check_reading
     from locktune.ablate.runner import SMOKE
     from locktune.eval.suites import SUITES
 
     SUITES.get(grid.suite)
     for name in grid.findings:
         FINDINGS.get(name)
+    for name in grid.reading:
+        check_reading(grid, name)
     for arm in grid.arms:
         grid.run_config(arm, arm.seeds[0], Path("runs/check"))
         grid.run_config(arm, arm.seeds[0], Path("runs/check"), [*SMOKE, *grid.smoke, *arm.smoke])

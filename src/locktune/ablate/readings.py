@@ -27,7 +27,9 @@ or, for a loss, nats (3 decimals; a lower loss is a lead); no unit is printed:
     {mde:C}  {margin:C}  {mde_at:C:N} (the MDE N seeds would give at this spread)  {verdict:C}  {seeds:C}
 
 A placeholder that names a missing finding, arm, metric or kind is a LocktuneError naming the grid file,
-the finding and the placeholder.  So is a digit typed outside a placeholder (`typed_numbers`): the only
+the finding and the placeholder (`check`, when the grid loads, for what needs no record).  Records that
+cannot fill a sound placeholder (a smoke run, a grid still running) raise `Unfilled`, and the report prints
+why in the reading's place rather than a sentence with holes.  So is a digit typed outside a placeholder (`typed_numbers`): the only
 digits a sentence may carry itself are those that are part of an arm's name (batch 16 of `softmax-16`, the
 1k of `LU-1k`: the design's labels) and metric names (R@1).
 """
@@ -79,10 +81,14 @@ def _shown(key: str, value: float, decimals: Optional[int]) -> str:
 
 
 def _same(records: list[dict], arm: str, what: str, value: Callable[[dict], object]):
-    seen = {repr(value(r)) for r in _arm(records, arm)}
+    """One value every seed of the arm shares (a setting, not a measurement that varies by seed)."""
+    try:
+        seen = {repr(value(r)): value(r) for r in _arm(records, arm)}
+    except (KeyError, TypeError):
+        raise _Bad(f"arm '{arm}' has records without {what}") from None
     if len(seen) != 1:
         raise _Bad(f"arm '{arm}' has different {what} across its seeds: {sorted(seen)}")
-    return value(_arm(records, arm)[0])
+    return next(iter(seen.values()))
 
 
 def _config(record: dict, path: str):
@@ -197,6 +203,7 @@ def _outcome(args: list[str], records: list[dict], images: bool = False,
         raise _Bad(missing.args[1] if len(missing.args) > 1 else f"arm '{missing.args[0]}' has no record") from None
 
 
+ARM_KINDS = {"metric", "range", "config", "seeds", "steps", "pairs", "pairs_seen", "passes", "budget"}
 COMPARISON_KINDS = {"effect", "seed_differences", "interval", "ahead", "p", "sign_flip_p", "tost_p",
                     "non_inferiority_p", "mde", "margin", "mde_at", "verdict"}
 
@@ -261,7 +268,7 @@ def fill(text: str, records: list[dict]) -> str:
                     outcome, _ = _outcome(args, records, memo=memo)
                     return str(len(outcome.differences or {}))
                 return _comparison_value(kind, args, records, decimals, memo)
-            if kind in ("metric", "range", "config", "seeds", "steps", "pairs", "pairs_seen", "passes", "budget"):
+            if kind in ARM_KINDS:
                 return _arm_value(kind, args, records, decimals)
             raise _Bad(f"unknown kind '{kind}'; valid: metric, range, seeds, config, steps, pairs, pairs_seen, "
                        f"passes, budget, {', '.join(sorted(COMPARISON_KINDS))}")
@@ -289,8 +296,10 @@ def typed_numbers(grid: Grid, text: str) -> list[str]:
     return [w for w in words if any(c.isdigit() for c in w) and w not in allowed]
 
 
-def resolve(grid: Grid, finding: str, records: list[dict]) -> str:
-    """The grid's reading of `finding` with its numbers filled in from `records` (one design's records)."""
+def check(grid: Grid, finding: str) -> None:
+    """What can be checked before any record exists (`grid.load_grid` calls it, so a bad reading fails before
+    training): no number typed by hand, balanced braces, known kinds, and the arms and findings a placeholder
+    names are the grid's."""
     text = grid.reading[finding]
     where = f"grid file '{grid.path or grid.name}', reading '{finding}'"
     typed = typed_numbers(grid, text)
@@ -299,7 +308,44 @@ def resolve(grid: Grid, finding: str, records: list[dict]) -> str:
                             "placeholder such as {metric:ARM:KEY} or {effect:FINDING} (ablate/readings.py)")
     if "{" in PLACEHOLDER.sub("", text) or "}" in PLACEHOLDER.sub("", text):
         raise LocktuneError(f"{where}: an unbalanced brace; placeholders read {{kind:argument}}")
+    arms = {arm.name for arm in grid.arms}
+    for match in PLACEHOLDER.finditer(text):
+        kind, *args = [part.strip() for part in match.group(1).split(":")]
+        if kind not in ARM_KINDS | COMPARISON_KINDS:
+            raise LocktuneError(f"{where}: {{{match.group(1)}}}: unknown kind '{kind}'; valid: "
+                                f"{', '.join(sorted(ARM_KINDS | COMPARISON_KINDS))}")
+        named = []
+        if args and " vs " in args[0]:
+            named = list(_arms(args[0]))
+        elif args and kind in COMPARISON_KINDS | {"seeds"} and args[0] in FINDINGS.names():
+            if args[0] not in grid.findings:
+                raise LocktuneError(f"{where}: {{{match.group(1)}}}: finding '{args[0]}' is not in the grid's "
+                                    f"findings ({', '.join(grid.findings)})")
+        elif args:
+            named = [args[0]] if kind in ARM_KINDS else []
+            if kind in COMPARISON_KINDS:
+                raise LocktuneError(f"{where}: {{{match.group(1)}}}: '{args[0]}' is neither a finding nor 'A vs B:KEY'")
+        stray = [arm for arm in named if arm not in arms]
+        if stray:
+            raise LocktuneError(f"{where}: {{{match.group(1)}}}: no arm '{stray[0]}' in the grid; its arms: "
+                                f"{', '.join(sorted(arms))}")
+
+
+class Unfilled(LocktuneError):
+    """The records cannot fill a placeholder (an arm, seed or metric the reading quotes is missing): a smoke
+    run or a grid still running.  `reason` is the placeholder and why, without the grid file."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def resolve(grid: Grid, finding: str, records: list[dict]) -> str:
+    """The grid's reading of `finding` with its numbers filled in from `records` (one design's records).
+    A bad template is a LocktuneError; records that cannot fill a good one raise `Unfilled`."""
+    check(grid, finding)
     try:
-        return fill(text, records)
+        return fill(grid.reading[finding], records)
     except _Bad as bad:
-        raise LocktuneError(f"{where}: {bad.args[0]}") from None
+        raise Unfilled(f"grid file '{grid.path or grid.name}', reading '{finding}': {bad.args[0]}",
+                       bad.args[0]) from None

@@ -103,16 +103,25 @@ def findings_table(grid: Grid, records: list[dict]) -> list[str]:
             cells = [_cell_text(text) for text in (v.claim, v.tested or "-", v.measured)]
             lines.append("| " + " | ".join(cells) + f" | **{v.verdict}** |")
         if grid.reading:
-            from locktune.ablate.readings import resolve
-
             lines += ["", "Reading (written after the run; every number in it filled in from the records above):", ""]
-            lines += [f"- `{name}`: {resolve(grid, name, records)}" for name in grid.findings if name in grid.reading]
+            lines += [f"- `{name}`: {_reading(grid, name, records)}" for name in grid.findings if name in grid.reading]
         return lines
     lines = ["| finding (paper) | measured here | verdict |", "|---|---|---|"]
     for name in grid.findings:
         v = judge(name, records)
         lines.append(f"| {v.claim} | {v.measured} | **{v.verdict}** |")
     return lines
+
+
+def _reading(grid: Grid, finding: str, records: list[dict]) -> str:
+    """The reading filled in from the records; where they cannot fill it (a smoke run, a grid still running),
+    why, in its place."""
+    from locktune.ablate.readings import Unfilled, resolve
+
+    try:
+        return resolve(grid, finding, records)
+    except Unfilled as unfilled:
+        return f"_(written for the full grid's records; these cannot fill it: {unfilled.reason})_"
 
 
 def setup_line(grid: Grid) -> str:
