@@ -78,13 +78,13 @@ def test_event_file_of_a_demo_like_run_holds_every_logged_series(tmp_path, emoji
           pairs=emoji_pairs)
     expected = expected_tags(run)
     assert {"train/loss", "train/lr", "train/head_lr", "train/grad_norm", "train/scale", "train/logit_bias",
-            "train/pairs_per_s", "validation/image_to_text_R_1", "validation/contrastive_loss"} <= set(expected)
+            "train/pairs_per_s", "validation/image_to_text_R_1", "validation/loss"} <= set(expected)
     events = read_events(run / "tensorboard")
     assert set(events) == set(expected)
     for tag, points in expected.items():
         assert events[tag] == {step: as_float32(value) for step, value in points.items()}, tag
     assert sorted(expected["train/loss"]) == [1, 2, 3, 4]
-    assert sorted(expected["validation/contrastive_loss"]) == [0, 2, 4]
+    assert sorted(expected["validation/loss"]) == [0, 2, 4]
 
 
 def test_resumed_run_appends_and_tensorboard_has_no_step_twice(tmp_path, emoji_pairs):
@@ -105,7 +105,7 @@ def test_resumed_run_appends_and_tensorboard_has_no_step_twice(tmp_path, emoji_p
     assert sorted(events["train/loss"]) == [1, 2, 3, 4, 5, 6]
     for key in ("loss", "lr", "grad_norm", "scale"):
         assert events[f"train/{key}"] == {s: as_float32(v) for s, v in whole[key].items()}, key
-    assert sorted(events["validation/contrastive_loss"]) == [0, 1, 2, 3, 4, 5, 6]
+    assert sorted(events["validation/loss"]) == [0, 1, 2, 3, 4, 5, 6]
     for tag, points in expected_tags(run).items():  # every series still matches the log's latest lines
         if tag != "train/pairs_per_s":
             assert events[tag] == {step: as_float32(value) for step, value in points.items()}, tag
@@ -198,11 +198,11 @@ def test_overwrite_starts_the_event_files_and_best_model_over(tmp_path, emoji_pa
     from locktune.train.trainer import train
 
     run = tmp_path / "run"
-    more = ("train.steps=2", "train.eval_every=1", "train.keep_best=validation/contrastive_loss:max",
+    more = ("train.steps=2", "train.eval_every=1", "train.keep_best=validation/loss:max",
             "data.validation_fraction=0.25")
     train(demo_like(run, *more), pairs=emoji_pairs)
     train(demo_like(run, *more, "train.lr=1e-3", "train.steps=1"), pairs=emoji_pairs, overwrite=True)
     events = read_events(run / "tensorboard")
     assert events["train/loss"] == {1: as_float32(read_jsonl(run / "train_log.jsonl")["loss"][1])}
-    assert sorted(events["validation/contrastive_loss"]) == [0, 1]
+    assert sorted(events["validation/loss"]) == [0, 1]
     assert json.loads((run / "best" / "best.json").read_text())["step"] <= 1

@@ -135,7 +135,7 @@ register_reporter(Reporter(
     KIND, headline=("image_to_text_R@1", "image_to_text_R@5", "text_to_image_R@1", "text_to_image_R@5",
                     "loss", "chance_loss", "in_batch_R@1"),
     markdown=markdown, recognise=lambda m: "contrastive_loss" in m or ("loss_name" in m and "loss" in m),
-    summaries=(SummaryValue("validation_loss", "validation loss (held-out pairs; the model's own loss)",
+    summaries=(SummaryValue("validation_loss", "validation loss (held-out pairs)",
                             _own_loss),
                SummaryValue("validation_R@1", "validation R@1 (mean I→T, T→I)", _mean_r1)),
     task_columns=("image_to_text_R@1", "text_to_image_R@1"), chance="chance_R@1"))
