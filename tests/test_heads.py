@@ -200,6 +200,7 @@ np.save(sys.argv[3], np.concatenate([model.encode_text(["a red square", "tree"])
 """
 
 
+@pytest.mark.slow  # ~15 s: a fresh interpreter imports torch and locktune
 def test_mlp_heads_save_and_load_in_a_fresh_process(tmp_path):
     from test_api import shapes_images
 

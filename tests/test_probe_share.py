@@ -68,7 +68,7 @@ def tiny_model():
     return build_model(ModelConfig(setting="LU", image_tower="mobilenet_v2", image_size=64, text_tower="minilm"))
 
 
-@pytest.mark.parametrize("device", ["cpu", "fakegpu"])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("fakegpu", marks=pytest.mark.slow)])
 def test_share_and_held_out_zero_shot_against_the_zero_shot_evaluator(tiny_model, device):
     from locktune.eval.evaluators.probe_share import probe_share_evaluation
     from locktune.eval.evaluators.zero_shot import zero_shot_evaluation

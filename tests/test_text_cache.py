@@ -165,6 +165,7 @@ def test_resume_of_ll_from_caches_is_exact(tmp_path, emoji_pairs, bert, shared_c
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow  # ~16 s: the real CLI builds two sharded caches
 def test_sharded_cache_holds_text_vectors_and_refuses_another_text_tower(tmp_path, emoji_pairs, bert, other_bert,
                                                                           shared_cache, forwards):
     from locktune.cache.sharded import ShardedCache, build_sharded_cache

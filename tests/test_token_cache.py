@@ -170,6 +170,7 @@ def test_a_saved_blocks_model_loads_in_a_fresh_process(tmp_path, emoji_pairs, mo
     np.testing.assert_allclose(np.load(out), model.encode_image(image).numpy(), atol=1e-6)
 
 
+@pytest.mark.slow  # ~8 s: trains twice; the token cache's device path
 def test_blocks_training_on_the_fake_device_equals_the_cpu(tmp_path, emoji_pairs, monkeypatch):
     from locktune.runtime import placement
     from locktune.train.trainer import train
