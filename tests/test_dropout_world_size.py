@@ -59,6 +59,7 @@ def _rank_train(rank, tmp_path, bert):
         torch.save(result.model.state_dict(), Path(tmp_path, "two_state.pt"))
 
 
+@pytest.mark.slow  # ~17 s: two real processes
 def test_one_and_two_processes_agree_with_dropout_in_the_plain_step(tmp_path, dropout_bert):
     from locktune.train.trainer import train
 

@@ -191,6 +191,7 @@ def _rank(rank, port, run_dir, result_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # ~30 s: it waits out a real collective timeout
 def test_other_processes_wait_out_an_evaluation_longer_than_the_collective_timeout(tmp_path):
     import torch.multiprocessing as mp
 

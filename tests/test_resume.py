@@ -1,6 +1,7 @@
 """A run stopped after k steps and resumed gives exactly the losses and weights of an uninterrupted run,
 with the whole step and through the gradient cache."""
 
+import pytest
 import torch
 
 from locktune.config import RunConfig
@@ -43,6 +44,7 @@ def test_resume_with_from_scratch_clip_tower_restores_its_tokenizer(tmp_path, em
     assert resumed.losses == whole.losses
 
 
+@pytest.mark.slow  # ~24 s; test_resume_gives_identical_losses_and_weights stays fast
 def test_resume_with_gradient_cache_and_dropout_is_exact(tmp_path, emoji_pairs):
     """MiniLM (dropout 0.1) through the gradient cache: each chunk's masks are seeded from the step, so a
     resumed run draws the same ones."""

@@ -9,7 +9,7 @@ import torch
 from test_api import tiny_net
 
 
-@pytest.mark.parametrize("text_tower", ["clip", "minilm"])
+@pytest.mark.parametrize("text_tower", ["clip", pytest.param("minilm", marks=pytest.mark.slow)])  # minilm: ~17 s
 def test_onnx_towers_match_pytorch(tmp_path, text_tower):
     import onnxruntime as ort  # in requirements.txt: missing is a failure (`make setup`), not a skip
     from locktune.export.onnx import export_onnx
