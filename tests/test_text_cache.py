@@ -293,3 +293,23 @@ def test_text_cache_split_over_two_ranks_equals_one(tmp_path, emoji_pairs, bert,
     assert all(torch.equal(r["features"], one.features) for r in ranks)
     assert sorted(p.name for p in (tmp_path / "cache-two" / "text-embeddings").iterdir()) == \
         sorted(p.name for p in one.path.parent.iterdir()), "the same entry, no part files left"
+
+
+def test_a_damaged_text_cache_entry_is_an_error_or_recomputed(bert, emoji_pairs, own_cache, capsys):
+    """The text side reads a finished entry through the image side's rule (`read_finished_entry`): damaged, it
+    is one error naming the file, or with recompute_corrupt it is computed again and says so."""
+    from locktune.cache.text_side import cached_text_features
+    from locktune.config import ModelConfig
+    from locktune.errors import LocktuneError
+    from locktune.model import build_model
+
+    model = build_model(ModelConfig(setting="LL", text_tower=f"hf:{bert}", image_tower="mobilenet_v2", image_size=64))
+    captions = emoji_pairs.captions[:6]
+    first = cached_text_features(model.text_tower, captions)
+    array = first.path
+    array.write_bytes(array.read_bytes()[:-16])  # cut short
+    with pytest.raises(LocktuneError, match=r"^text cache entry '.*' is damaged .* data.recompute_corrupt_cache=true"):
+        cached_text_features(model.text_tower, captions)
+    again = cached_text_features(model.text_tower, captions, recompute_corrupt=True)
+    assert again.computed == sum(len(c) for c in captions) and torch.equal(again.features, first.features)
+    assert "recomputing damaged text cache entry" in capsys.readouterr().err

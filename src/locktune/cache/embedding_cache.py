@@ -213,6 +213,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_finished_entry(array_path: Path, manifest_path: Path, key: str, count: int, recompute_corrupt: bool,
+                        what: str) -> tuple[torch.Tensor, dict] | None:
+    """A finished entry's (features, manifest), or None when there is none yet or it is damaged and
+    `recompute_corrupt` (then one line says it will be computed again).  A damaged entry otherwise is one error
+    naming the file and the two ways on.  `what`: how the entry is named ("embedding cache", "text cache")."""
+    if not (array_path.is_file() and manifest_path.is_file()):
+        return None
+    try:
+        return _read_entry(array_path, manifest_path, key, count)
+    except ValueError as problem:
+        if not recompute_corrupt:
+            raise LocktuneError(f"{what} entry '{array_path}' is damaged ({problem}) and was not used; "
+                                "delete it, or rerun with data.recompute_corrupt_cache=true to compute it again")
+        damaged = "cache" if what == "embedding cache" else what  # the image side's line, as it always read
+        print(f"locktune: recomputing damaged {damaged} entry {array_path.name} ({problem})", file=sys.stderr)
+    return None
+
+
 def _read_entry(array_path: Path, manifest_path: Path, key: str, count: int) -> tuple[torch.Tensor, dict]:
     """The stored features after checking them against the manifest; ValueError says what is wrong."""
     try:
@@ -292,15 +310,10 @@ def cached_features(tower, preprocess: Preprocess, images: ImageSet, batch_size:
     identity = tower.cache_identity()
     key, array_path, manifest_path = _entry_paths(tower, preprocess, images, precision)
     folder = array_path.parent
-    if array_path.is_file() and manifest_path.is_file():
-        try:
-            features, manifest = _read_entry(array_path, manifest_path, key, len(images))
-            return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, False, manifest["failed"])
-        except ValueError as problem:
-            if not recompute_corrupt:
-                raise LocktuneError(f"embedding cache entry '{array_path}' is damaged ({problem}) and was not used; "
-                                    "delete it, or rerun with data.recompute_corrupt_cache=true to compute it again")
-            print(f"locktune: recomputing damaged cache entry {array_path.name} ({problem})", file=sys.stderr)
+    finished = read_finished_entry(array_path, manifest_path, key, len(images), recompute_corrupt, "embedding cache")
+    if finished is not None:
+        features, manifest = finished
+        return CachedFeatures(features, ~torch.isnan(features).any(1), array_path, False, manifest["failed"])
     start = time.time()
     folder.mkdir(parents=True, exist_ok=True)
     distributed.prepare_to_wait()

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from locktune.cache.embedding_cache import _read_entry, _sha256
+from locktune.cache.embedding_cache import _read_entry, _sha256, read_finished_entry
 from locktune.errors import LocktuneError
 from locktune.progress import progress
 from locktune.runtime import distributed, placement
@@ -152,15 +151,9 @@ def cached_text_features(tower, captions: Sequence[Sequence[str]], precision: st
     count = int(offsets[-1])
     key = text_cache_key(identity, captions, count, precision)
     array_path, manifest_path = _entry_paths(identity, key)
-    if array_path.is_file() and manifest_path.is_file():
-        try:
-            features, _ = _read_entry(array_path, manifest_path, key, count)
-            return CachedText(features, offsets, array_path, 0)
-        except ValueError as problem:
-            if not recompute_corrupt:
-                raise LocktuneError(f"text cache entry '{array_path}' is damaged ({problem}) and was not used; "
-                                    "delete it, or rerun with data.recompute_corrupt_cache=true to compute it again")
-            print(f"locktune: recomputing damaged text cache entry {array_path.name} ({problem})", file=sys.stderr)
+    finished = read_finished_entry(array_path, manifest_path, key, count, recompute_corrupt, "text cache")
+    if finished is not None:
+        return CachedText(finished[0], offsets, array_path, 0)
     start = time.time()
     array_path.parent.mkdir(parents=True, exist_ok=True)
     distributed.prepare_to_wait()
