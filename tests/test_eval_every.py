@@ -161,7 +161,8 @@ def test_keep_best_without_eval_every_is_refused_at_load():
 
 
 def _rank(rank, port, run_dir, result_dir):
-    """One of two processes whose main group times out after 10 s; rank 0's first evaluation takes 20 s."""
+    """One of two processes whose main group times out after 10 s; rank 0's first evaluation takes 20 s.  A cache
+    folder of their own: rank 0 embeds the held-out images alone while rank 1 waits (nothing cached before)."""
     import datetime
 
     import torch.distributed as dist
@@ -171,7 +172,7 @@ def _rank(rank, port, run_dir, result_dir):
     from locktune.train.trainer import train
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCKTUNE_QUIET="1")
+                      LOCAL_RANK=str(rank), LOCKTUNE_QUIET="1", LOCKTUNE_CACHE=str(result_dir / "cache"))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=10))
     if rank == 0:

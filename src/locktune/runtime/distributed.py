@@ -28,10 +28,24 @@ _timeout_s = DEFAULT_TIMEOUT_S  # the running group's, for the message when a co
 # limit; a rank that dies still fails the wait at once (its connection closes).
 WAIT_FOR_PEERS_S = 24 * 3600
 _waiting_group: tuple | None = None  # (the default group it belongs to, the gloo group with the long limit)
+_alone = 0  # > 0 inside `alone()`: this process works by itself while the others wait
 
 
 def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return not _alone and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def alone():
+    """Work that one process does by itself while the others wait (rank 0's evaluation during training): inside,
+    this process is the only one (`is_distributed()` is false, rank 0 of 1), so code that deals work over ranks
+    (the embedding cache) does all of it here and waits for nobody."""
+    global _alone
+    _alone += 1
+    try:
+        yield
+    finally:
+        _alone -= 1
 
 
 def rank() -> int:

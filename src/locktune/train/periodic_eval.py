@@ -100,7 +100,7 @@ class TrainingEvaluation:
         """Evaluate (first process), report to `report(step, values, seconds)` and keep the best; all wait."""
         if distributed.is_main():
             started = time.time()
-            with training_untouched(model, placement.model_device(model)):
+            with distributed.alone(), training_untouched(model, placement.model_device(model)):
                 values, shown = self._evaluate(model)
                 kept = self.best.offer(model, step, values) if self.best is not None else False
             seconds = time.time() - started
