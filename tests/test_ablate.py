@@ -240,7 +240,8 @@ def test_identical_runs_are_reused_across_grids_but_not_across_process_counts(tm
     record = json.loads(original.read_text())
     decoys = {"a-config": {**record, "config": {**record["config"], "note": "another"}},
               "b-eval": {**record, "eval_max_images": 41}, "c-suite": {**record, "suite": "offline"},
-              "d-reused": {**record, "reused_from": "towers/LU-s0"}}
+              "d-reused": {**record, "reused_from": "towers/LU-s0"},
+              "e-lists-v1": {k: v for k, v in record.items() if k != "clean_lists"}}  # scored on drop lists 1
     for name, decoy in decoys.items():
         (tmp_path / "a-decoys" / name).mkdir(parents=True)
         (tmp_path / "a-decoys" / name / RECORD).write_text(json.dumps(decoy))
@@ -282,6 +283,9 @@ def test_smoke_version_of_the_design_2_tower_study(tmp_path, monkeypatch):
         assert len(correct) == len(labels) == record["eval"]["fashion_mnist"]["images"]
         assert record["eval"]["validation"]["pairs"] > 0
         assert record["train"]["run"]["held_out_pairs"] > 0
+        lists = record["clean_lists"]  # which images each _clean benchmark left out, of which benchmark version
+        assert lists["version"] == clean.LISTS_VERSION == 2 and "tuxpaint_categories" in lists["benchmarks"]
+        assert lists["benchmarks"]["tuxpaint_categories"] == clean.drop_record("tuxpaint_categories")
     uu = next(r for r in run.records if r["arm"] == "UU")
     assert uu["train"]["run"]["bn_recalibration_images"] > 0  # a trained image tower with batch norm
     verdicts = {name: judge(name, run.records).verdict for name in grid.findings}

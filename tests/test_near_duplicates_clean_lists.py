@@ -42,7 +42,9 @@ def test_version_2_applies_the_committed_list_and_checks_the_fingerprint(tmp_pat
     monkeypatch.setattr(clean, "committed_lists", lambda path=None: json.loads(
         _lists(tmp_path, "tuxpaint_categories", full.fingerprint(), [0, 5, 7]).read_text()))
     monkeypatch.setattr(clean, "drop_list", lambda name, **kw: [1, 2])  # version 1: computed (stand-in)
-    assert clean.applied_drop("tuxpaint_categories", full) == [1, 2]  # LISTS_VERSION 1 by default
+    assert clean.LISTS_VERSION == 2  # the committed lists are the ones applied
+    monkeypatch.setattr(clean, "LISTS_VERSION", 1)
+    assert clean.applied_drop("tuxpaint_categories", full) == [1, 2]  # version 1: computed
     monkeypatch.setattr(clean, "LISTS_VERSION", 2)
     out = get_benchmark("tuxpaint_categories_clean")
     assert out.excluded == 3 and len(out.images) == len(full.images) - 3

@@ -115,7 +115,10 @@ def find_identical_run(root: Path, config: RunConfig, suite: str, eval_max_image
                        processes: int = 1) -> Path | None:
     """A finished run anywhere under `root` (another grid's arm) with this exact config (but its folder),
     process count and evaluation: training it again would only repeat it.  Records that were themselves
-    reused are skipped, so every reused record points at a run that really trained."""
+    reused are skipped, so every reused record points at a run that really trained; so are records scored on
+    other clean drop lists (a record without `clean_lists` was scored on version 1)."""
+    from locktune.eval.benchmarks.clean import LISTS_VERSION
+
     wanted = _comparable(config.to_dict())
     for path in sorted(Path(root).glob(f"*/*/{RECORD}")):
         try:
@@ -125,6 +128,7 @@ def find_identical_run(root: Path, config: RunConfig, suite: str, eval_max_image
         if ("reused_from" not in record and record.get("suite") == suite
                 and record.get("processes", 1) == processes
                 and record.get("eval_max_images", 0) == eval_max_images
+                and record.get("clean_lists", {}).get("version", 1) == LISTS_VERSION
                 and _comparable(record.get("config", {})) == wanted):
             return path
     return None
@@ -148,6 +152,7 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
     from locktune.cache.embedding_cache import benchmarks_decoded_once
     from locktune.cache.image_side import reads_cache
     from locktune.eval.suites import run_tasks
+    from locktune.eval.benchmarks.clean import clean_lists_record
     from locktune.eval.results import file_fingerprint
     from locktune.saved_model import RUN_MODEL_DIR, WEIGHTS, load_any
 
@@ -177,6 +182,7 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
         "model_fingerprint": file_fingerprint(run_dir / RUN_MODEL_DIR / WEIGHTS),
         "design": grid.design,
         "scoring": scoring(model),
+        "clean_lists": clean_lists_record(t.benchmark for t in _tasks(grid, eval_max_images)),
     }
     if calibration is not None:
         record["calibration"] = calibration

@@ -11,8 +11,9 @@ every committed record was scored on).  2: the lists committed in `assets/clean_
 Tux Paint sets (`make_lists`): those matches, plus the same picture re-framed, scaled or mirrored
 (`data.reframed_duplicates`), plus, for retrieval, every image with a caption equal to a training caption
 after `normalise_caption` (dropped, not reported apart: such a sentence is a lookup of a training pair);
-each list is stored with the benchmark's fingerprint and checked against it on use.  Version 2 changes
-the clean sets the committed records were scored on, so it is switched on when the grids rerun.
+each list is stored with the benchmark's fingerprint and checked against it on use.  Version 2 is the one
+applied (records written from 2026-12-05 on store it per `_clean` benchmark: `clean_lists_record`); records
+without that entry were scored on version 1.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ TRAINING_SOURCES = ("openclipart", "emoji")
 CHECKED = ("tuxpaint_categories", "tuxpaint_retrieval", "tuxpaint_multilingual", "tuxpaint_multilingual_half_b",
            "openmoji_groups", "fashion_mnist", "animal_mnist", "mnist", "sklearn_digits")
 SUFFIX = "_clean"
-LISTS_VERSION = 1  # 1: computed whole-canvas matches (the committed records); 2: the committed lists below
+LISTS_VERSION = 2  # 1: computed whole-canvas matches (records without `clean_lists`); 2: the committed lists below
 LISTS_FILE = Path(__file__).resolve().parents[2] / "assets" / "clean_drop_lists.json"
 LISTED = ("tuxpaint_categories", "tuxpaint_retrieval", "tuxpaint_multilingual", "tuxpaint_multilingual_half_b")
 _ARTICLE = re.compile(r"^(a|an|the) ")
@@ -139,6 +140,13 @@ def drop_record(name: str, version: int | None = None) -> dict:
     version = LISTS_VERSION if version is None else version
     return {"lists_version": version, "fingerprint": benchmark.fingerprint(),
             "dropped": applied_drop(name, benchmark, version)}
+
+
+def clean_lists_record(benchmark_names) -> dict:
+    """A record's `clean_lists`: the lists version and, for each `_clean` benchmark among `benchmark_names`,
+    its `drop_record` (which images of which benchmark version were left out)."""
+    cleaned = sorted({n.removesuffix(SUFFIX) for n in benchmark_names if isinstance(n, str) and n.endswith(SUFFIX)})
+    return {"version": LISTS_VERSION, "benchmarks": {name: drop_record(name) for name in cleaned}}
 
 
 def without(benchmark: Benchmark, drop: list[int], max_images: int) -> Benchmark:
