@@ -266,10 +266,9 @@ def _few_training_signatures(sources=("openclipart", "emoji")):
 def test_smoke_version_of_the_design_2_tower_study(tmp_path, monkeypatch):
     """studies/towers.yaml end to end on the smoke settings: design-2 records with per-image zero-shot
     outcomes, the run's validation split evaluated, the training split and batch-norm recalibration
-    recorded, findings judged by the paired statistics (one seed: not enough power), and the report."""
-    from locktune.ablate.findings import HOLDS, FAILS, MISSING
+    recorded, findings judged by the verdict rule (one seed: not enough seeds), and the report."""
+    from locktune.ablate.findings import MISSING, NOT_ENOUGH_SEEDS, judge_findings
     from locktune.ablate.records import per_image
-    from locktune.ablate.statistics import UNDERPOWERED
     from locktune.eval.benchmarks import clean
 
     monkeypatch.setattr(clean, "training_signatures", _few_training_signatures)
@@ -288,10 +287,11 @@ def test_smoke_version_of_the_design_2_tower_study(tmp_path, monkeypatch):
         assert lists["benchmarks"]["tuxpaint_categories"] == clean.drop_record("tuxpaint_categories")
     uu = next(r for r in run.records if r["arm"] == "UU")
     assert uu["train"]["run"]["bn_recalibration_images"] > 0  # a trained image tower with batch norm
-    verdicts = {name: judge(name, run.records).verdict for name in grid.findings}
-    assert verdicts["lu_beats_uu"] == UNDERPOWERED and set(verdicts.values()) <= {HOLDS, FAILS, UNDERPOWERED, MISSING}
+    verdicts = judge_findings(grid.findings, run.records)
+    assert verdicts["lu_beats_uu"].verdict == NOT_ENOUGH_SEEDS  # one seed: no verdict under the rule
+    assert {v.verdict for v in verdicts.values()} <= {NOT_ENOUGH_SEEDS, MISSING}
     text = write_grid_report(grid, run.records, tmp_path / grid.name).read_text()
-    assert "zero-shot mean per-class recall (mean)" in text and "not enough power" in text
+    assert "zero-shot mean per-class recall (mean)" in text and "not enough seeds" in text
 
 
 @pytest.mark.slow  # rewrites a grid's report from its records: 23 s

@@ -55,6 +55,10 @@ def _records(arm_accuracies: dict[str, list[float]], images: bool = True, design
 
 CLEAR_HIGH = [0.70, 0.72, 0.69, 0.71, 0.70]
 CLEAR_LOW = [0.55, 0.56, 0.54, 0.57, 0.55]
+# Holm over m comparisons needs the exact sign-flip p (at least 2^-n) under 0.05 / m: n >= log2(20 m) seeds,
+# 6 for two comparisons, 7 for four.
+HIGH_7 = CLEAR_HIGH + [0.71, 0.69]
+LOW_7 = CLEAR_LOW + [0.56, 0.55]
 
 
 def test_per_image_reads_the_contract_field():
@@ -70,15 +74,17 @@ def test_per_image_reads_the_contract_field():
 def test_clear_win_over_five_seeds_holds_with_an_image_interval():
     v = F.judge("lu_beats_uu", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}))
     assert v.verdict == F.HOLDS, v.measured
-    assert "95% image interval" in v.measured and "over 5 paired seeds" in v.measured and "MDE" in v.measured
+    assert "95% seed interval" in v.measured and "hierarchical [" in v.measured and "per-image [" in v.measured
+    assert "over 5 paired seeds" in v.measured and "MDE" in v.measured and "Holm-adjusted p=0.031 over 1" in v.measured
     assert "LU beats UU on mean_zero_shot_recall" in v.tested
     # The effect is the primary metric's: zero-shot benchmarks only, near_ood/ left out.
     effect = float(v.measured.split("effect ")[1].split(" pt")[0])
     expected = np.mean([F.RECALL.value(r) for r in _records({"LU": CLEAR_HIGH})]) - \
         np.mean([F.RECALL.value(r) for r in _records({"UU": CLEAR_LOW})])
     assert effect == pytest.approx(100 * expected, abs=0.06) and effect > 10
-    lo, hi = (float(x) for x in v.measured.split("interval [")[1].split("]")[0].split(","))
-    assert 0 < lo < effect < hi
+    for name in ("seed interval [", "hierarchical [", "per-image ["):
+        lo, hi = (float(x) for x in v.measured.split(name)[1].split("]")[0].split(","))
+        assert 0 < lo < effect < hi, name
 
 
 def test_clear_loss_does_not_hold():
@@ -91,8 +97,8 @@ def test_tiny_effect_with_tight_spread_does_not_hold_by_equivalence():
     lu = [a + d for a, d in zip(uu, [0.002, -0.002, 0.003, 0.0, -0.002])]
     v = F.judge("lu_beats_uu", _records({"LU": lu, "UU": uu}))
     assert v.verdict == F.FAILS, v.measured
-    p = float(v.measured.split("equivalence p=")[1].split(" ")[0])
-    assert p < 0.05
+    p = float(v.measured.split("(TOST) at ±2.0 pt, adjusted p=")[1].split(";")[0])
+    assert p < 0.05 and "level within ±2.0 pt (TOST)" in v.measured
 
 
 def test_noisy_seeds_have_not_enough_power_and_report_the_mde():
@@ -106,7 +112,7 @@ def test_no_worse_claim_holds_when_equivalent_and_lacks_power_when_noisy():
     lu = [0.600, 0.610, 0.590, 0.605, 0.595]
     close = [a + d for a, d in zip(lu, [0.002, -0.002, 0.003, 0.0, -0.002])]
     v = F.judge("lu_close_to_LU", _records({"LU": lu, "Lu": close}))
-    assert v.verdict == F.HOLDS and "non-inferiority p=" in v.measured and "Lu no worse than LU" in v.tested
+    assert v.verdict == F.HOLDS and "non-inferiority at -2.0 pt" in v.measured and "Lu no worse than LU" in v.tested
     noisy = F.judge("lu_close_to_LU", _records({"LU": [0.55, 0.56, 0.56, 0.57, 0.54],
                                                 "Lu": [0.56, 0.50, 0.58, 0.51, 0.55]}))
     assert noisy.verdict == UNDERPOWERED
@@ -119,13 +125,15 @@ def test_missing_arm_is_not_run():
     assert v.verdict == F.MISSING and "'UU'" in v.measured
 
 
-def test_one_seed_has_not_enough_power_with_an_infinite_mde():
+def test_fewer_than_five_paired_seeds_are_not_enough_seeds_whatever_the_effect():
     v = F.judge("lu_beats_uu", _records({"LU": [0.9], "UU": [0.3]}))
-    assert v.verdict == UNDERPOWERED
-    assert "1 paired seed(s)" in v.measured and "MDE is infinite" in v.measured and "on seed 0" in v.measured
-    # Seeds are paired by number: LU seeds 0-2 and UU seed 0 only share one.
-    unpaired = _records({"LU": CLEAR_HIGH[:3]}) + _records({"UU": [0.5]})
-    assert F.judge("lu_beats_uu", unpaired).verdict == UNDERPOWERED
+    assert v.verdict == F.NOT_ENOUGH_SEEDS
+    assert "1 paired seed(s), the rule needs 5" in v.measured and "(effect +" in v.measured
+    four = F.judge("lu_beats_uu", _records({"LU": CLEAR_HIGH[:4], "UU": CLEAR_LOW[:4]}))
+    assert four.verdict == F.NOT_ENOUGH_SEEDS  # a clear 15-point lead, but 4 seeds: no verdict
+    # Seeds are paired by number: LU seeds 0-4 and UU seed 0 only share one.
+    unpaired = _records({"LU": CLEAR_HIGH}) + _records({"UU": [0.5]})
+    assert F.judge("lu_beats_uu", unpaired).verdict == F.NOT_ENOUGH_SEEDS
 
 
 def test_without_per_image_data_the_seed_tests_decide_and_say_so():
@@ -138,25 +146,32 @@ def test_without_per_image_data_the_seed_tests_decide_and_say_so():
     assert "image interval" not in v.measured and "bench_b" in v.measured
 
 
-def test_a_small_benchmark_interval_vetoes_a_seed_significant_win():
+def test_the_per_image_interval_is_shown_beside_the_seed_tests_never_instead_of_them():
     # Seeds agree, but the two arms get different images right (LU's hard images are others): the 1-point
-    # lead is within what another draw of 1,200 test images could give, so power is lacking.
+    # lead is within what another draw of 1,200 test images could give.  The registered rule judges over seeds
+    # (the test set is fixed); the image and hierarchical intervals say how far it carries to other images.
     lu, uu = [0.61, 0.612, 0.61, 0.612, 0.61], [0.60, 0.60, 0.601, 0.60, 0.60]
     seeds_only = F.judge("lu_beats_uu", _records({"LU": lu, "UU": uu}, images=False, shifts={"LU": 1}))
     with_images = F.judge("lu_beats_uu", _records({"LU": lu, "UU": uu}, shifts={"LU": 1}))
-    assert seeds_only.verdict == F.HOLDS and with_images.verdict == UNDERPOWERED, with_images.measured
+    assert seeds_only.verdict == with_images.verdict == F.HOLDS, with_images.measured
+    lo, hi = (float(x) for x in with_images.measured.split("per-image [")[1].split("]")[0].split(","))
+    assert lo < 0 < hi and "per-image [" not in seeds_only.measured
 
 
 def test_several_comparisons_combine_all_hold_any_fails_else_underpowered():
     assert F.combine([F.HOLDS, F.HOLDS]) == F.HOLDS
     assert F.combine([F.HOLDS, UNDERPOWERED, F.FAILS]) == F.FAILS
     assert F.combine([F.HOLDS, UNDERPOWERED]) == UNDERPOWERED
-    best = F.judge("lu_best", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "uu": [0.3] * 5}))
+    assert F.combine([F.HOLDS, UNDERPOWERED, F.NOT_ENOUGH_SEEDS]) == F.NOT_ENOUGH_SEEDS
+    best = F.judge("lu_best", _records({"LU": HIGH_7[:6], "UU": LOW_7[:6], "uu": [0.3] * 6}))
     assert best.verdict == F.HOLDS and best.tested.startswith("2 comparisons") and "2 holds" in best.measured
-    close = F.judge("lu_best", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "Lu": CLEAR_HIGH}))
+    # Five seeds cannot hold two comparisons under Holm (1/32 x 2 > 0.05), however clear the lead.
+    five = F.judge("lu_best", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "uu": [0.3] * 5}))
+    assert five.verdict == UNDERPOWERED and "cannot reach p < 0.05/2" in five.measured
+    close = F.judge("lu_best", _records({"LU": HIGH_7[:6], "UU": LOW_7[:6], "Lu": HIGH_7[:6]}))
     assert close.verdict == F.FAILS  # LU and Lu equal (equivalent): LU is not better than Lu
-    bottom = F.judge("locked_text_at_bottom", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "LL": [0.34] * 5,
-                                                        "uL": [0.35, 0.33, 0.34, 0.35, 0.36]}))
+    bottom = F.judge("locked_text_at_bottom", _records({"LU": HIGH_7, "UU": LOW_7, "LL": [0.34] * 7,
+                                                        "uL": [0.35, 0.33, 0.34, 0.35, 0.36, 0.34, 0.35]}))
     assert bottom.verdict == F.HOLDS and bottom.tested.startswith("4 comparisons")
 
 
@@ -168,13 +183,14 @@ def test_overfitting_finding_compares_losses_lower_is_better():
                                 "batch_size": 32}
         return records
 
-    seeds = range(5)
+    seeds = range(6)  # two comparisons: 6 seeds under Holm
     losses = {"LU": [(2.0 + 0.01 * s, 3.0 + 0.01 * s) for s in seeds],  # gap 1.0
               "UU": [(1.5 - 0.01 * s, 3.2 + 0.02 * s) for s in seeds]}  # lower training loss, gap ~1.7
-    v = F.judge("uu_overfits_training_distribution", with_losses(_records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}), losses))
+    arms = {"LU": HIGH_7[:6], "UU": LOW_7[:6]}
+    v = F.judge("uu_overfits_training_distribution", with_losses(_records(arms), losses))
     assert v.verdict == F.HOLDS and "nats" in v.measured and "lower is better" in v.tested
     flipped = {"LU": losses["UU"], "UU": losses["LU"]}
-    v = F.judge("uu_overfits_training_distribution", with_losses(_records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}), flipped))
+    v = F.judge("uu_overfits_training_distribution", with_losses(_records(arms), flipped))
     assert v.verdict == F.FAILS
 
 
@@ -202,12 +218,14 @@ def test_every_grid_finding_is_judged_on_design_2_records():
 
 def test_grid_report_design_2_table_grouping_and_base_line(tmp_path):
     grid = load_grid("ablations/loss.yaml")
-    new = _records({"global-2proc": CLEAR_HIGH, "local-2proc": CLEAR_LOW, "batch-16": CLEAR_LOW,
-                    "batch-128": CLEAR_HIGH}, config={"train": {"batch_size": 128}})
+    new = _records({"global-2proc": HIGH_7[:6], "local-2proc": LOW_7[:6], "batch-16": LOW_7[:6],
+                    "batch-128": HIGH_7[:6]}, config={"train": {"batch_size": 128}})
     text = "\n".join(grid_section(grid, new, tmp_path, tmp_path, plots=False))
     # The Base line is the grid's base config (32 pairs a batch), whatever the first record says.
     assert "120 steps of 32 pairs" in text
-    assert "| finding (paper) | tested here | measured here (effect a - b, 95% image interval" in text
+    assert "| finding (paper) | tested here | measured here (effect a - b; 95% seed interval" in text
+    assert ("the 2 findings' 2 comparisons are one family, Holm-adjusted at 0.05; each needs at least 5 paired "
+            "seeds, and any can hold only with 6 or more") in text and "these records pair 6 seeds" in text
     assert "global-2proc beats local-2proc on mean_zero_shot_recall" in text and "**holds**" in text
     assert "Records of design" not in text
     old = _records({"global-2proc": [0.49, 0.50], "local-2proc": [0.39, 0.40]}, design=1)
@@ -263,4 +281,4 @@ def test_the_image_interval_does_not_depend_on_the_order_of_a_records_benchmarks
     records = _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW})
     shuffled = [dict(r, eval=dict(reversed(list(r["eval"].items())))) for r in records]  # as a sorted write gives
     first, second = (F.judge("lu_beats_uu", rs).measured for rs in (records, shuffled))
-    assert "95% image interval" in first and first == second
+    assert "per-image [" in first and first == second

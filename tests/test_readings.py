@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from scipy import stats
+from scipy import optimize, stats
 
 from locktune.ablate.grid import Arm, Grid
 from locktune.ablate.readings import check, resolve, typed_numbers
@@ -56,16 +56,21 @@ def test_placeholders_resolve_to_values_computed_here():
     d = np.array(RECALL["LU"], dtype=np.float64) - np.array(RECALL["UU"], dtype=np.float64)
     n, sd = len(d), d.std(ddof=1)
     p = stats.ttest_rel(RECALL["LU"], RECALL["UU"]).pvalue
-    mde = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / math.sqrt(n)
-    mde9 = (stats.t.ppf(0.975, 8) + stats.t.ppf(0.8, 8)) * sd / 3
+    # The verdict rule's MDE: one-sided paired t at 0.05 / 1 (a family of one finding), 80% power, solved on
+    # the noncentral t here by scipy's own root finder.
+    def mde_at(seeds):
+        crit = stats.t.ppf(0.95, seeds - 1)
+        return optimize.brentq(lambda e: stats.nct.sf(crit, seeds - 1, e * math.sqrt(seeds) / sd) - 0.8, 1e-9, 10 * sd)
+    mde, mde9 = mde_at(n), mde_at(9)
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
     text = ("{effect:lu_beats_uu}|{seed_differences:lu_beats_uu}|{p:lu_beats_uu}|{p:lu_beats_uu:.2}|"
             "{mde:lu_beats_uu}|{mde_at:lu_beats_uu:9}|{ahead:lu_beats_uu}|{seeds:lu_beats_uu}|{verdict:lu_beats_uu}|"
-            "{margin:lu_beats_uu:.0}|{metric:LU:mean_zero_shot_recall}|{metric:UU:ood_loss|train_loss}|"
+            "{margin:lu_beats_uu:.0}|{seed_interval:lu_beats_uu}|{metric:LU:mean_zero_shot_recall}|{metric:UU:ood_loss|train_loss}|"
             "{metric:LU:train|final_loss:.2}|{range:UU:ood_loss|train_loss:.2}|{seeds:UU}|{steps:LU}|"
             "{pairs:LU}|{pairs_seen:LU}|{passes:UU}|{budget:LU}|{config:LU:train.lr}|{config:UU:model.logit_bias_init}")
     expected = [f"{100 * d.mean():+.1f}", ", ".join(f"{100 * x:+.1f}" for x in d), f"{p:.3f}", f"{p:.2f}",
-                f"{100 * mde:.1f}", f"{100 * mde9:.1f}", f"{int((d > 0).sum())} of {n}", str(n), "not enough power",
-                "2", f"{100 * np.mean(RECALL['LU']):.1f}", f"{np.mean(TRAIN_LOSS['UU']):.3f}",
+                f"{100 * mde:.1f}", f"{100 * mde9:.1f}", f"{int((d > 0).sum())} of {n}", str(n), "not enough seeds",
+                "2", f"[{100 * (d.mean() - half):+.1f}, {100 * (d.mean() + half):+.1f}]", f"{100 * np.mean(RECALL['LU']):.1f}", f"{np.mean(TRAIN_LOSS['UU']):.3f}",
                 f"{np.mean(TRAIN_LOSS['LU']) - 0.2 + 0.015:.2f}", "1.17-1.20", "4", "264", "1,000", "8,448",
                 f"{90 * 32 / 1000:.1f}", "150", "0.0002", "-10"]
     assert _fill(text).split("|") == expected

@@ -1,19 +1,19 @@
 """The paper's findings, each judged over a grid's arm records as one or more paired comparisons.
 
 A comparison is "arm a beats arm b" (BEATS) or "arm a is no worse than arm b" (NO_WORSE, within a
-margin) on one metric, seeds paired by their number, judged by `statistics.compare_paired`: the paired
-t-test and the exact sign-flip test over seeds, the equivalence or non-inferiority test at the margin,
-the minimum detectable effect (MDE), and, when every paired record carries per-image outcomes for every
-benchmark the metric averages, the per-image bootstrap interval (each benchmark's images resampled
-independently, the same resample for both arms and every seed).  The measured text says which.
-
-Verdicts: "holds", "does not hold", "not enough power" (with the MDE), and "not run" when an arm the
-finding needs has no record.  A comparison with fewer than 2 paired seeds is "not enough power" (its MDE
-is infinite: one seed says nothing about seed noise).
+margin) on one metric, seeds paired by their number.  Every comparison a grid's findings make is one
+registered family, judged by the pre-registered rule of `verdict.py` (docs/studies/index.md, "The verdict
+rule"): at least 5 paired seeds; "holds" when the one-sided paired t-test and the exact one-sided sign-flip
+test both reject after Holm's adjustment over the family; "does not hold" when the opposite is shown the same
+way or, for "beats", TOST puts the effect within the margin; otherwise "not enough power" with the
+noncentral-t minimum detectable effect (MDE).  The headline interval is the seed-level t interval; where every
+paired record carries per-image outcomes, the hierarchical (seeds, then images) and per-image intervals are
+shown beside it.  "not enough seeds" below 5 paired seeds, and "not run" when an arm the finding needs has no
+record (it still counts once in the family's size).
 
 A finding made of several comparisons (e.g. "LU is the best setting" = LU beats each other setting) is
 combined by one rule, `combine`: it holds only if every comparison holds; it does not hold if any
-comparison does not hold; otherwise there is not enough power.
+comparison does not hold; otherwise not enough seeds if any has too few, else not enough power.
 
 Records are judged by this module only when they carry "design": 2 (the tower-settings study v2 and every
 grid run since).  Older records keep the first design's checks (`findings_v1`), so the committed
@@ -31,6 +31,7 @@ from locktune.ablate import findings_v1
 from locktune.ablate.findings_v1 import UNCLEAR  # noqa: F401  (a design-1 verdict word, re-exported)
 from locktune.ablate.records import metric, per_image, summarize
 from locktune.ablate.statistics import BEATS, MARGIN, NO_WORSE, UNDERPOWERED, Comparison, compare_paired
+from locktune.ablate.verdict import NOT_ENOUGH_SEEDS, Judged, Registered, judge_family
 from locktune.errors import LocktuneError
 from locktune.registry import Registry
 
@@ -38,7 +39,7 @@ DESIGN = 2
 HOLDS, FAILS, MISSING = "holds", "does not hold", "not run"
 LOSS_MARGIN = 0.05  # nats: the smallest loss difference the study cares about (chance is log(batch) ~ 3.5-5.5)
 COMBINE_RULE = ("holds only if every comparison holds; does not hold if any does not hold; "
-                "otherwise not enough power")
+                "otherwise not enough seeds if any has too few, else not enough power")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Verdict:
     finding: str  # the registry name
     claim: str  # what the paper found
     measured: str  # the numbers here, in words
-    verdict: str  # HOLDS | FAILS | UNDERPOWERED | MISSING (design-1 records: also UNCLEAR)
+    verdict: str  # HOLDS | FAILS | UNDERPOWERED | NOT_ENOUGH_SEEDS | MISSING (design-1 records: also UNCLEAR)
     tested: str = ""  # design 2: the comparisons tested and how they combine
 
 
@@ -89,7 +90,7 @@ class Metric:
             return self.own_margin
         return LOSS_MARGIN if self.loss else MARGIN
 
-    def text(self, comparison: Comparison) -> str:
+    def text(self, comparison: Comparison | Judged) -> str:
         return comparison.text(1.0, "nats", 3) if self.loss else comparison.text()
 
 
@@ -138,8 +139,10 @@ class Outcome:
     test: Test
     verdict: str
     text: str
-    comparison: Optional[Comparison] = None
+    comparison: Optional[Comparison] = None  # the seed statistics alone (two-sided t, TOST, ...), for readings
     differences: Optional[dict[int, float]] = None  # seed -> a - b (better-is-positive), as compared
+    judged: Optional[Judged] = None  # by the verdict rule, within its family
+    tasks: Optional[list] = None  # per-benchmark per-image outcomes of the paired seeds, where every record has them
 
 
 class _Missing(Exception):
@@ -188,7 +191,24 @@ def pairing(records_a: dict[int, dict], records_b: dict[int, dict], seeds: list[
             "the test stays valid, with less power)")
 
 
-def run_test(records: list[dict], test: Test) -> Outcome:
+@dataclass(frozen=True)
+class Prepared:
+    """One comparison's paired per-seed values, ready to judge: `registered` for the verdict rule, the
+    seed statistics alone (`comparison`, None under 2 seeds) and the words around the numbers."""
+
+    test: Test
+    registered: Registered
+    tasks: Optional[list]
+    comparison: Optional[Comparison]
+    differences: dict[int, float]
+    head: str  # what is compared, then ": "
+    notes: str  # why there is no per-image interval, and how the seeds are paired
+
+
+def prepare(records: list[dict], test: Test, name: str = "", images: bool = True) -> Prepared:
+    """The comparison's paired values from the records (raises _Missing for an arm without records).  Without
+    `images` the verdict rule gets no per-image outcomes (no bootstrap intervals, seconds each; the verdict
+    never depends on them)."""
     records_a = _by_seed(records, test.a)
     records_b = _by_seed(records, test.b) if test.b is not None else {}
     for arm, rows in ((test.a, records_a), (test.b, records_b)):
@@ -210,31 +230,45 @@ def run_test(records: list[dict], test: Test) -> Outcome:
     for arm, rows in ((test.a, records_a), (test.b, records_b)):
         if arm is not None and all(test.metric.value(r) is None for r in rows.values()):
             raise _Missing(arm, f"arm '{arm}' has no '{test.metric.key}' in its records")
-    head = test.describe() + ": "
     seeds = sorted(values_a)
-    if len(seeds) < 2:
-        effect = ""
-        if seeds:
-            scale, unit, digits = (1.0, "nats", 3) if test.metric.loss else (100.0, "pt", 1)
-            effect = f"effect {scale * (values_a[seeds[0]] - values_b[seeds[0]]):+.{digits}f} {unit} on seed {seeds[0]}; "
-        ran = f"{test.a} seeds {sorted(records_a)}" + (f", {test.b} seeds {sorted(records_b)}" if test.b else "")
-        return Outcome(test, UNDERPOWERED, head + f"{effect}{len(seeds)} paired seed(s) ({ran}): a paired test needs "
-                       f"at least 2, so the MDE is infinite: {UNDERPOWERED}")
     if test.paired is not None:
         tasks, why = None, "seed tests only: no per-image data for this derived metric"
-    else:
+    elif len(seeds) >= 2:
         tasks, why = _image_tasks(test, [records_a[s] for s in seeds], [records_b[s] for s in seeds])
-    comparison = compare_paired(values_a, values_b, test.claim, test.metric.margin, tasks=tasks)
-    paired = f"; {pairing(records_a, records_b, seeds)}" if test.b is not None else ""
-    return Outcome(test, comparison.verdict, head + test.metric.text(comparison) + (f" ({why})" if why else "")
-                   + paired, comparison, {s: values_a[s] - values_b[s] for s in seeds})
+    else:
+        tasks, why = None, ""
+    notes = (f" ({why})" if why else "") + (f"; {pairing(records_a, records_b, seeds)}"
+                                            if test.b is not None and seeds else "")
+    if len(seeds) < 2:
+        ran = f"{test.a} seeds {sorted(records_a)}" + (f", {test.b} seeds {sorted(records_b)}" if test.b else "")
+        notes = f" ({ran})"
+    comparison = compare_paired(values_a, values_b, test.claim, test.metric.margin) if len(seeds) >= 2 else None
+    registered = Registered(name or test.describe(), test.claim, values_a, values_b, test.metric.margin,
+                            tasks if images else None)
+    return Prepared(test, registered, tasks, comparison, {s: values_a[s] - values_b[s] for s in seeds},
+                    test.describe() + ": ", notes)
+
+
+def _judged_outcome(prepared: Prepared, judged: Judged) -> Outcome:
+    text = prepared.head + prepared.test.metric.text(judged) + prepared.notes
+    return Outcome(prepared.test, judged.verdict, text, prepared.comparison, prepared.differences, judged,
+                   prepared.tasks)
+
+
+def run_test(records: list[dict], test: Test, images: bool = True) -> Outcome:
+    """One comparison judged as a family of one (a comparison no grid registers; readings' `A vs B:KEY`)."""
+    prepared = prepare(records, test, images=images)
+    return _judged_outcome(prepared, judge_family([prepared.registered])[0])
 
 
 def combine(verdicts: list[str]) -> str:
-    """Several comparisons, one verdict: HOLDS if all hold, FAILS if any fails, else UNDERPOWERED."""
+    """Several comparisons, one verdict: HOLDS if all hold, FAILS if any fails, NOT_ENOUGH_SEEDS if any has too
+    few seeds, else UNDERPOWERED."""
     if verdicts and all(v == HOLDS for v in verdicts):
         return HOLDS
-    return FAILS if FAILS in verdicts else UNDERPOWERED
+    if FAILS in verdicts:
+        return FAILS
+    return NOT_ENOUGH_SEEDS if NOT_ENOUGH_SEEDS in verdicts else UNDERPOWERED
 
 
 # --- the registry -------------------------------------------------------------------------------------------
@@ -264,22 +298,65 @@ def design_of(records: list[dict]) -> int:
     return designs.pop() if designs else DESIGN
 
 
-def judge(name: str, records: list[dict]) -> Verdict:
-    """The finding's verdict over one grid's records (all of one design)."""
-    entry = FINDINGS.get(name)
+def judged_outcomes(names: list[str], records: list[dict], images: bool = True) -> dict[str, list[Outcome] | Verdict]:
+    """Every comparison of the findings `names` (one grid's, all of one design-2 set of records) judged as one
+    registered family: finding -> its outcomes, or its MISSING verdict.  A finding that cannot run still counts
+    once in the family's size, so a missing arm never loosens the correction for the others."""
+    prepared: dict[str, list[Prepared] | Verdict] = {}
+    family: list[Registered] = []
+    for name in names:
+        entry = FINDINGS.get(name)
+        try:
+            tests = entry.tests(records)
+            if not tests:
+                raise _Missing("?")
+            prepared[name] = [prepare(records, t, f"{name}[{k}]", images) for k, t in enumerate(tests)]
+            family += [p.registered for p in prepared[name]]
+        except _Missing as missing:
+            text = missing.args[1] if len(missing.args) > 1 else f"needs arm '{missing.args[0]}', which has no record"
+            prepared[name] = Verdict(name, entry.claim, text, MISSING)
+            family.append(Registered(f"{name}[missing]", BEATS, {}, {}))
+    judged = iter(judge_family(family))
+    out: dict[str, list[Outcome] | Verdict] = {}
+    for name in names:
+        if isinstance(prepared[name], Verdict):
+            next(judged)
+            out[name] = prepared[name]
+        else:
+            out[name] = [_judged_outcome(p, next(judged)) for p in prepared[name]]
+    return out
+
+
+def judge_findings(names: list[str], records: list[dict]) -> dict[str, Verdict]:
+    """The verdict of each finding in `names` over one grid's records, the findings' comparisons judged as one
+    family (design 2); design-1 records keep the first design's checks, finding by finding."""
     if design_of(records) < DESIGN:
-        if name not in findings_v1.FINDINGS:
-            return Verdict(name, entry.claim, "judged on design-2 records only", MISSING)
-        old = findings_v1.judge(name, records)
-        return Verdict(old.finding, old.claim, old.measured, old.verdict)
-    try:
-        tests = entry.tests(records)
-        if not tests:
-            raise _Missing("?")
-        outcomes = [run_test(records, t) for t in tests]
-    except _Missing as missing:
-        text = missing.args[1] if len(missing.args) > 1 else f"needs arm '{missing.args[0]}', which has no record"
-        return Verdict(name, entry.claim, text, MISSING)
+        return {name: _judge_v1(name, records) for name in names}
+    out = {}
+    for name, outcomes in judged_outcomes(list(names), records).items():
+        out[name] = outcomes if isinstance(outcomes, Verdict) else _verdict(name, outcomes)
+    return out
+
+
+def judge(name: str, records: list[dict], family: Optional[list[str]] = None) -> Verdict:
+    """The finding's verdict over one grid's records (all of one design), its comparisons adjusted over the
+    family of `family`'s findings (the grid's findings; default: this finding alone)."""
+    names = list(family) if family else [name]
+    if name not in names:
+        names.append(name)
+    return judge_findings(names, records)[name]
+
+
+def _judge_v1(name: str, records: list[dict]) -> Verdict:
+    entry = FINDINGS.get(name)
+    if name not in findings_v1.FINDINGS:
+        return Verdict(name, entry.claim, "judged on design-2 records only", MISSING)
+    old = findings_v1.judge(name, records)
+    return Verdict(old.finding, old.claim, old.measured, old.verdict)
+
+
+def _verdict(name: str, outcomes: list[Outcome]) -> Verdict:
+    entry = FINDINGS.get(name)
     tested = "; ".join(o.test.describe() for o in outcomes)
     if len(outcomes) > 1:
         tested = f"{len(outcomes)} comparisons ({COMBINE_RULE}): {tested}"
@@ -288,7 +365,7 @@ def judge(name: str, records: list[dict]) -> Verdict:
     verdict = combine([o.verdict for o in outcomes])
     measured = "<br>".join(o.text for o in outcomes)
     if len(outcomes) > 1:
-        counts = {v: sum(o.verdict == v for o in outcomes) for v in (HOLDS, FAILS, UNDERPOWERED)}
+        counts = {v: sum(o.verdict == v for o in outcomes) for v in (HOLDS, FAILS, UNDERPOWERED, NOT_ENOUGH_SEEDS)}
         measured += "; " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     return Verdict(name, entry.claim, measured, verdict, tested)
 

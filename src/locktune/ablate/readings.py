@@ -22,9 +22,15 @@ finding's comparisons picked by its arms (`locked_text_at_bottom:LL vs UU`; nami
 order flips the sign), or a comparison the grid does not register, on a record key (`UU vs LU:validation_R@1`;
 paired by seed like the registered ones).  Effects are a - b, better-is-positive, in points (x100, 1 decimal)
 or, for a loss, nats (3 decimals; a lower loss is a lead); no unit is printed:
-    {effect:C}  {seed_differences:C} ("+2.8, +5.9, +7.6")  {interval:C} ("[+4.3, +6.7]")  {ahead:C} ("2 of 3")
-    {p:C} (paired t)  {sign_flip_p:C}  {tost_p:C}  {non_inferiority_p:C}  (3 decimals)
-    {mde:C}  {margin:C}  {mde_at:C:N} (the MDE N seeds would give at this spread)  {verdict:C}  {seeds:C}
+    {effect:C}  {seed_differences:C} ("+2.8, +5.9, +7.6")  {ahead:C} ("2 of 3")
+    {seed_interval:C} (the 95% t interval over seeds, "[+4.3, +6.7]")  {interval:C} (the per-image bootstrap
+    interval, seeds fixed: test-image noise only)
+    {p:C} (paired t, two-sided)  {sign_flip_p:C}  {tost_p:C}  {non_inferiority_p:C}  (3 decimals, the comparison
+    alone)  {p_adjusted:C} (the verdict rule's: both one-sided tests, Holm-adjusted over the grid's family)
+    {mde:C}  {mde_at:C:N} (the MDE N seeds would give at this spread): the verdict rule's, one-sided paired t at
+    0.05 / (the family's size), 80% power, from the noncentral t
+    {margin:C}  {verdict:C} (the verdict rule's, within the grid's family)  {seeds:C}
+A comparison named as `A vs B:KEY` is judged as a family of one.
 
 A placeholder that names a missing finding, arm, metric or kind is a LocktuneError naming the grid file,
 the finding and the placeholder (`check`, when the grid loads, for what needs no record).  Records that
@@ -40,10 +46,11 @@ import dataclasses
 import re
 from typing import Callable, Optional
 
-from locktune.ablate.findings import FINDINGS, Metric, Outcome, Test, _Missing, run_test
+from locktune.ablate.findings import FINDINGS, Metric, Outcome, Test, Verdict, _Missing, judged_outcomes, run_test
 from locktune.ablate.grid import Grid
 from locktune.ablate.records import metric
-from locktune.ablate.statistics import minimum_detectable_effect
+from locktune.ablate.statistics import multi_task_interval
+from locktune.ablate.verdict import ALPHA, minimum_detectable_effect, t_interval
 from locktune.errors import LocktuneError
 
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -161,36 +168,32 @@ def _arms(text: str) -> tuple[str, str]:
     return a.strip(), b.strip()
 
 
-def _outcome(args: list[str], records: list[dict], images: bool = False,
-             memo: Optional[dict] = None) -> tuple[Outcome, float]:
-    """The comparison a placeholder names, and the sign that turns its effect into `a - b` as named.  Without
-    `images` the per-image bootstrap (seconds per comparison) is skipped: only the interval and the verdict
-    depend on it.  `memo` keeps each comparison run once per sentence."""
-
-    def run(test: Test) -> Outcome:
-        if not images:
-            test = dataclasses.replace(test, metric=dataclasses.replace(test.metric, tasks=None))
-        key = (test, images)
-        if memo is None:
-            return run_test(records, test)
-        if key not in memo:
-            memo[key] = run_test(records, test)
-        return memo[key]
-
+def _outcome(args: list[str], records: list[dict], memo: dict) -> tuple[Outcome, float]:
+    """The comparison a placeholder names, and the sign that turns its effect into `a - b` as named.  A
+    registered comparison is judged within the family of `memo["family"]` (the grid's findings), once per
+    sentence (`memo`); its per-image outcomes are kept for {interval}, never bootstrapped for the verdict."""
     try:
         if args[0] in FINDINGS.names():
-            tests = FINDINGS.get(args[0]).tests(records)
+            if "judged" not in memo:
+                family = list(memo.get("family") or [args[0]])
+                memo["judged"] = judged_outcomes(family if args[0] in family else [*family, args[0]], records,
+                                                 images=False)
+            outcomes = memo["judged"].get(args[0])
+            if outcomes is None:  # a finding outside the family the memo was judged for
+                outcomes = judged_outcomes([args[0]], records, images=False)[args[0]]
+            if isinstance(outcomes, Verdict):
+                raise _Bad(outcomes.measured)
             if len(args) == 1:
-                if len(tests) != 1:
-                    raise _Bad(f"finding '{args[0]}' has {len(tests)} comparisons; pick one as "
-                               f"'{args[0]}:A vs B' ({', '.join(f'{t.a} vs {t.b}' for t in tests)})")
-                return run(tests[0]), 1.0
+                if len(outcomes) != 1:
+                    raise _Bad(f"finding '{args[0]}' has {len(outcomes)} comparisons; pick one as "
+                               f"'{args[0]}:A vs B' ({', '.join(f'{o.test.a} vs {o.test.b}' for o in outcomes)})")
+                return outcomes[0], 1.0
             a, b = _arms(args[1])
-            for test in tests:
-                if (test.a, test.b) in ((a, b), (b, a)):
-                    return run(test), 1.0 if test.a == a else -1.0
+            for outcome in outcomes:
+                if (outcome.test.a, outcome.test.b) in ((a, b), (b, a)):
+                    return outcome, 1.0 if outcome.test.a == a else -1.0
             raise _Bad(f"finding '{args[0]}' has no comparison of {a} and {b}; its comparisons: "
-                       f"{', '.join(f'{t.a} vs {t.b}' for t in tests)}")
+                       f"{', '.join(f'{o.test.a} vs {o.test.b}' for o in outcomes)}")
         if len(args) != 2 or " vs " not in args[0]:
             raise _Bad(f"'{args[0]}' is neither a finding nor 'A vs B:KEY'")
         a, b = _arms(args[0])
@@ -198,14 +201,17 @@ def _outcome(args: list[str], records: list[dict], images: bool = False,
             _values(records, arm, args[1])
         loss = "loss" in args[1]
         test = Test(a, b, Metric(args[1], args[1], lambda r: metric(r, args[1]), lower_is_better=loss, loss=loss))
-        return run(test), 1.0
+        key = ("adhoc", args[0], args[1])
+        if key not in memo:
+            memo[key] = run_test(records, test, images=False)
+        return memo[key], 1.0
     except _Missing as missing:
         raise _Bad(missing.args[1] if len(missing.args) > 1 else f"arm '{missing.args[0]}' has no record") from None
 
 
 ARM_KINDS = {"metric", "range", "config", "seeds", "steps", "pairs", "pairs_seen", "passes", "budget"}
-COMPARISON_KINDS = {"effect", "seed_differences", "interval", "ahead", "p", "sign_flip_p", "tost_p",
-                    "non_inferiority_p", "mde", "margin", "mde_at", "verdict"}
+COMPARISON_KINDS = {"effect", "seed_differences", "interval", "seed_interval", "ahead", "p", "sign_flip_p", "tost_p",
+                    "non_inferiority_p", "p_adjusted", "mde", "margin", "mde_at", "verdict"}
 
 
 def _comparison_value(kind: str, args: list[str], records: list[dict], decimals: Optional[int], memo: dict) -> str:
@@ -214,8 +220,10 @@ def _comparison_value(kind: str, args: list[str], records: list[dict], decimals:
         if len(args) < 2 or not args[-1].isdigit():
             raise _Bad("'mde_at' takes a comparison and a number of seeds, e.g. {mde_at:FINDING:5}")
         extra, args = int(args[-1]), args[:-1]
-    outcome, sign = _outcome(args, records, images=kind in ("interval", "verdict"), memo=memo)
-    comparison = outcome.comparison
+    outcome, sign = _outcome(args, records, memo)
+    comparison, judged = outcome.comparison, outcome.judged
+    if kind == "verdict":
+        return judged.verdict
     if comparison is None:
         raise _Bad(f"{outcome.test.describe()} has too few paired seeds for a comparison")
     scale, digits = (1.0, 3) if outcome.test.metric.loss else (100.0, 1)
@@ -224,35 +232,45 @@ def _comparison_value(kind: str, args: list[str], records: list[dict], decimals:
     plain = lambda x: f"{scale * x:.{digits}f}"  # noqa: E731
     p = lambda x: f"{x:.{3 if decimals is None else decimals}f}"  # noqa: E731
     differences = [outcome.differences[s] for s in sorted(outcome.differences)]
+
+    def bounds(pair: tuple[float, float]) -> str:
+        ends = sorted(sign * x for x in pair)
+        return f"[{scale * ends[0]:+.{digits}f}, {scale * ends[1]:+.{digits}f}]"
+
     if kind == "effect":
         return signed(comparison.effect)
     if kind == "seed_differences":
         return ", ".join(signed(d) for d in differences)
+    if kind == "seed_interval":
+        return bounds(t_interval(differences))
     if kind == "interval":
-        if comparison.interval is None:
+        if not outcome.tasks:
             raise _Bad(f"{outcome.test.describe()} has no per-image interval")
-        ends = sorted(sign * x for x in comparison.interval)
-        return f"[{signed(ends[0])}, {signed(ends[1])}]"
+        return bounds(multi_task_interval(outcome.tasks))
     if kind == "ahead":
         return f"{sum(sign * d > 0 for d in differences)} of {len(differences)}"
     if kind in ("p", "sign_flip_p", "tost_p", "non_inferiority_p"):
         if kind == "non_inferiority_p" and sign < 0:
             raise _Bad("a non-inferiority p is one-sided: name the arms in the comparison's own order")
         return p(getattr(comparison, "t_p" if kind == "p" else kind))
+    if kind == "p_adjusted":
+        if sign < 0:
+            raise _Bad("an adjusted p is one-sided: name the arms in the comparison's own order")
+        return p(judged.p_adjusted)
+    level = ALPHA / judged.family_size
     if kind == "mde":
-        return plain(comparison.mde)
+        return plain(minimum_detectable_effect(comparison.sd, comparison.seeds, level))
     if kind == "mde_at":
-        return plain(minimum_detectable_effect(comparison.sd, extra))
-    if kind == "margin":
-        return plain(comparison.margin)
-    return comparison.verdict
+        return plain(minimum_detectable_effect(comparison.sd, extra, level))
+    return plain(comparison.margin)
 
 
 # --- the sentence -----------------------------------------------------------------------------------------------
 
-def fill(text: str, records: list[dict]) -> str:
-    """The reading with every placeholder replaced; raises _Bad for the first one that cannot be filled."""
-    memo: dict = {}
+def fill(text: str, records: list[dict], family: Optional[list[str]] = None) -> str:
+    """The reading with every placeholder replaced; raises _Bad for the first one that cannot be filled.  A
+    finding's comparison is judged within `family` (the grid's findings; default: that finding alone)."""
+    memo: dict = {"family": list(family or [])}
 
     def one(match: re.Match) -> str:
         parts = [p.strip() for p in match.group(1).split(":")]
@@ -265,7 +283,7 @@ def fill(text: str, records: list[dict]) -> str:
                 raise _Bad(f"'{kind}' needs arguments")
             if kind in COMPARISON_KINDS or kind == "seeds" and (args[0] in FINDINGS.names() or " vs " in args[0]):
                 if kind == "seeds":
-                    outcome, _ = _outcome(args, records, memo=memo)
+                    outcome, _ = _outcome(args, records, memo)
                     return str(len(outcome.differences or {}))
                 return _comparison_value(kind, args, records, decimals, memo)
             if kind in ARM_KINDS:
@@ -345,7 +363,7 @@ def resolve(grid: Grid, finding: str, records: list[dict]) -> str:
     A bad template is a LocktuneError; records that cannot fill a good one raise `Unfilled`."""
     check(grid, finding)
     try:
-        return fill(grid.reading[finding], records)
+        return fill(grid.reading[finding], records, grid.findings)
     except _Bad as bad:
         raise Unfilled(f"grid file '{grid.path or grid.name}', reading '{finding}': {bad.args[0]}",
                        bad.args[0]) from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from locktune.ablate.findings import DESIGN, design_of, judge
+from locktune.ablate.findings import DESIGN, design_of, judge_findings, judged_outcomes
 from locktune.ablate.grid import Grid
 from locktune.ablate.plots import plot_curves, plot_metric_bars
 from locktune.ablate.records import arms_in_order, metric, summarize, write_record
@@ -94,12 +94,16 @@ def by_design(records: list[dict]) -> list[tuple[int, list[dict]]]:
 
 def findings_table(grid: Grid, records: list[dict]) -> list[str]:
     """The paper's findings over one design's records.  Design 2: what was compared, the measured effect
-    with its 95% image interval, p values and MDE, and the verdict (`findings.py`)."""
+    with its seed-level, hierarchical and per-image intervals, the one-sided tests, the Holm-adjusted p over the
+    grid's family, the MDE, and the verdict (`findings.py`, `verdict.py`)."""
+    verdicts = judge_findings(grid.findings, records)
     if design_of(records) >= DESIGN:
-        lines = ["| finding (paper) | tested here | measured here (effect a - b, 95% image interval, p values, "
-                 "minimum detectable effect) | verdict |", "|---|---|---|---|"]
+        lines = [family_line(grid, records), "",
+                 "| finding (paper) | tested here | measured here (effect a - b; 95% seed interval, hierarchical and "
+                 "per-image intervals; one-sided t and sign-flip p, Holm-adjusted p over the family; minimum "
+                 "detectable effect) | verdict |", "|---|---|---|---|"]
         for name in grid.findings:
-            v = judge(name, records)
+            v = verdicts[name]
             cells = [_cell_text(text) for text in (v.claim, v.tested or "-", v.measured)]
             lines.append("| " + " | ".join(cells) + f" | **{v.verdict}** |")
         if grid.reading:
@@ -108,9 +112,22 @@ def findings_table(grid: Grid, records: list[dict]) -> list[str]:
         return lines
     lines = ["| finding (paper) | measured here | verdict |", "|---|---|---|"]
     for name in grid.findings:
-        v = judge(name, records)
+        v = verdicts[name]
         lines.append(f"| {v.claim} | {v.measured} | **{v.verdict}** |")
     return lines
+
+
+def family_line(grid: Grid, records: list[dict]) -> str:
+    """The registered family the grid's verdicts are adjusted over, and the seeds it needs."""
+    from locktune.ablate.verdict import ALPHA, CORRECTION, MIN_SEEDS, seeds_needed
+
+    outcomes = judged_outcomes(grid.findings, records, images=False)
+    size = sum(1 if not isinstance(o, list) else len(o) for o in outcomes.values())
+    seeds = sorted({len(o.differences or {}) for found in outcomes.values() if isinstance(found, list) for o in found})
+    return (f"Verdict rule (docs/studies/index.md): the {len(grid.findings)} findings' {size} comparisons are one "
+            f"family, {CORRECTION.title()}-adjusted at {ALPHA}; each needs at least {MIN_SEEDS} paired seeds, and any "
+            f"can hold only with {seeds_needed(size)} or more (the exact sign-flip p is at least 2^-seeds); these "
+            f"records pair {', '.join(map(str, seeds)) or 'no'} seeds per comparison.")
 
 
 def _reading(grid: Grid, finding: str, records: list[dict]) -> str:
@@ -195,8 +212,11 @@ def write_grid_report(grid: Grid, records: list[dict], out_dir: Path) -> Path:
 
 DESIGN_HEADINGS = {
     2: ["Design 2 (`configs/studies/`, docs/studies/towers-v2.md): paired seeds, the paper's regime, "
-        "mean per-class recall, and for every finding the effect with its per-image 95% interval, a paired "
-        "test and the minimum detectable effect. Verdicts: holds / does not hold / not enough power.", ""],
+        "mean per-class recall, judged by the pre-registered verdict rule (docs/studies/index.md): a grid's "
+        "findings are one family; at least 5 paired seeds; the one-sided paired t and exact sign-flip tests must "
+        "both reject after Holm's adjustment; the seed-level 95% interval first, hierarchical and per-image "
+        "intervals beside it; the noncentral-t minimum detectable effect. Verdicts: holds / does not hold / not "
+        "enough power / not enough seeds.", ""],
     1: ["Design 1 (`configs/ablations/`, the first ablations): unpaired seeds, under one pass over the data at "
         "64 px, and an earlier verdict rule (a difference larger than the seeds' combined spread, else "
         "'unclear'). Kept for the record; where design 2 tests the same claim, design 2 supersedes it.", ""],
@@ -226,8 +246,9 @@ def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, comman
             groups = by_design(records) or [(DESIGN, [])]
             for record_design, group in groups:
                 label = grid.name if len(groups) == 1 else f"{grid.name} (design {record_design})"
+                verdicts = judge_findings(grid.findings, group) if group else {}
                 for name in grid.findings:
-                    v = judge(name, group) if group else None
+                    v = verdicts.get(name)
                     lines.append(f"| {label} | {v.claim if v else name} | {v.verdict if v else 'not run'} |")
         lines.append("")
     for grid, records in sections:

@@ -244,11 +244,18 @@ class Judged:
         head = (f"effect {scale * self.effect:+.{digits}f} {unit} over {self.seeds} paired seeds"
                 + interval("95% seed interval", self.seed_interval)
                 + interval("hierarchical", self.hierarchical_interval) + interval("per-image", self.image_interval))
-        tests = (f"one-sided t p={self.t_p:.3f}, sign-flip p={self.sign_flip_p:.3f}, "
+        what = (f"non-inferiority at -{scale * self.margin:.{digits}f} {unit}: " if self.claim == NO_WORSE else "")
+        tests = (f"{what}one-sided t p={self.t_p:.3f}, sign-flip p={self.sign_flip_p:.3f}, "
                  f"{CORRECTION.title()}-adjusted p={self.p_adjusted:.3f} over {self.family_size}")
+        if self.claim == BEATS:
+            tests += f"; equivalence (TOST) at ±{scale * self.margin:.{digits}f} {unit}, adjusted p={self.tost_p_adjusted:.3f}"
         tail = f"MDE {scale * self.mde:.{digits}f} {unit}" if math.isfinite(self.mde) else "MDE infinite"
+        if not math.isfinite(self.mde) and 2.0 ** -self.seeds > ALPHA / self.family_size:
+            tail += f" ({self.seeds} seeds cannot reach p < {ALPHA}/{self.family_size} by sign flips)"
         level = f"; level within ±{scale * self.margin:.{digits}f} {unit} (TOST)" if self.level else ""
-        return f"{head}; {tests}; {tail}{level}: {self.verdict}"
+        small = (f" (a real effect, but within the ±{scale * self.margin:.{digits}f} {unit} margin)"
+                 if self.verdict == HOLDS and self.claim == BEATS and self.level else "")
+        return f"{head}; {tests}; {tail}{level}: {self.verdict}{small}"
 
 
 def _check(registered: Registered) -> None:
