@@ -282,3 +282,117 @@ def test_the_image_interval_does_not_depend_on_the_order_of_a_records_benchmarks
     shuffled = [dict(r, eval=dict(reversed(list(r["eval"].items())))) for r in records]  # as a sorted write gives
     first, second = (F.judge("lu_beats_uu", rs).measured for rs in (records, shuffled))
     assert "per-image [" in first and first == second
+
+
+# --- round 3 (issue 29 item 4): intersection-union findings on a per-seed derived value ---------------------------
+
+MID = [0.62, 0.63, 0.61, 0.64, 0.62]
+ABOVE = [0.80, 0.82, 0.79, 0.81, 0.80]  # clearly above CLEAR_HIGH on every seed
+
+
+def _verdict(name, arms):
+    return F.judge(name, _records(arms))
+
+
+def test_lu_best_iut_is_one_comparison_that_fails_when_one_setting_beats_lu():
+    win = _verdict("lu_best_iut", {"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "Lu": MID, "LL": CLEAR_LOW})
+    assert win.verdict == F.HOLDS and "LU minus the best of Lu, LL, UU" in win.tested
+    assert "2 comparisons" not in win.tested  # one registered comparison, however many settings
+    # The effect is LU minus the best other (Lu, ~8 points), not minus the worst.
+    assert 6 < float(win.measured.split("effect ")[1].split(" pt")[0]) < 10
+    assert _verdict("lu_best_iut", {"LU": CLEAR_LOW, "UU": CLEAR_HIGH, "Lu": MID}).verdict == F.FAILS
+    one = {"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "Lu": CLEAR_LOW, "LL": ABOVE}  # only LU vs LL fails
+    assert _verdict("lu_best_iut", one).verdict == F.FAILS
+    assert _verdict("lu_beats_uu", one).verdict == F.HOLDS
+    assert _verdict("lu_best_iut", {"UU": CLEAR_LOW}).verdict == F.MISSING
+
+
+def test_text_locked_at_bottom_iut_compares_the_lowest_trained_with_the_highest_locked():
+    win = _verdict("text_locked_at_bottom_iut", {"LU": CLEAR_HIGH, "Lu": MID, "LL": CLEAR_LOW, "UL": CLEAR_LOW,
+                                                 "uL": [0.3] * 5})
+    assert win.verdict == F.HOLDS and "the lowest of LU, Lu minus the highest of LL, UL, uL" in win.tested
+    loss = _verdict("text_locked_at_bottom_iut", {"LU": CLEAR_LOW, "Lu": CLEAR_LOW, "LL": CLEAR_HIGH, "UL": MID})
+    assert loss.verdict == F.FAILS
+    one = {"LU": CLEAR_HIGH, "Lu": MID, "LL": CLEAR_LOW, "UL": CLEAR_LOW, "uL": HIGH_7[:5]}  # uL above Lu only
+    assert _verdict("text_locked_at_bottom_iut", one).verdict == F.FAILS
+    # A seed where one arm has no record is left out, as an unpaired seed is: four seeds are not enough.
+    records = [r for r in _records(one) if not (r["arm"] == "UL" and r["seed"] == 4)]
+    assert F.judge("text_locked_at_bottom_iut", records).verdict == F.NOT_ENOUGH_SEEDS
+
+
+def test_bert_best_text_tower_needs_bert_above_both_t5_and_the_clip_style_tower():
+    win = _verdict("bert_best_text_tower", {"bert-scratch": CLEAR_HIGH, "t5-scratch": MID, "text-medium": CLEAR_LOW})
+    assert win.verdict == F.HOLDS
+    loss = _verdict("bert_best_text_tower", {"bert-scratch": CLEAR_LOW, "t5-scratch": CLEAR_HIGH, "text-medium": MID})
+    assert loss.verdict == F.FAILS
+    one = {"bert-scratch": CLEAR_HIGH, "t5-scratch": CLEAR_LOW, "text-medium": ABOVE}
+    assert _verdict("bert_best_text_tower", one).verdict == F.FAILS
+
+
+def test_any_image_architecture_iut_needs_every_architecture_above_twice_chance():
+    # The hand-made benchmarks have 3 classes: twice chance is 2/3.
+    win = _verdict("any_image_architecture_iut", {"efficientnet_lite0": ABOVE, "mobilenet_v2": [0.78, 0.77, 0.80,
+                                                                                                 0.79, 0.78]})
+    assert win.verdict == F.HOLDS
+    assert _verdict("any_image_architecture_iut", {"efficientnet_lite0": CLEAR_LOW,
+                                                   "mobilenet_v2": CLEAR_LOW}).verdict == F.FAILS
+    one = {"efficientnet_lite0": ABOVE, "mobilenet_v2": CLEAR_LOW}
+    assert _verdict("any_image_architecture_iut", one).verdict == F.FAILS
+
+
+def test_bigger_batch_at_the_same_pairs_seen_needs_every_step_up_to_help():
+    def at(arms, steps):
+        records = _records(arms)
+        for r in records:
+            batch = int(r["arm"].split("-")[1])
+            r["config"] = {"train": {"batch_size": batch, "steps": steps(batch)}}
+        return records
+
+    same_pairs = lambda batch: 4000 // batch  # 250 x 16, 125 x 32, 31 x 128 (3,968 pairs)
+    win = F.judge("bigger_batch_better_same_pairs", at({"batch-16": CLEAR_LOW, "batch-32": MID,
+                                                         "batch-128": CLEAR_HIGH}, same_pairs))
+    assert win.verdict == F.HOLDS and "batch-16 < batch-32 < batch-128" in win.tested
+    loss = F.judge("bigger_batch_better_same_pairs", at({"batch-16": CLEAR_HIGH, "batch-32": MID,
+                                                          "batch-128": CLEAR_LOW}, same_pairs))
+    assert loss.verdict == F.FAILS
+    one = at({"batch-16": CLEAR_LOW, "batch-32": CLEAR_HIGH, "batch-128": MID}, same_pairs)  # 128 below 32 only
+    assert F.judge("bigger_batch_better_same_pairs", one).verdict == F.FAILS
+    same_steps = F.judge("bigger_batch_better_same_pairs", at({"batch-16": CLEAR_LOW, "batch-32": MID,
+                                                                "batch-128": CLEAR_HIGH}, lambda batch: 120))
+    assert same_steps.verdict == F.MISSING and "same pairs seen" in same_steps.measured
+
+
+def test_gradual_unlock_iut_is_non_inferiority_against_the_better_schedule():
+    win = _verdict("gradual_unlock_does_not_help_iut", {"locked": CLEAR_HIGH, "unlock-half": CLEAR_LOW,
+                                                        "unlock-gradual": MID})
+    assert win.verdict == F.HOLDS and "(non-inferiority)" in win.tested
+    level = _verdict("gradual_unlock_does_not_help_iut", {"locked": CLEAR_HIGH, "unlock-half": CLEAR_HIGH,
+                                                          "unlock-gradual": CLEAR_LOW})
+    assert level.verdict == F.HOLDS  # equal to the better schedule: no worse within the margin
+    loss = _verdict("gradual_unlock_does_not_help_iut", {"locked": CLEAR_LOW, "unlock-half": CLEAR_HIGH,
+                                                         "unlock-gradual": MID})
+    assert loss.verdict == F.FAILS
+    one = {"locked": CLEAR_HIGH, "unlock-half": CLEAR_LOW, "unlock-gradual": ABOVE}  # only the gradual one wins
+    assert _verdict("gradual_unlock_does_not_help_iut", one).verdict == F.FAILS
+
+
+ROUND_3 = ["towers_r3", "towers_scratch", "text_locked", "text_towers", "image_towers", "loss_batch", "schedules",
+           "head", "multilingual"]
+
+
+@pytest.mark.parametrize("name", ROUND_3)
+def test_every_round_3_grid_pairs_the_seeds_its_registered_family_needs(name):
+    """docs/studies/round3.md: each grid's family (every comparison of its findings) and its seeds are chosen
+    together: every arm runs the same seeds, at least seeds_needed(family size)."""
+    from locktune.ablate.verdict import seeds_needed
+
+    grid = load_grid(f"studies/{name}.yaml")
+    assert grid.design == 2 and not grid.reading
+    seeds = {a.seeds for a in grid.arms}
+    assert len(seeds) == 1, "every arm of a round-3 grid runs the same seeds"
+    records = _records({a.name: CLEAR_HIGH for a in grid.arms})
+    family = sum(len(F.FINDINGS.get(f).tests(records)) for f in grid.findings)
+    expected = {"towers_r3": 8, "towers_scratch": 2, "text_locked": 1, "text_towers": 2, "image_towers": 1,
+                "loss_batch": 2, "schedules": 1, "head": 1, "multilingual": 2}
+    assert family == expected[name]
+    assert len(seeds.pop()) >= seeds_needed(family)

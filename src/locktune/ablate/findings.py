@@ -615,3 +615,163 @@ def _mixup(records):
          "its pooled output (dino.txt), at the same wall-clock budget.")
 def _blocks(records):
     return [Test("LU-blocks2", "LU", RECALL)]
+
+
+# --- round 3 (issue 29 item 4): one comparison per claim where the claim allows, on a per-seed derived value ----
+#
+# "X is the best" and "the Y settings are at the bottom" are intersection-union claims: they hold only if every
+# pairwise comparison they imply holds.  Each is registered as ONE comparison on a per-seed value that is at most
+# every pairwise difference the claim implies (a minimum over them): if that value's mean is > 0, so is every
+# pairwise mean, so the null "some pairwise claim is false" implies the derived null, and a level-alpha test of
+# the derived value is a level-alpha test of the whole claim (it never needs a multiplicity correction over the
+# pairs, and it fails whenever one pairwise comparison fails on the seeds).  docs/studies/round3.md.
+
+TEXT_TRAINED = [s for s in SETTINGS if s not in TEXT_LOCKED]
+
+
+def _seed_rows(records: list[dict], arms: list[str]) -> dict[str, dict[int, dict]]:
+    """arm -> seed -> record, for arms that have records (raises _Missing for one that has none)."""
+    rows = {arm: _by_seed(records, arm) for arm in arms}
+    for arm, by_seed in rows.items():
+        if not by_seed:
+            raise _Missing(arm)
+    return rows
+
+
+def _at_seed(rows: dict[str, dict[int, dict]], seed: int, value: Callable[[dict], Optional[float]]) -> dict | None:
+    """arm -> value at `seed` for every arm of `rows`, or None when an arm has no record or no value there
+    (that seed is then left out of the comparison, as an unpaired seed is)."""
+    out = {}
+    for arm, by_seed in rows.items():
+        record = by_seed.get(seed)
+        v = None if record is None else value(record)
+        if v is None:
+            return None
+        out[arm] = v
+    return out
+
+
+def _lead_over_best(records: list[dict], arm: str, others: list[str],
+                    value: Callable[[dict], Optional[float]] = RECALL.value):
+    """The paired function of 'arm beats every one of `others`': per seed, arm's value minus the largest of
+    the others' values at that seed."""
+    rows = _seed_rows(records, others)
+
+    def lead(record: dict, _: Optional[dict]) -> float | None:
+        seed, own = int(record["seed"]), value(record)
+        rest = _at_seed(rows, seed, value)
+        return None if own is None or rest is None else own - max(rest.values())
+    return lead
+
+
+@finding("lu_best_iut", "LU is the best setting for zero-shot classification.",
+         "One comparison (intersection-union): per seed, LU's mean zero-shot recall minus the best recall of every "
+         "other setting with records, tested > 0. It holds only if LU beats each of them, so it implies every "
+         "pairwise 'LU beats X' at the same level, with no correction over the pairs")
+def _lu_best_iut(records):
+    others = _needs(records, [s for s in SETTINGS if s != "LU"], "UU")
+    _seed_rows(records, ["LU"])
+    return [Test("LU", None, RECALL, paired=_lead_over_best(records, "LU", others),
+                 words=f"LU minus the best of {', '.join(others)} per seed, on mean zero-shot recall")]
+
+
+@finding("text_locked_at_bottom_iut", "Any setting that locks the text tower (LL, UL, uL) is at the bottom.",
+         "One comparison (intersection-union): per seed, the lowest mean zero-shot recall of the settings that "
+         "train their text tower minus the highest of the text-locked settings, over the settings with records, "
+         "tested > 0. It holds only if every text-trained setting beats every text-locked one, so it implies each "
+         "pairwise comparison at the same level. Round 3 registers it in three grids (towers-r3, towers-scratch, "
+         "text-locked), each covering the pairs its arms allow; the paper's sentence holds there only if it "
+         "holds in all three (an intersection-union over the grids)")
+def _text_locked_iut(records):
+    locked = _needs(records, TEXT_LOCKED, "LL")
+    trained = _needs(records, TEXT_TRAINED, "LU")
+    low_rows, high_rows = _seed_rows(records, trained), _seed_rows(records, locked)
+
+    def gap(record: dict, _: Optional[dict]) -> float | None:
+        seed = int(record["seed"])
+        low, high = _at_seed(low_rows, seed, RECALL.value), _at_seed(high_rows, seed, RECALL.value)
+        return None if low is None or high is None else min(low.values()) - max(high.values())
+
+    return [Test(trained[0], None, RECALL, paired=gap,
+                 words=f"the lowest of {', '.join(trained)} minus the highest of {', '.join(locked)} per seed, "
+                       "on mean zero-shot recall")]
+
+
+@finding("bert_best_text_tower", "Of the from-scratch text towers, the BERT-style one works best "
+         "(the paper's YFCC runs: BERT > T5 > ViT-style).",
+         "One comparison (intersection-union): per seed, bert-scratch's mean zero-shot recall minus the better of "
+         "t5-scratch and text-medium (the CLIP/ViT-style tower of T5's width and depth), tested > 0; it implies "
+         "both pairwise comparisons")
+def _bert_best(records):
+    others = _needs(records, ["t5-scratch", "text-medium"], "t5-scratch")
+    _seed_rows(records, ["bert-scratch"])
+    return [Test("bert-scratch", None, RECALL, paired=_lead_over_best(records, "bert-scratch", others),
+                 words=f"bert-scratch minus the best of {', '.join(others)} per seed, on mean zero-shot recall")]
+
+
+@finding("any_image_architecture_iut", "LiT works whatever the image tower's architecture: each locked tower gives "
+         "zero-shot accuracy well above chance (here: mean zero-shot recall above twice chance).",
+         "One comparison (intersection-union): per seed, the lowest over the architectures of (mean zero-shot "
+         "recall minus twice chance), tested > 0; it implies each architecture's own comparison")
+def _architectures_iut(records):
+    from locktune.ablate.records import arms_in_order
+
+    arms = arms_in_order(records)
+    if not arms:
+        raise _Missing("?")
+    rows = _seed_rows(records, arms)
+
+    def lowest(record: dict, _: Optional[dict]) -> float | None:
+        margins = _at_seed(rows, int(record["seed"]), lambda r: _over_twice_chance(r, None))
+        return None if margins is None else min(margins.values())
+
+    return [Test(arms[0], None, RECALL, paired=lowest,
+                 words=f"the lowest of {', '.join(arms)} in mean zero-shot recall above twice chance, per seed")]
+
+
+def _pairs_seen(record: dict) -> int | None:
+    train = (record.get("config") or {}).get("train") or {}
+    steps, batch = train.get("steps"), train.get("batch_size")
+    return int(steps) * int(batch) if isinstance(steps, int) and isinstance(batch, int) else None
+
+
+PAIRS_SEEN_TOLERANCE = 0.02  # 31 steps of 128 = 3,968 pairs against 4,000
+
+
+@finding("bigger_batch_better_same_pairs", "A bigger batch is better (here: at the same number of pairs seen, "
+         "steps x batch equal).",
+         "One comparison (intersection-union): per seed, the smallest lead of each batch size over the next "
+         "smaller one (arms batch-N, every arm seeing the same pairs within 2%), tested > 0; it implies that "
+         "each larger batch beats each smaller one")
+def _batch_same_pairs(records):
+    sizes = sorted({r["arm"] for r in records if r["arm"].startswith("batch-")}, key=lambda a: int(a.split("-")[1]))
+    if len(sizes) < 2:
+        raise _Missing("batch-*")
+    seen = {s for s in (_pairs_seen(r) for r in records if r["arm"] in sizes) if s is not None}
+    if seen and max(seen) > (1 + PAIRS_SEEN_TOLERANCE) * min(seen):
+        raise _Missing(sizes[0], f"the batch arms saw {sorted(seen)} pairs: this finding compares batch sizes at "
+                                 "the same pairs seen (steps x batch equal within 2%)")
+    rows = _seed_rows(records, sizes)
+
+    def smallest_step_up(record: dict, _: Optional[dict]) -> float | None:
+        values = _at_seed(rows, int(record["seed"]), RECALL.value)
+        if values is None:
+            return None
+        return min(values[big] - values[small] for small, big in zip(sizes, sizes[1:]))
+
+    return [Test(sizes[-1], None, RECALL, paired=smallest_step_up,
+                 words=f"the smallest step-up in mean zero-shot recall along {' < '.join(sizes)} per seed "
+                       "(same pairs seen)")]
+
+
+@finding("gradual_unlock_does_not_help_iut", "Locking the image tower at the start and unlocking it later (at once "
+         "or gradually) does not beat keeping it locked.",
+         f"One comparison (intersection-union, non-inferiority): per seed, locked's mean zero-shot recall minus the "
+         f"better of unlock-half and unlock-gradual, tested > -{100 * MARGIN:.0f} points; it implies locked is no "
+         "worse than each schedule")
+def _schedules_iut(records):
+    schedules = _needs(records, ["unlock-half", "unlock-gradual"], "unlock-half")
+    _seed_rows(records, ["locked"])
+    return [Test("locked", None, RECALL, NO_WORSE, paired=_lead_over_best(records, "locked", schedules),
+                 words=f"locked minus the best of {', '.join(schedules)} per seed, on mean zero-shot recall "
+                       "(non-inferiority)")]
