@@ -27,7 +27,9 @@ def test_seconds_per_step_skips_the_first_steps(tmp_path):
 def test_steps_for_a_budget():
     assert steps_for(200, 0.8) == 250
     assert steps_for(1, 0.8) == 10  # at least a few steps
-    assert budget_overrides(250) == ["train.steps=250", "train.warmup_steps=25"]
+    assert budget_overrides(250) == ["train.steps=250", "train.warmup_steps=25", "train.checkpoint_every=50"]
+    # Cheap steps never mean hundreds of checkpoint writes: at most five an arm.
+    assert budget_overrides(4712)[2] == "train.checkpoint_every=943" and budget_overrides(3)[2] == "train.checkpoint_every=1"
     with pytest.raises(LocktuneError):
         steps_for(200, 0.0)
 
