@@ -202,6 +202,7 @@ def test_designs_never_mix_and_old_records_keep_the_old_rule():
         F.judge("lu_beats_uu", old + _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}))
 
 
+@pytest.mark.slow  # loads every grid file, each arm's config checked: ~65 s (make test-slow runs it)
 def test_every_grid_finding_is_judged_on_design_2_records():
     """Every shipped grid's findings run on design-2 records of its arms (no crash; a verdict word)."""
     from locktune.packaged import configs_folder
