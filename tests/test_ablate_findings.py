@@ -397,3 +397,37 @@ def test_every_round_3_grid_pairs_the_seeds_its_registered_family_needs(name):
                 "loss_batch": 2, "schedules": 1, "head": 1, "multilingual": 2}
     assert family == expected[name]
     assert len(seeds.pop()) >= seeds_needed(family)
+
+
+def test_a_claim_split_over_grids_holds_only_where_every_grid_holds():
+    """text_locked_at_bottom: towers-r3, towers-scratch and text-locked each judge the finding within their own
+    family; the paper's claim holds only if all three hold, fails if any fails, and is not run while one is."""
+    from locktune.ablate.claims import CLAIMS, judge_claim
+
+    claim = CLAIMS.get("text_locked_at_bottom")
+    finding = claim.finding
+    every = {grid: {finding: F.HOLDS} for grid in claim.grids}
+    assert judge_claim(claim, every).verdict == F.HOLDS
+    assert judge_claim(claim, {**every, "towers-scratch": {finding: F.FAILS}}).verdict == F.FAILS
+    assert judge_claim(claim, {**every, "towers-scratch": {finding: UNDERPOWERED}}).verdict == UNDERPOWERED
+    one_missing = {grid: verdicts for grid, verdicts in every.items() if grid != "towers-r3"}
+    assert judge_claim(claim, one_missing).verdict == F.MISSING
+    # A failed grid decides the conjunction even while another grid has not run.
+    assert judge_claim(claim, {**one_missing, "text-locked": {finding: F.FAILS}}).verdict == F.FAILS
+
+
+def test_results_document_judges_the_split_claim_from_each_grids_records(tmp_path):
+    text_locked = load_grid("studies/text_locked.yaml")
+    scratch = load_grid("studies/towers_scratch.yaml")
+    wins = _records({"LU": CLEAR_HIGH, "Lu": MID, "LL": CLEAR_LOW, "UL": CLEAR_LOW, "uL": [0.3] * 5})
+    document = results_document([(text_locked, wins)], tmp_path, None, plots=False)
+    row = next(line for line in document.splitlines() if line.startswith("| Any setting that locks the text"))
+    assert "text-locked: holds" in row and "towers-r3: not run" in row and row.endswith("| not run |")
+    # uu below LL in towers-scratch: the claim fails there, so it fails, though text-locked holds.
+    below = _records({"UU": HIGH_7[:6], "uu": LOW_7[:6], "LL": HIGH_7[:6]})
+    document = results_document([(text_locked, wins), (scratch, below)], tmp_path, None, plots=False)
+    row = next(line for line in document.splitlines() if line.startswith("| Any setting that locks the text"))
+    assert "towers-scratch: does not hold" in row and row.endswith("| does not hold |")
+    # Without any of the claim's grids the document has no such table (committed RESULTS.md unchanged).
+    loss = load_grid("ablations/loss.yaml")
+    assert "Claims split over several grids" not in results_document([(loss, [])], tmp_path, None, plots=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from locktune.ablate.claims import claims_table
 from locktune.ablate.findings import DESIGN, design_of, judge_findings, judged_outcomes
 from locktune.ablate.grid import Grid
 from locktune.ablate.plots import plot_curves, plot_metric_bars
@@ -240,6 +241,7 @@ def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, comman
     for design in sorted({grid.design for grid, _ in sections}, reverse=True):
         lines += DESIGN_HEADINGS.get(design, [])
         lines += ["| grid | finding (paper) | verdict here |", "|---|---|---|"]
+        current: dict[str, dict[str, str]] = {}  # grid -> finding -> verdict, this design's records only
         for grid, records in sections:
             if grid.design != design:
                 continue
@@ -247,10 +249,14 @@ def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, comman
             for record_design, group in groups:
                 label = grid.name if len(groups) == 1 else f"{grid.name} (design {record_design})"
                 verdicts = judge_findings(grid.findings, group) if group else {}
+                if group and record_design == design:
+                    current[grid.name] = {name: v.verdict for name, v in verdicts.items()}
                 for name in grid.findings:
                     v = verdicts.get(name)
                     lines.append(f"| {label} | {v.claim if v else name} | {v.verdict if v else 'not run'} |")
         lines.append("")
+        if design == DESIGN:
+            lines += claims_table(current)
     for grid, records in sections:
         own = [r for r in records if not r.get("reused_from")]
         seconds = sum(r["train"]["seconds"] + r["eval_seconds"] for r in own)
