@@ -99,3 +99,25 @@ def test_overrides_apply_in_order_and_coerce_types():
     config = load_config(None, ["train.warmup_steps=5", "train.steps=10", "train.lr=1e-3", "train.steps=20", "data.sources=emoji,openclipart"])
     assert config.train.steps == 20 and config.train.lr == 1e-3
     assert config.data.sources == ["emoji", "openclipart"]
+
+
+def test_overrides_after_an_option_count_as_overrides(capsys):
+    """argparse takes a positional list once: `locktune ablate GRID --out X train.device=cpu` used to fail with
+    'unrecognized arguments'.  Late key=value words join the command's overrides; other words still fail."""
+    import argparse
+
+    from locktune.cli import _take_late_overrides, build_parser
+
+    assert run_cli(capsys, "train", "--device", "cpu", "model.setting=LX") == run_cli(capsys, "train", "model.setting=LX")
+    code, err = run_cli(capsys, "train", "--device", "cpu", "stray")
+    assert code == 2 and "override 'stray' should look like key.sub=value" in err
+    parser = build_parser()
+    args, left = parser.parse_known_args(["ablate", "studies/head.yaml", "--out", "x", "train.device=cpu",
+                                          "--seeds", "0", "train.steps=3"])
+    _take_late_overrides(parser, args, left)
+    assert args.grids == ["studies/head.yaml", "train.device=cpu", "train.steps=3"] and args.out == "x"
+    args, left = parser.parse_known_args(["ablate", "studies/head.yaml", "--out", "x", "ablations/towers.yaml"])
+    with pytest.raises(SystemExit):
+        _take_late_overrides(parser, args, left)
+    assert "unrecognized arguments: ablations/towers.yaml" in capsys.readouterr().err
+    assert isinstance(parser, argparse.ArgumentParser)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -264,9 +265,28 @@ def build_parser(names: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+OVERRIDE_LISTS = ("overrides", "grids")  # the positional lists that take key.sub=value words, by command
+
+
+def _take_late_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace, left: list[str]) -> None:
+    """Config overrides written after an option (`locktune ablate GRID --out X train.device=cpu`) join the
+    command's overrides, as if written before it: argparse takes a positional list only once.  Any other
+    leftover word is the usual unrecognized-arguments error."""
+    target = next((name for name in OVERRIDE_LISTS if isinstance(getattr(args, name, None), list)), None)
+    late = [word for word in left if OVERRIDE.match(word)]
+    if target is None or len(late) != len(left):
+        if left:
+            parser.error(f"unrecognized arguments: {' '.join(left)}")
+        return
+    getattr(args, target).extend(late)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(names="-h" in argv or "--help" in argv).parse_args(argv)
+    parser = build_parser(names="-h" in argv or "--help" in argv)
+    args, left = parser.parse_known_args(argv)
+    _take_late_overrides(parser, args, left)
     from locktune.quiet import quiet_third_party
 
     quiet_third_party()
