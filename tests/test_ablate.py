@@ -56,6 +56,8 @@ def _expected(records: list[dict], arm: str, key: str) -> list[float]:
                      and not is_validation(m) for k in ("image_to_text_R@1", "text_to_image_R@1")]
         elif key == "mean_fewshot_10shot_top1":
             parts = [m["10shot_top1"] for t, m in ev.items() if t.startswith("fewshot/") and "10shot_top1" in m]
+        elif key == "mean_probe_share":  # zero-shot top-1 over the probe's, recomputed from both accuracies
+            parts = [m["zero_shot_top1"] / m["probe_top1"] for t, m in ev.items() if t.startswith("probe_share/")]
         elif key.startswith("multilingual_"):
             (m,) = [m for m in ev.values() if "languages" in m]
             langs = {k.split(":")[0] for k in m if ":" in k} - {"mean"}
