@@ -4,6 +4,7 @@ one-line errors naming the grid file for an unknown kind, arm, finding or metric
 number typed by hand, and every committed grid file's readings: templates only, filled from the committed
 records into RESULTS.md."""
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -83,6 +84,22 @@ def test_a_comparison_named_the_other_way_round_flips_its_sign():
     loss_lead = np.mean(TRAIN_LOSS["UU"]) - np.mean(TRAIN_LOSS["LU"])  # a loss: LU's lower loss is LU's lead
     assert filled == (f"{-100 * d.mean():+.1f} / " + ", ".join(f"{-100 * x:+.1f}" for x in d)
                       + f" / {int((d < 0).sum())} of 4 / {loss_lead:+.3f}")
+
+
+def test_a_finding_with_two_comparisons_of_the_same_arms_is_picked_by_place():
+    """uu_overfits_training_distribution compares UU with LU twice (training loss, then LU with UU on the loss gap):
+    `:N` picks the N-th, and arms named in a comparison's own order pick that comparison before a flipped one."""
+    train_lead = np.mean(TRAIN_LOSS["LU"]) - np.mean(TRAIN_LOSS["UU"])  # UU - LU on a loss: UU's lead, negative here
+    gap = {arm: [(loss + 2.5) - loss for loss in TRAIN_LOSS[arm]] for arm in TRAIN_LOSS}  # held-out - training
+    gap_lead = np.mean(np.array(gap["UU"]) - np.array(gap["LU"]))  # LU - UU on a loss: LU's smaller gap leads
+    name = "uu_overfits_training_distribution"
+    grid = dataclasses.replace(_grid(""), findings=["lu_beats_uu", name], reading={
+        "lu_beats_uu": f"{{effect:{name}:1}}|{{effect:{name}:2}}|{{effect:{name}:UU vs LU}}|{{effect:{name}:LU vs UU}}",
+        name: f"{{effect:{name}:3}}"})
+    filled = resolve(grid, "lu_beats_uu", _records())
+    assert filled.split("|") == [f"{train_lead:+.3f}", f"{gap_lead:+.3f}", f"{train_lead:+.3f}", f"{gap_lead:+.3f}"]
+    with pytest.raises(LocktuneError, match=f"finding '{name}' has 2 comparisons, not 3"):
+        resolve(grid, name, _records())
 
 
 def test_a_number_typed_by_hand_is_refused():

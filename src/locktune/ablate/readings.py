@@ -19,7 +19,8 @@ Over an arm's records (ARM is an arm name; KEY a record key as `records.metric` 
 
 Over one paired comparison, C: a finding with one comparison (`equal_compute_lu_beats_uu`), one of a
 finding's comparisons picked by its arms (`locked_text_at_bottom:LL vs UU`; naming the arms in the other
-order flips the sign), or a comparison the grid does not register, on a record key (`UU vs LU:validation_R@1`;
+order flips the sign) or by its place in the finding (`uu_overfits_training_distribution:2`, the second; for two
+comparisons of the same arms on different metrics), or a comparison the grid does not register, on a record key (`UU vs LU:validation_R@1`;
 paired by seed like the registered ones).  Effects are a - b, better-is-positive, in points (x100, 1 decimal)
 or, for a loss, nats (3 decimals; a lower loss is a lead); no unit is printed:
     {effect:C}  {seed_differences:C} ("+2.8, +5.9, +7.6")  {ahead:C} ("2 of 3")
@@ -188,10 +189,15 @@ def _outcome(args: list[str], records: list[dict], memo: dict) -> tuple[Outcome,
                     raise _Bad(f"finding '{args[0]}' has {len(outcomes)} comparisons; pick one as "
                                f"'{args[0]}:A vs B' ({', '.join(f'{o.test.a} vs {o.test.b}' for o in outcomes)})")
                 return outcomes[0], 1.0
+            if args[1].isdigit():  # the N-th comparison, where two compare the same arms on different metrics
+                if not 1 <= int(args[1]) <= len(outcomes):
+                    raise _Bad(f"finding '{args[0]}' has {len(outcomes)} comparisons, not {args[1]}")
+                return outcomes[int(args[1]) - 1], 1.0
             a, b = _arms(args[1])
-            for outcome in outcomes:
-                if (outcome.test.a, outcome.test.b) in ((a, b), (b, a)):
-                    return outcome, 1.0 if outcome.test.a == a else -1.0
+            for wanted, sign in (((a, b), 1.0), ((b, a), -1.0)):  # the comparison's own order first
+                for outcome in outcomes:
+                    if (outcome.test.a, outcome.test.b) == wanted:
+                        return outcome, sign
             raise _Bad(f"finding '{args[0]}' has no comparison of {a} and {b}; its comparisons: "
                        f"{', '.join(f'{o.test.a} vs {o.test.b}' for o in outcomes)}")
         if len(args) != 2 or " vs " not in args[0]:
