@@ -388,7 +388,7 @@ def test_every_round_3_grid_pairs_the_seeds_its_registered_family_needs(name):
     from locktune.ablate.verdict import seeds_needed
 
     grid = load_grid(f"studies/{name}.yaml")
-    assert grid.design == 2 and not grid.reading
+    assert grid.design == 2  # a reading is written once the grid has run (towers_r3)
     seeds = {a.seeds for a in grid.arms}
     assert len(seeds) == 1, "every arm of a round-3 grid runs the same seeds"
     records = _records({a.name: CLEAR_HIGH for a in grid.arms})
