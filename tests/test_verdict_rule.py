@@ -167,23 +167,29 @@ def test_holm_is_applied_across_the_family_and_bh_is_looser():
     assert sum(r.verdict == HOLDS for r in bh) >= sum(r.verdict == HOLDS for r in rows)
 
 
-def _hierarchical_by_hand(a, b, labels, draws, seed):
-    """Loop by loop: the same generator calls, per draw seeds then images, mean per-class recall differences."""
+def _hierarchical_by_hand(tasks, draws, seed):
+    """Loop by loop: the same generator calls, per draw the seeds then each benchmark's images; per benchmark
+    the mean over drawn seeds of the score difference (mean per-class recall, accuracy without labels),
+    averaged over the benchmarks."""
     rng = np.random.default_rng(seed)
+    n_seeds = tasks[0][0].shape[0]
     out = []
     for _ in range(draws):
-        seeds = rng.integers(0, a.shape[0], size=a.shape[0])
-        images = rng.integers(0, a.shape[1], size=a.shape[1])
-        per_seed = []
-        for s in seeds:
-            recall = []
-            for arm in (a, b):
-                by_class = {}
-                for i in images:
-                    by_class.setdefault(labels[i], []).append(arm[s, i])
-                recall.append(np.mean([np.mean(v) for _, v in sorted(by_class.items())]))
-            per_seed.append(recall[0] - recall[1])
-        out.append(np.mean(per_seed))
+        seeds = rng.integers(0, n_seeds, size=n_seeds)
+        drawn = [rng.integers(0, a.shape[1], size=a.shape[1]) for a, _, _ in tasks]
+        per_task = []
+        for (a, b, labels), images in zip(tasks, drawn):
+            per_seed = []
+            for s in seeds:
+                score = []
+                for arm in (a, b):
+                    by_class = {}
+                    for i in images:
+                        by_class.setdefault(0 if labels is None else labels[i], []).append(arm[s, i])
+                    score.append(np.mean([np.mean(v) for _, v in sorted(by_class.items())]))
+                per_seed.append(score[0] - score[1])
+            per_task.append(np.mean(per_seed))
+        out.append(np.mean(per_task))
     return np.array(out)
 
 
@@ -195,7 +201,15 @@ def test_hierarchical_bootstrap_matches_a_loop_and_is_wider_than_the_image_inter
     a = (rng.random((seeds, images)) < 0.6 + skill).astype(float)
     b = (rng.random((seeds, images)) < 0.5).astype(float)
     got = V.hierarchical_effects([(a, b, labels)], draws=30, seed=3)
-    assert got == pytest.approx(_hierarchical_by_hand(a, b, labels, 30, 3), abs=1e-12)
+    assert got == pytest.approx(_hierarchical_by_hand([(a, b, labels)], 30, 3), abs=1e-12)
+    # Several benchmarks, one scored by accuracy (no labels), of other sizes; counted a few draws at a time.
+    other_a, other_b = (rng.random((seeds, 25)) < 0.7).astype(float), (rng.random((seeds, 25)) < 0.4).astype(float)
+    few = rng.integers(0, 2, size=17)
+    third = ((rng.random((seeds, 17)) < 0.5).astype(float), (rng.random((seeds, 17)) < 0.5).astype(float), few)
+    tasks = [(a, b, labels), (other_a, other_b, None), third]
+    for chunk in (0, 7):
+        got = V.hierarchical_effects(tasks, draws=25, seed=5, chunk=chunk)
+        assert got == pytest.approx(_hierarchical_by_hand(tasks, 25, 5), abs=1e-12)
     wide = V.hierarchical_interval([(a, b, labels)], draws=400)
     narrow = V.multi_task_interval([(a, b, labels)], draws=400)
     assert wide[1] - wide[0] > narrow[1] - narrow[0]

@@ -131,33 +131,65 @@ def t_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float
     return float(d.mean()) - half, float(d.mean()) + half
 
 
-def hierarchical_effects(tasks: Sequence[TaskImages], draws: int = 2000, seed: int = 0) -> np.ndarray:
+def hierarchical_effects(tasks: Sequence[TaskImages], draws: int = 2000, seed: int = 0,
+                         chunk: int = 0) -> np.ndarray:
     """The effect for each of `draws` two-level resamples: the paired seeds resampled with replacement
     (the same seeds for both arms), then each benchmark's images resampled with replacement (the same
     images for both arms and every seed); a benchmark's effect is the mean over the drawn seeds of
     score(a) - score(b) (mean per-class recall with labels, else accuracy), averaged over benchmarks.
-    One generator: the seed draw, then each benchmark's image draw, per resample."""
+    One generator: the seed draw, then each benchmark's image draw, per resample.
+
+    The draws are taken in that order, one resample at a time; the arithmetic is done `chunk` resamples
+    at a time (0: sized to ~4M counts) on counts, as in `bootstrap_effects`: a drawn seed or image is a
+    count, so the seed-mean difference is the seed counts times the per-seed differences, and a class's
+    recall difference is the image-counted sum of it over the counted images of that class, averaged over
+    the classes the resample holds."""
     if not tasks:
         raise LocktuneError("hierarchical bootstrap: no benchmarks given")
     n_seeds = np.asarray(tasks[0][0]).shape[0]
     if any(np.asarray(a).shape[0] != n_seeds or np.asarray(b).shape != np.asarray(a).shape for a, b, _ in tasks):
         raise LocktuneError("hierarchical bootstrap: every benchmark needs [seeds, images] outcomes for the "
                             "same paired seeds in both arms")
+    differences, members = [], []
+    for a, b, labels in tasks:
+        d = np.asarray(a, np.float64) - np.asarray(b, np.float64)  # [seeds, images]
+        if labels is None:
+            members.append(np.ones((d.shape[1], 1)))
+        else:
+            lab = np.asarray(labels)
+            if lab.shape != (d.shape[1],):
+                raise LocktuneError(f"hierarchical bootstrap: {lab.shape[0] if lab.ndim else 0} labels for "
+                                    f"{d.shape[1]} images")
+            members.append((lab[:, None] == np.unique(lab)[None, :]).astype(np.float64))  # [images, classes]
+        differences.append(d)
     rng = np.random.default_rng(seed)
+    seed_draws = np.zeros((draws, n_seeds), dtype=np.int64)
+    image_draws = [np.zeros((draws, d.shape[1]), dtype=np.int64) for d in differences]
+    for k in range(draws):  # the generator's order: seeds, then each benchmark's images, per resample
+        seed_draws[k] = rng.integers(0, n_seeds, size=n_seeds)
+        for t, d in enumerate(differences):
+            image_draws[t][k] = rng.integers(0, d.shape[1], size=d.shape[1])
+    seed_counts = _counts(seed_draws, n_seeds)  # [draws, seeds]
     effects = np.zeros(draws)
-    for k in range(draws):
-        seeds = rng.integers(0, n_seeds, size=n_seeds)
-        per_task = []
-        for a, b, labels in tasks:
-            diff = (np.asarray(a, np.float64)[seeds] - np.asarray(b, np.float64)[seeds]).mean(axis=0)
-            images = rng.integers(0, len(diff), size=len(diff))
-            if labels is None:
-                per_task.append(float(diff[images].mean()))
-                continue
-            lab = np.asarray(labels)[images]
-            per_task.append(float(np.mean([diff[images][lab == c].mean() for c in np.unique(lab)])))
-        effects[k] = np.mean(per_task)
-    return effects
+    for d, member, drawn in zip(differences, members, image_draws):
+        n = d.shape[1]
+        step = chunk or max(1, 4_000_000 // max(n, 1))
+        for start in range(0, draws, step):
+            rows = slice(start, start + step)
+            diff = seed_counts[rows] @ d / n_seeds  # [rows, images]: the seed-mean difference per image
+            counts = _counts(drawn[rows], n)  # [rows, images]
+            hits, sizes = (counts * diff) @ member, counts @ member  # [rows, classes]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                recall = np.where(sizes > 0, hits / np.maximum(sizes, 1), np.nan)
+            effects[rows] += np.nanmean(recall, axis=1)
+    return effects / len(differences)
+
+
+def _counts(draws: np.ndarray, n: int) -> np.ndarray:
+    """[rows, n] how often each index was drawn in each row of `draws` ([rows, size] indices below n)."""
+    rows = draws.shape[0]
+    flat = (np.arange(rows)[:, None] * n + draws).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
 
 
 def hierarchical_interval(tasks: Sequence[TaskImages], draws: int = 2000, level: float = 0.95,
