@@ -44,10 +44,10 @@ demo-device-check: setup
 	$(PY) scripts/compare_results.py runs/demo-check-cpu/results.json runs/demo-check-fakegpu/results.json --tolerance 0.01
 
 # The paper's ablations on the built-in data -> RESULTS.md (design 1: about 1.5 hours on a 2-core CPU; the
-# design-2 studies 124 (round 3's towers-r3, measured 2026-12-06) + 62 (towers-scratch, measured, after towers-r3) + 66 (text-locked, measured, after both) + 51 (text-towers) + 23 (image-towers) + 20 (head-r3; these three measured after towers-r3) + 69 (loss-batch, measured after towers-r3) + 74 (multilingual-r3, measured) + 66 (towers) + 42 (equal compute) + 64 (data size) + ~100 (loss) + ~66 (beyond LiT) minutes more; finished arms are kept, so a killed run continues
+# design-2 studies 124 (round 3's towers-r3, measured 2026-12-06) + 62 (towers-scratch, measured, after towers-r3) + 66 (text-locked, measured, after both) + 51 (text-towers) + 23 (image-towers) + 20 (head-r3; these three measured after towers-r3) + 69 (loss-batch, measured after towers-r3) + 74 (multilingual-r3, measured) + 33 (schedules-r3, measured after towers-r3 on a faster host) + 66 (towers) + 42 (equal compute) + 64 (data size) + ~100 (loss) + ~66 (beyond LiT) minutes more; finished arms are kept, so a killed run continues
 # where it stopped).  `make study` runs the design-2 tower-settings study alone (docs/studies/towers-v2.md).
 GRIDS := towers text image loss schedules head multilingual
-STUDIES := towers_r3 towers_scratch text_locked text_towers image_towers head loss_batch multilingual towers equal_compute data_size loss beyond_lit
+STUDIES := towers_r3 towers_scratch text_locked text_towers image_towers head loss_batch multilingual schedules towers equal_compute data_size loss beyond_lit
 results: setup
 	$(PY) -m locktune ablate $(foreach g,$(GRIDS),ablations/$(g).yaml) $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
 study: setup
