@@ -43,20 +43,24 @@ demo-device-check: setup
 	$(PY) -m locktune demo --device fakegpu $(DEVICE_CHECK) run_dir=runs/demo-check-fakegpu
 	$(PY) scripts/compare_results.py runs/demo-check-cpu/results.json runs/demo-check-fakegpu/results.json --tolerance 0.01
 
-# The paper's ablations on the built-in data -> RESULTS.md (design 1: about 1.5 hours on a 2-core CPU; the
-# design-2 studies 124 (round 3's towers-r3, measured 2026-12-06) + 62 (towers-scratch, measured, after towers-r3) + 66 (text-locked, measured, after both) + 51 (text-towers) + 23 (image-towers) + 20 (head-r3; these three measured after towers-r3) + 69 (loss-batch, measured after towers-r3) + 74 (multilingual-r3, measured) + 33 (schedules-r3, measured after towers-r3 on a faster host) + 66 (towers) + 42 (equal compute) + 64 (data size) + ~100 (loss) + ~66 (beyond LiT) minutes more; finished arms are kept, so a killed run continues
-# where it stopped).  `make study` runs the design-2 tower-settings study alone (docs/studies/towers-v2.md).
-GRIDS := towers text image loss schedules head multilingual
+# The paper's findings on the built-in data -> RESULTS.md: every design-2 grid of configs/studies/, in this order
+# (later grids reuse the records of identical runs in earlier ones).  Each grid's minutes on this 2-core CPU, as
+# the sum of its runs' own timings (RESULTS.md prints each): round 3, measured 2026-12-05/06: towers-r3 124,
+# towers-scratch 62, text-locked 66, text-towers 51, image-towers 23, head-r3 20, loss-batch 69, multilingual-r3 74,
+# schedules-r3 SR; before round 3, measured 2026-11-29 on a faster host: towers-v2 0 after towers-r3 (66 alone),
+# equal-compute 42, data-size 64, loss-v2 ~100, beyond-lit ~66: about TOTAL hours in all.  Finished arms are kept,
+# so a killed run continues where it stopped.  `make study` runs the design-2 tower-settings study alone
+# (docs/studies/towers-v2.md).
 STUDIES := towers_r3 towers_scratch text_locked text_towers image_towers head loss_batch multilingual schedules towers equal_compute data_size loss beyond_lit
 results: setup
-	$(PY) -m locktune ablate $(foreach g,$(GRIDS),ablations/$(g).yaml) $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
+	$(PY) -m locktune ablate $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
 study: setup
 	$(PY) -m locktune ablate studies/towers.yaml
 # RESULTS.md rewritten from the records, no training: the grids with records under OUT (e.g. a study just run
 # with --out runs/studies) and, for the others, the records committed in results/.
-OUT ?= runs/ablations
+OUT ?= runs/studies
 report: setup
-	$(PY) -m locktune ablate --report-only --out $(OUT) $(foreach g,$(GRIDS),ablations/$(g).yaml) $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
+	$(PY) -m locktune ablate --report-only --out $(OUT) $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
 
 # On a bare GPU machine (torch with CUDA installed, no network; run benchmarks/gpu_wheels.sh beforehand where PyPI
 # is reachable): installs the fetched wheels, runs the `cuda` tests and the GPU benchmarks, writes

@@ -37,13 +37,14 @@ def test_steps_for_a_budget():
 def test_grid_budget_and_design_keys(tmp_path):
     grid = load_grid("studies/equal_compute.yaml")
     assert grid.design == 2 and all(arm.budget_s == 150 for arm in grid.arms)
-    assert load_grid("ablations/towers.yaml").design == 1
     bad = tmp_path / "g.yaml"
-    bad.write_text("name: g\nbase: ablations/base.yaml\narms: [{name: a, budget_s: -3}]\n")
+    bad.write_text("name: g\nbase: studies/base.yaml\narms: [{name: a}]\n")
+    assert load_grid(bad).design == 2  # the only design judged; a grid file without the key is of it
+    bad.write_text("name: g\nbase: studies/base.yaml\narms: [{name: a, budget_s: -3}]\n")
     with pytest.raises(LocktuneError, match="budget_s"):
         load_grid(bad)
-    bad.write_text("name: g\nbase: ablations/base.yaml\ndesign: 3\narms: [{name: a}]\n")
-    with pytest.raises(LocktuneError, match="design should be 1 or 2"):
+    bad.write_text("name: g\nbase: studies/base.yaml\ndesign: 3\narms: [{name: a}]\n")
+    with pytest.raises(LocktuneError, match="design should be 2"):
         load_grid(bad)
 
 

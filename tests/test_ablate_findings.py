@@ -1,8 +1,8 @@
 """The paper's findings on design-2 records (`locktune.ablate.findings`): each verdict on hand-made records
 with per-image outcomes (holds, does not hold, does not hold by equivalence, not enough power with the MDE,
 no-worse claims, a missing arm, a single seed), several comparisons combined by the stated rule, the
-per-image bootstrap used only when every paired record has per-image data, design-1 records kept on the
-old rule, and the grid report's findings table, design grouping and Base line."""
+per-image bootstrap used only when every paired record has per-image data, records of the retired design 1
+refused, and the grid report's findings table and Base line."""
 
 import math
 
@@ -163,13 +163,14 @@ def test_several_comparisons_combine_all_hold_any_fails_else_underpowered():
     assert F.combine([F.HOLDS, UNDERPOWERED, F.FAILS]) == F.FAILS
     assert F.combine([F.HOLDS, UNDERPOWERED]) == UNDERPOWERED
     assert F.combine([F.HOLDS, UNDERPOWERED, F.NOT_ENOUGH_SEEDS]) == F.NOT_ENOUGH_SEEDS
-    best = F.judge("lu_best", _records({"LU": HIGH_7[:6], "UU": LOW_7[:6], "uu": [0.3] * 6}))
+    # locked_text_at_bottom: every text-trained setting against every text-locked one (here 2 x 1).
+    best = F.judge("locked_text_at_bottom", _records({"LU": HIGH_7[:6], "UU": HIGH_7[:6], "LL": [0.3] * 6}))
     assert best.verdict == F.HOLDS and best.tested.startswith("2 comparisons") and "2 holds" in best.measured
     # Five seeds cannot hold two comparisons under Holm (1/32 x 2 > 0.05), however clear the lead.
-    five = F.judge("lu_best", _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW, "uu": [0.3] * 5}))
+    five = F.judge("locked_text_at_bottom", _records({"LU": CLEAR_HIGH, "UU": CLEAR_HIGH, "LL": [0.3] * 5}))
     assert five.verdict == UNDERPOWERED and "cannot reach p < 0.05/2" in five.measured
-    close = F.judge("lu_best", _records({"LU": HIGH_7[:6], "UU": LOW_7[:6], "Lu": HIGH_7[:6]}))
-    assert close.verdict == F.FAILS  # LU and Lu equal (equivalent): LU is not better than Lu
+    close = F.judge("locked_text_at_bottom", _records({"LU": HIGH_7[:6], "UU": LOW_7[:6], "LL": LOW_7[:6]}))
+    assert close.verdict == F.FAILS  # UU and LL equal (equivalent): LL is not below UU
     bottom = F.judge("locked_text_at_bottom", _records({"LU": HIGH_7, "UU": LOW_7, "LL": [0.34] * 7,
                                                         "uL": [0.35, 0.33, 0.34, 0.35, 0.36, 0.34, 0.35]}))
     assert bottom.verdict == F.HOLDS and bottom.tested.startswith("4 comparisons")
@@ -194,12 +195,14 @@ def test_overfitting_finding_compares_losses_lower_is_better():
     assert v.verdict == F.FAILS
 
 
-def test_designs_never_mix_and_old_records_keep_the_old_rule():
+def test_records_of_the_retired_design_1_are_refused_not_judged():
+    """A record without "design" (design 1's) or of another design is never judged under this rule, alone or
+    mixed with design-2 records: the error says why and where the old table went."""
     old = _records({"LU": [0.49, 0.50, 0.51], "UU": [0.39, 0.40, 0.41]}, design=1)
-    v = F.judge("lu_beats_uu", old)
-    assert v.verdict == F.HOLDS and "spread" in v.measured and v.tested == ""
-    with pytest.raises(LocktuneError, match="mixed"):
-        F.judge("lu_beats_uu", old + _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}))
+    assert all("design" not in r for r in old)
+    for records in (old, old + _records({"LU": CLEAR_HIGH, "UU": CLEAR_LOW}), _records({"LU": CLEAR_HIGH}, design=3)):
+        with pytest.raises(LocktuneError, match=r"records of design \d are not judged.*design1.md"):
+            F.judge("lu_beats_uu", records)
 
 
 @pytest.mark.slow  # loads every grid file, each arm's config checked: ~65 s (make test-slow runs it)
@@ -207,7 +210,7 @@ def test_every_grid_finding_is_judged_on_design_2_records():
     """Every shipped grid's findings run on design-2 records of its arms (no crash; a verdict word)."""
     from locktune.packaged import configs_folder
 
-    for path in sorted([*(configs_folder() / "ablations").glob("*.yaml"), *(configs_folder() / "studies").glob("*.yaml")]):
+    for path in sorted((configs_folder() / "studies").glob("*.yaml")):
         if path.name == "base.yaml":
             continue
         grid = load_grid(path)
@@ -217,27 +220,20 @@ def test_every_grid_finding_is_judged_on_design_2_records():
             assert v.verdict in (F.HOLDS, F.FAILS, UNDERPOWERED, F.MISSING), (name, v)
 
 
-def test_grid_report_design_2_table_grouping_and_base_line(tmp_path):
-    grid = load_grid("ablations/loss.yaml")
+def test_grid_report_findings_table_and_base_line(tmp_path):
+    grid = load_grid("studies/loss_batch.yaml")
     new = _records({"global-2proc": HIGH_7[:6], "local-2proc": LOW_7[:6], "batch-16": LOW_7[:6],
-                    "batch-128": HIGH_7[:6]}, config={"train": {"batch_size": 128}})
+                    "batch-32": LOW_7[:6], "batch-128": HIGH_7[:6]}, config={"train": {"batch_size": 128}})
     text = "\n".join(grid_section(grid, new, tmp_path, tmp_path, plots=False))
     # The Base line is the grid's base config (32 pairs a batch), whatever the first record says.
-    assert "120 steps of 32 pairs" in text
+    assert "125 steps of 32 pairs" in text
     assert "| finding (paper) | tested here | measured here (effect a - b; 95% seed interval" in text
     assert ("the 2 findings' 2 comparisons are one family, Holm-adjusted at 0.05; each needs at least 5 paired "
             "seeds, and any can hold only with 6 or more") in text and "these records pair 6 seeds" in text
     assert "global-2proc beats local-2proc on mean_zero_shot_recall" in text and "**holds**" in text
     assert "Records of design" not in text
-    old = _records({"global-2proc": [0.49, 0.50], "local-2proc": [0.39, 0.40]}, design=1)
-    for r in old:
-        r["seed"] += 10
-    mixed = "\n".join(grid_section(grid, new + old, tmp_path, tmp_path, plots=False))
-    two, one = mixed.index("### Records of design 2"), mixed.index("### Records of design 1")
-    assert two < one and "| finding (paper) | measured here | verdict |" in mixed[one:]
-    document = results_document([(grid, new + old)], tmp_path, "locktune ablate x", plots=False)
-    assert "| loss (design 2) | A global contrastive loss" in document
-    assert "| loss (design 1) |" in document
+    document = results_document([(grid, new)], tmp_path, "locktune ablate x", plots=False)
+    assert "| loss-batch | A global contrastive loss" in document and "archived in docs/studies/design1.md" in document
     assert math.isfinite(len(document))
 
 
@@ -262,16 +258,13 @@ def test_sigmoid_gap_is_the_difference_of_the_per_seed_leads():
 def test_a_grids_reading_follows_its_design_2_findings_table_and_names_only_its_findings(tmp_path):
     import dataclasses
 
-    grid = dataclasses.replace(load_grid("ablations/loss.yaml"),
+    grid = dataclasses.replace(load_grid("studies/loss_batch.yaml"),
                                reading={"global_beats_local_loss": "Two processes of 16 rows differ little here."})
     new = _records({"global-2proc": CLEAR_HIGH, "local-2proc": CLEAR_LOW})
     text = "\n".join(grid_section(grid, new, tmp_path, tmp_path, plots=False))
     table_end = text.index("Reading (written after the run")
     assert text.index("| finding (paper) |") < table_end
     assert "- `global_beats_local_loss`: Two processes of 16 rows differ little here." in text[table_end:]
-    old = "\n".join(grid_section(grid, _records({"global-2proc": [0.5, 0.5]}, design=1), tmp_path, tmp_path,
-                                 plots=False))
-    assert "Reading (written after" not in old  # a reading describes the design-2 records only
     bad = tmp_path / "bad.yaml"
     bad.write_text(grid.path.read_text().replace("base: base.yaml", f"base: {grid.base}") + "reading: {lu_beats_uu: 'not a finding of this grid'}\n")
     with pytest.raises(LocktuneError, match="reading names \\['lu_beats_uu'\\]"):
@@ -429,5 +422,5 @@ def test_results_document_judges_the_split_claim_from_each_grids_records(tmp_pat
     row = next(line for line in document.splitlines() if line.startswith("| Any setting that locks the text"))
     assert "towers-scratch: does not hold" in row and row.endswith("| does not hold |")
     # Without any of the claim's grids the document has no such table (committed RESULTS.md unchanged).
-    loss = load_grid("ablations/loss.yaml")
+    loss = load_grid("studies/loss_batch.yaml")
     assert "Claims split over several grids" not in results_document([(loss, [])], tmp_path, None, plots=False)

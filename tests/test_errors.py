@@ -25,7 +25,7 @@ def run_cli(capsys, *argv):
      "unknown benchmark 'imagenet'; valid: animal_mnist, animal_mnist_clean, fashion_mnist"),
     (["eval", "--model", "nowhere"], "no model at"),
     (["eval", "runs/x"], "the following arguments are required: --model"),
-    (["ablate", "ablations/towers.yaml", "train.stpes=3"], "unknown config key 'train.stpes'"),
+    (["ablate", "studies/towers_r3.yaml", "train.stpes=3"], "unknown config key 'train.stpes'"),
     (["train", "train.stpes=3"], "unknown config key 'train.stpes' (did you mean 'train.steps'?)"),
     (["train", "train.steps=many"], "config key 'train.steps' wants int"),
     (["train", "train.precision=fp8"], "train.precision 'fp8' is not one of fp32, bf16"),
@@ -116,8 +116,8 @@ def test_overrides_after_an_option_count_as_overrides(capsys):
                                           "--seeds", "0", "train.steps=3"])
     _take_late_overrides(parser, args, left)
     assert args.grids == ["studies/head.yaml", "train.device=cpu", "train.steps=3"] and args.out == "x"
-    args, left = parser.parse_known_args(["ablate", "studies/head.yaml", "--out", "x", "ablations/towers.yaml"])
+    args, left = parser.parse_known_args(["ablate", "studies/head.yaml", "--out", "x", "studies/towers_r3.yaml"])
     with pytest.raises(SystemExit):
         _take_late_overrides(parser, args, left)
-    assert "unrecognized arguments: ablations/towers.yaml" in capsys.readouterr().err
+    assert "unrecognized arguments: studies/towers_r3.yaml" in capsys.readouterr().err
     assert isinstance(parser, argparse.ArgumentParser)

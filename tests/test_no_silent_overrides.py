@@ -98,7 +98,7 @@ def test_warmup_longer_than_the_run_is_clamped_with_a_note(tiny_run, capsys):
 def test_warmup_clamped_for_an_ablation_arm():
     from locktune.ablate.grid import load_grid
 
-    grid = load_grid("ablations/towers.yaml")
+    grid = load_grid("studies/towers_r3.yaml")
     config = grid.run_config(grid.arms[0], 0, __import__("pathlib").Path("runs/x"), ["train.steps=3"])
     assert config.train.warmup_steps == 3
 

@@ -39,8 +39,8 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_wheel_ships_configs_grids_assets_and_the_page(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("locktune/configs/demo.yaml", "locktune/configs/ablations/towers.yaml",
-                   "locktune/configs/ablations/base.yaml", "locktune/configs/studies/towers.yaml",
+    for needed in ("locktune/configs/demo.yaml", "locktune/configs/studies/towers_r3.yaml",
+                   "locktune/configs/studies/towers.yaml",
                    "locktune/configs/studies/base.yaml", "locktune/assets/prompt_templates.json",
                    "locktune/serve/static/index.html"):
         assert needed in names, needed
@@ -79,7 +79,7 @@ def test_installed_wheel_runs_from_another_directory(installed):
 
     assert run(installed, "locktune", "--version").strip() == f"locktune {__version__}"
     assert "examples:" in run(installed, "locktune", "demo", "--help")
-    assert "ablations/towers.yaml" in run(installed, "locktune", "ablate", "--help")  # the shipped grids listed
+    assert "studies/towers_r3.yaml" in run(installed, "locktune", "ablate", "--help")  # the shipped grids listed
     where = run(installed, "python", "-c", "import locktune; print(locktune.__file__)")
     assert str(installed[0]) in where and str(REPO) not in where
 

@@ -40,10 +40,10 @@ def cmd_ablate(args) -> int:
     overrides = [a for a in args.grids if "=" in a]  # positional key=value, as in every other command
     paths = [a for a in args.grids if "=" not in a]
     if not paths:
-        raise LocktuneError("give at least one grid, e.g. locktune ablate ablations/towers.yaml")
+        raise LocktuneError("give at least one grid, e.g. locktune ablate studies/towers_r3.yaml")
     grids = [load_grid(path) for path in paths]  # every file checked before any training
     seeds = [int(s) for s in _names(args.seeds)] if args.seeds else None
-    root = Path(args.out) if args.out else Path("runs") / ("ablations-smoke" if args.smoke else "ablations")
+    root = Path(args.out) if args.out else Path("runs") / ("studies-smoke" if args.smoke else "studies")
     runs = []
     for grid in grids:
         out_dir = root / grid.name
@@ -71,18 +71,18 @@ def add_command(sub: argparse._SubParsersAction, listed: str = "") -> None:
     from locktune.cli_common import examples
     from locktune.packaged import shipped_configs
 
-    grids = ", ".join(name for name in shipped_configs("ablations") if not name.endswith("base.yaml"))
+    grids = ", ".join(name for name in shipped_configs("studies") if not name.endswith("base.yaml"))
     ab = sub.add_parser("ablate", help="run a grid of training runs (arms x seeds), evaluate each, report",
-                        epilog=examples("locktune ablate ablations/towers.yaml --smoke",
-                                        "locktune ablate ablations/towers.yaml --arms LU,UU --seeds 0,1",
-                                        "locktune ablate ablations/loss.yaml train.steps=60 data.max_pairs_per_source=500",
-                                        "locktune ablate --report-only --results RESULTS.md ablations/towers.yaml",
+                        epilog=examples("locktune ablate studies/towers_r3.yaml --smoke",
+                                        "locktune ablate studies/towers_r3.yaml --arms LU,UU --seeds 0,1,2,3,4",
+                                        "locktune ablate studies/loss_batch.yaml train.steps=60 data.max_train_pairs=500",
+                                        "locktune ablate --report-only --results RESULTS.md studies/towers_r3.yaml",
                                         extra=f"shipped grids: {grids}\n{listed}"))
     ab.add_argument("grids", nargs="+", metavar="GRID|key.sub=value",
-                    help="grid files (a path, or a shipped name such as ablations/towers.yaml), and config overrides "
+                    help="grid files (a path, or a shipped name such as studies/towers_r3.yaml), and config overrides "
                          "for every arm")
     ab.add_argument("--out", help="folder for the grids' runs, one subfolder per grid "
-                    "(default: runs/ablations, runs/ablations-smoke with --smoke)")
+                    "(default: runs/studies, runs/studies-smoke with --smoke)")
     ab.add_argument("--arms", help="only these arms, comma-separated")
     ab.add_argument("--seeds", help="only these seeds, comma-separated")
     ab.add_argument("--smoke", action="store_true", help="the first two arms, one seed, a few steps on a few pairs")

@@ -1,6 +1,6 @@
-"""Files that ship inside the package (run configs, ablation grids), found the same way from a checkout
+"""Files that ship inside the package (run configs, study grids), found the same way from a checkout
 and from a pip install: a path that exists is used as given, otherwise the name is looked up among the
-shipped configs (`demo.yaml`, `ablations/towers.yaml`; a leading `configs/` is accepted)."""
+shipped configs (`demo.yaml`, `studies/towers_r3.yaml`; a leading `configs/` is accepted)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def configs_folder() -> Path:
 
 
 def shipped_configs(sub: str = "") -> list[str]:
-    """Names of the shipped YAML files, relative to the configs folder (e.g. 'ablations/towers.yaml')."""
+    """Names of the shipped YAML files, relative to the configs folder (e.g. 'studies/towers_r3.yaml')."""
     root = configs_folder()
     return sorted(str(p.relative_to(root)) for p in (root / sub).glob("*.yaml"))
 
@@ -30,6 +30,6 @@ def find_config(path: str | Path, what: str = "config file") -> Path:
     shipped = configs_folder() / name
     if shipped.is_file():
         return shipped
-    sub = "ablations" if "ablations" in name or what.startswith("grid") else ""
+    sub = "studies" if "studies" in name or what.startswith("grid") else ""
     raise LocktuneError(f"{what} '{path}' does not exist here or among the shipped configs "
                         f"({', '.join(shipped_configs(sub)) or 'none'})")

@@ -15,9 +15,9 @@ A finding made of several comparisons (e.g. "LU is the best setting" = LU beats 
 combined by one rule, `combine`: it holds only if every comparison holds; it does not hold if any
 comparison does not hold; otherwise not enough seeds if any has too few, else not enough power.
 
-Records are judged by this module only when they carry "design": 2 (the tower-settings study v2 and every
-grid run since).  Older records keep the first design's checks (`findings_v1`), so the committed
-RESULTS.md keeps its verdicts; one call never mixes designs.
+Records are judged only when they carry "design": 2 (the tower-settings study v2 and every grid run since).
+The first design's records, grids and rule (unpaired seeds, a spread-based verdict) were retired in round 3
+(issue 29); their table is archived as text in docs/studies/design1.md.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from locktune.ablate import findings_v1
-from locktune.ablate.findings_v1 import UNCLEAR  # noqa: F401  (a design-1 verdict word, re-exported)
 from locktune.ablate.records import metric, per_image
 from locktune.ablate.statistics import BEATS, MARGIN, NO_WORSE, UNDERPOWERED, Comparison, compare_paired
 from locktune.ablate.verdict import NOT_ENOUGH_SEEDS, Judged, Registered, judge_family
@@ -47,8 +45,8 @@ class Verdict:
     finding: str  # the registry name
     claim: str  # what the paper found
     measured: str  # the numbers here, in words
-    verdict: str  # HOLDS | FAILS | UNDERPOWERED | NOT_ENOUGH_SEEDS | MISSING (design-1 records: also UNCLEAR)
-    tested: str = ""  # design 2: the comparisons tested and how they combine
+    verdict: str  # HOLDS | FAILS | UNDERPOWERED | NOT_ENOUGH_SEEDS | MISSING
+    tested: str = ""  # the comparisons tested and how they combine
 
 
 # --- metrics ---------------------------------------------------------------------------------------------
@@ -290,16 +288,18 @@ def finding(name: str, claim: str, note: str = ""):
     return add
 
 
-def design_of(records: list[dict]) -> int:
-    designs = {int(r.get("design", 1)) for r in records}
-    if len(designs) > 1:
-        raise LocktuneError(f"records of designs {sorted(designs)} mixed in one judgement; judge each design's "
-                            "records on their own (reports group them by design)")
-    return designs.pop() if designs else DESIGN
+def check_design(records: list[dict]) -> None:
+    """Refuses records of another study design than this module's rule (a record without "design" is of the
+    retired design 1): their verdicts would be meaningless under it."""
+    other = sorted({int(r.get("design", 1)) for r in records} - {DESIGN})
+    if other:
+        raise LocktuneError(f"records of design {other[0]} are not judged: only design-{DESIGN} records are (the first "
+                            "design's records and rule were retired, their table archived in docs/studies/design1.md); "
+                            "rerun the grid with a studies/ grid file to judge it")
 
 
 def judged_outcomes(names: list[str], records: list[dict], images: bool = True) -> dict[str, list[Outcome] | Verdict]:
-    """Every comparison of the findings `names` (one grid's, all of one design-2 set of records) judged as one
+    """Every comparison of the findings `names` (one grid's design-2 records) judged as one
     registered family: finding -> its outcomes, or its MISSING verdict.  A finding that cannot run still counts
     once in the family's size, so a missing arm never loosens the correction for the others."""
     prepared: dict[str, list[Prepared] | Verdict] = {}
@@ -329,9 +329,8 @@ def judged_outcomes(names: list[str], records: list[dict], images: bool = True) 
 
 def judge_findings(names: list[str], records: list[dict]) -> dict[str, Verdict]:
     """The verdict of each finding in `names` over one grid's records, the findings' comparisons judged as one
-    family (design 2); design-1 records keep the first design's checks, finding by finding."""
-    if design_of(records) < DESIGN:
-        return {name: _judge_v1(name, records) for name in names}
+    family."""
+    check_design(records)
     out = {}
     for name, outcomes in judged_outcomes(list(names), records).items():
         out[name] = outcomes if isinstance(outcomes, Verdict) else _verdict(name, outcomes)
@@ -339,20 +338,12 @@ def judge_findings(names: list[str], records: list[dict]) -> dict[str, Verdict]:
 
 
 def judge(name: str, records: list[dict], family: Optional[list[str]] = None) -> Verdict:
-    """The finding's verdict over one grid's records (all of one design), its comparisons adjusted over the
+    """The finding's verdict over one grid's records (design 2), its comparisons adjusted over the
     family of `family`'s findings (the grid's findings; default: this finding alone)."""
     names = list(family) if family else [name]
     if name not in names:
         names.append(name)
     return judge_findings(names, records)[name]
-
-
-def _judge_v1(name: str, records: list[dict]) -> Verdict:
-    entry = FINDINGS.get(name)
-    if name not in findings_v1.FINDINGS:
-        return Verdict(name, entry.claim, "judged on design-2 records only", MISSING)
-    old = findings_v1.judge(name, records)
-    return Verdict(old.finding, old.claim, old.measured, old.verdict)
 
 
 def _verdict(name: str, outcomes: list[Outcome]) -> Verdict:
@@ -389,13 +380,6 @@ TEXT_LOCKED = ["LL", "UL", "uL"]
 
 
 # --- tower settings ---------------------------------------------------------------------------------------------
-
-@finding("lu_best", "LU is the best setting for zero-shot classification.",
-         "LU against each other setting that has records")
-def _lu_best(records):
-    others = _needs(records, [s for s in SETTINGS if s != "LU"], "UU")
-    return [Test("LU", other, RECALL) for other in others]
-
 
 @finding("lu_close_to_LU", "Lu is close to LU: a pretrained text tower helps only a little.",
          f"Read as: Lu's shortfall against LU is smaller than the margin ({100 * MARGIN:.0f} points), i.e. Lu is "
@@ -463,27 +447,11 @@ def _bigger_text(records):
     return [Test(sizes[-1], sizes[0], RECALL)]
 
 
-@finding("bert_beats_t5_and_vit_text", "Of the from-scratch text towers, the BERT-style one works best "
-         "(the paper's YFCC runs: BERT > T5 > ViT-style).", "bert-scratch against each other from-scratch tower run")
-def _text_kinds(records):
-    others = _needs(records, ["text-medium", "t5-scratch"], "t5-scratch")
-    return [Test("bert-scratch", other, RECALL) for other in others]
-
-
 # --- image towers -------------------------------------------------------------------------------------------
 
 def _over_twice_chance(record: dict, _: Optional[dict]) -> float | None:
     recall, chance = RECALL.value(record), _mean_over_tasks(record, "chance_top1")
     return None if recall is None or chance is None else recall - 2 * chance
-
-
-@finding("any_image_architecture", "LiT works whatever the image tower's architecture: each locked tower gives "
-         "zero-shot accuracy well above chance (here: mean zero-shot recall above twice chance).",
-         "Each architecture's recall minus twice chance, tested > 0")
-def _architectures(records):
-    arms = sorted({r["arm"] for r in records})
-    return [Test(arm, None, RECALL, paired=_over_twice_chance, words=f"{arm}: mean zero-shot recall above twice chance")
-            for arm in arms]
 
 
 # --- loss and batch -------------------------------------------------------------------------------------------
@@ -492,24 +460,6 @@ def _architectures(records):
          "per-process local loss.")
 def _global_local(records):
     return [Test("global-2proc", "local-2proc", RECALL)]
-
-
-@finding("bigger_batch_better", "A bigger batch is better (same number of steps).",
-         "The biggest batch run against the smallest")
-def _batch(records):
-    sizes = sorted({r["arm"] for r in records if r["arm"].startswith("batch-")}, key=lambda a: int(a.split("-")[1]))
-    if len(sizes) < 2:
-        raise _Missing("batch-*")
-    return [Test(sizes[-1], sizes[0], RECALL)]
-
-
-# --- image-tower schedules ------------------------------------------------------------------------------------
-
-@finding("gradual_unlock_does_not_help", "Locking the image tower at the start and unlocking it later (at once "
-         "or gradually) does not beat keeping it locked.", "Locked is no worse than each schedule (non-inferiority)")
-def _schedules(records):
-    schedules = _needs(records, ["unlock-half", "unlock-gradual"], "unlock-half")
-    return [Test("locked", s, RECALL, NO_WORSE) for s in schedules]
 
 
 # --- image head -------------------------------------------------------------------------------------------------

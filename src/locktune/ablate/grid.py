@@ -3,7 +3,7 @@ seeds, the evaluation suite every arm is judged on, and the paper's findings the
 
     name: towers
     title: Which tower to lock
-    base: ablations/base.yaml          # a run config (relative to this file, or to configs/)
+    base: studies/base.yaml            # a run config (relative to this file, or to configs/)
     overrides: [train.steps=150]       # for every arm
     seeds: [0]                         # for every arm without its own
     suite: ablation
@@ -14,7 +14,7 @@ seeds, the evaluation suite every arm is judged on, and the paper's findings the
       - {name: UU-late, overrides: [model.setting=UU, train.image_unlock_start=60], smoke: [train.image_unlock_start=1]}
       - {name: LU-10min, overrides: [model.setting=LU], budget_s: 600}   # steps calibrated to 10 minutes
     findings: [lu_beats_uu]
-    design: 2                          # the study design its records belong to (reports never mix two)
+    design: 2                          # the study design its records belong to (2, the only one judged)
     reading:                           # written after the run: why a finding differs from the paper;
       lu_beats_uu: "UU fit its {pairs:UU} training pairs better than LU (loss {metric:UU:ood_loss|train_loss} vs ..."
                                        # every number a placeholder filled in from the records (ablate/readings.py)
@@ -63,11 +63,11 @@ class Grid:
     # What `--smoke` adds to every arm (after the grid's own overrides): a few steps on a few pairs.
     smoke: list[str] = field(default_factory=list)
     path: Path | None = None
-    # The study design the grid belongs to: its records carry it, and reports never put records of two
-    # designs in one table (1: the first ablations; 2: the paired-seed studies of configs/studies/).
-    design: int = 1
+    # The study design the grid belongs to, carried by its records: 2, the paired-seed studies of
+    # configs/studies/ (the first design was retired in round 3, docs/studies/design1.md).
+    design: int = 2
     # {finding: one sentence of evidence on why it reads as it does here}, written after the run and
-    # printed under the design-2 findings table as such; never an input to a verdict.  A template: every
+    # printed under the findings table as such; never an input to a verdict.  A template: every
     # number in it is a placeholder filled in from the records when the report is written (ablate/readings.py).
     reading: dict[str, str] = field(default_factory=dict)
 
@@ -144,9 +144,11 @@ def load_grid(path: str | Path) -> Grid:
                         _seeds(entry.get("seeds"), f"{where}.seeds", default_seeds), processes,
                         str(entry.get("label", "")), tuple(_strings(entry.get("smoke"), f"{where}.smoke")),
                         float(budget)))
-    design = data.get("design", 1)
-    if design not in (1, 2):
-        raise LocktuneError(f"grid file '{path}': design should be 1 or 2, got {design!r}")
+    design = data.get("design", 2)
+    if design != 2:
+        raise LocktuneError(f"grid file '{path}': design should be 2 (the paired-seed studies), got {design!r}; the "
+                            "first design's grids were retired in round 3 (docs/studies/design1.md): start from a "
+                            "grid in configs/studies/")
     reading = data.get("reading") or {}
     if not isinstance(reading, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in reading.items()):
         raise LocktuneError(f"grid file '{path}': reading should map finding names to sentences, got {reading!r}")

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from locktune.ablate.claims import claims_table
-from locktune.ablate.findings import DESIGN, design_of, judge_findings, judged_outcomes
+from locktune.ablate.findings import judge_findings, judged_outcomes
 from locktune.ablate.grid import Grid
 from locktune.ablate.plots import plot_curves, plot_metric_bars
 from locktune.ablate.records import arms_in_order, metric, summarize, write_record
@@ -17,20 +17,19 @@ from locktune.config import load_config
 TRAIN_COLUMNS = [("train|final_loss", "final training loss"), ("train|seconds", "training s")]
 
 
-def summary_columns(design: int = 1) -> list[tuple[str, str]]:
-    """(record key, column title): each evaluator's registered summary values (those that are columns for
-    records of this study design), then the training columns; percentages unless a loss or seconds."""
+def summary_columns() -> list[tuple[str, str]]:
+    """(record key, column title): each evaluator's registered summary values (those that are columns), then
+    the training columns; percentages unless a loss or seconds."""
     from locktune.eval.evaluation import reporters
 
-    return [(s.key, s.title) for r in reporters() for s in r.summaries
-            if s.column and s.from_design <= design] + TRAIN_COLUMNS
+    return [(s.key, s.title) for r in reporters() for s in r.summaries if s.column] + TRAIN_COLUMNS
 
 
-BAR_PLOTS = [  # (record key, title, file-name part, first design): one bar plot per key a grid's records have
-    ("mean_zero_shot_recall", "mean zero-shot per-class recall", "zero_shot_recall", 2),
-    ("mean_zero_shot_top1", "mean zero-shot top-1", "zero_shot", 1),
-    ("multilingual_en_R@1", "English retrieval R@1", "english_r1", 1),
-    ("multilingual_other_R@1", "other languages retrieval R@1", "other_languages_r1", 1),
+BAR_PLOTS = [  # (record key, title, file-name part): one bar plot per key a grid's records have
+    ("mean_zero_shot_recall", "mean zero-shot per-class recall", "zero_shot_recall"),
+    ("mean_zero_shot_top1", "mean zero-shot top-1", "zero_shot"),
+    ("multilingual_en_R@1", "English retrieval R@1", "english_r1"),
+    ("multilingual_other_R@1", "other languages retrieval R@1", "other_languages_r1"),
 ]
 
 
@@ -50,8 +49,7 @@ def _present(records: list[dict], key: str) -> bool:
 
 
 def summary_table(records: list[dict]) -> list[str]:
-    design = max((int(r.get("design", 1)) for r in records), default=1)
-    columns = [(k, t) for k, t in summary_columns(design) if _present(records, k)]
+    columns = [(k, t) for k, t in summary_columns() if _present(records, k)]
     lines = ["| arm | what | seeds | " + " | ".join(t for _, t in columns) + " |",
              "|---|---|---|" + "---|" * len(columns)]
     for arm in arms_in_order(records):
@@ -86,35 +84,22 @@ def _cell_text(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def by_design(records: list[dict]) -> list[tuple[int, list[dict]]]:
-    """The records grouped by their study design ("design", 1 when absent), newest design first: records of
-    different designs are never judged or tabulated together."""
-    designs = sorted({int(r.get("design", 1)) for r in records}, reverse=True)
-    return [(d, [r for r in records if int(r.get("design", 1)) == d]) for d in designs]
-
-
 def findings_table(grid: Grid, records: list[dict]) -> list[str]:
-    """The paper's findings over one design's records.  Design 2: what was compared, the measured effect
-    with its seed-level, hierarchical and per-image intervals, the one-sided tests, the Holm-adjusted p over the
-    grid's family, the MDE, and the verdict (`findings.py`, `verdict.py`)."""
+    """The paper's findings over the grid's records: what was compared, the measured effect with its
+    seed-level, hierarchical and per-image intervals, the one-sided tests, the Holm-adjusted p over the grid's
+    family, the MDE, and the verdict (`findings.py`, `verdict.py`); then the grid's reading, if any."""
     verdicts = judge_findings(grid.findings, records)
-    if design_of(records) >= DESIGN:
-        lines = [family_line(grid, records), "",
-                 "| finding (paper) | tested here | measured here (effect a - b; 95% seed interval, hierarchical and "
-                 "per-image intervals; one-sided t and sign-flip p, Holm-adjusted p over the family; minimum "
-                 "detectable effect) | verdict |", "|---|---|---|---|"]
-        for name in grid.findings:
-            v = verdicts[name]
-            cells = [_cell_text(text) for text in (v.claim, v.tested or "-", v.measured)]
-            lines.append("| " + " | ".join(cells) + f" | **{v.verdict}** |")
-        if grid.reading:
-            lines += ["", "Reading (written after the run; every number in it filled in from the records above):", ""]
-            lines += [f"- `{name}`: {_reading(grid, name, records)}" for name in grid.findings if name in grid.reading]
-        return lines
-    lines = ["| finding (paper) | measured here | verdict |", "|---|---|---|"]
+    lines = [family_line(grid, records), "",
+             "| finding (paper) | tested here | measured here (effect a - b; 95% seed interval, hierarchical and "
+             "per-image intervals; one-sided t and sign-flip p, Holm-adjusted p over the family; minimum "
+             "detectable effect) | verdict |", "|---|---|---|---|"]
     for name in grid.findings:
         v = verdicts[name]
-        lines.append(f"| {v.claim} | {v.measured} | **{v.verdict}** |")
+        cells = [_cell_text(text) for text in (v.claim, v.tested or "-", v.measured)]
+        lines.append("| " + " | ".join(cells) + f" | **{v.verdict}** |")
+    if grid.reading:
+        lines += ["", "Reading (written after the run; every number in it filled in from the records above):", ""]
+        lines += [f"- `{name}`: {_reading(grid, name, records)}" for name in grid.findings if name in grid.reading]
     return lines
 
 
@@ -162,32 +147,26 @@ def grid_section(grid: Grid, records: list[dict], plot_dir: Path, link_base: Pat
     """The grid's markdown; `plots=False` links the plots without drawing them (to compare text only)."""
     if not records:
         return [f"{level} {grid.title}", "", "No arm has finished yet.", ""]
-    newest_design, newest = by_design(records)[0]  # plots draw the newest design's records only
-    bars = {key: (title, plot_dir / f"{grid.name}_{slug}.png") for key, title, slug, first in BAR_PLOTS
-            if first <= newest_design and _present(newest, key)}
+    bars = {key: (title, plot_dir / f"{grid.name}_{slug}.png") for key, title, slug in BAR_PLOTS
+            if _present(records, key)}
     curves = plot_dir / f"{grid.name}_curves.png"
     if plots:
         for key, (title, path) in bars.items():
-            plot_metric_bars(newest, key, title, path)
-        plot_curves(newest, curves)
+            plot_metric_bars(records, key, title, path)
+        plot_curves(records, curves)
     rel = lambda p: p.resolve().relative_to(link_base.resolve()).as_posix()  # noqa: E731
     overrides = {a.name: " ".join(a.overrides) for a in grid.arms}
-    groups = by_design(records)
     lines = [f"{level} {grid.title}", "", grid.description, "", setup_line(grid), ""]
-    for design, group in groups:
-        if len(groups) > 1:
-            lines += [f"{level}# Records of design {design}"
-                      + (" (paired statistics)" if design >= DESIGN else " (first design: judged by the seed spread)"), ""]
-        reused = [r for r in group if r.get("reused_from")]
-        if grid.findings:
-            lines += findings_table(grid, group) + [""]
-        lines += summary_table(group) + ["", "Per task (top-1 / R@1 %, mean ± sample std over seeds):", ""]
-        lines += task_table(group) + [""]
-        lines += ["Arms: " + "; ".join(f"`{a}`: `{overrides.get(a, '')}`" + _budget_text(group, a)
-                                      for a in arms_in_order(group)), ""]
-        if reused:
-            lines += ["Runs whose config and evaluation equal another grid's run reuse its record (not retrained): "
-                      + ", ".join(f"{r['arm']}-s{r['seed']} = {r['reused_from']}" for r in reused) + ".", ""]
+    reused = [r for r in records if r.get("reused_from")]
+    if grid.findings:
+        lines += findings_table(grid, records) + [""]
+    lines += summary_table(records) + ["", "Per task (top-1 / R@1 %, mean ± sample std over seeds):", ""]
+    lines += task_table(records) + [""]
+    lines += ["Arms: " + "; ".join(f"`{a}`: `{overrides.get(a, '')}`" + _budget_text(records, a)
+                                  for a in arms_in_order(records)), ""]
+    if reused:
+        lines += ["Runs whose config and evaluation equal another grid's run reuse its record (not retrained): "
+                  + ", ".join(f"{r['arm']}-s{r['seed']} = {r['reused_from']}" for r in reused) + ".", ""]
     lines += [f"![{grid.name}: {title}]({rel(path)})" for title, path in bars.values()]
     lines += [f"![{grid.name}: training curves]({rel(curves)})", ""]
     return lines
@@ -211,17 +190,14 @@ def write_grid_report(grid: Grid, records: list[dict], out_dir: Path) -> Path:
     return path
 
 
-DESIGN_HEADINGS = {
-    2: ["Design 2 (`configs/studies/`, docs/studies/towers-v2.md): paired seeds, the paper's regime, "
-        "mean per-class recall, judged by the pre-registered verdict rule (docs/studies/index.md): a grid's "
-        "findings are one family; at least 5 paired seeds; the one-sided paired t and exact sign-flip tests must "
-        "both reject after Holm's adjustment; the seed-level 95% interval first, hierarchical and per-image "
-        "intervals beside it; the noncentral-t minimum detectable effect. Verdicts: holds / does not hold / not "
-        "enough power / not enough seeds.", ""],
-    1: ["Design 1 (`configs/ablations/`, the first ablations): unpaired seeds, under one pass over the data at "
-        "64 px, and an earlier verdict rule (a difference larger than the seeds' combined spread, else "
-        "'unclear'). Kept for the record; where design 2 tests the same claim, design 2 supersedes it.", ""],
-}
+RULE_HEADING = [
+    "Every grid below is of design 2 (`configs/studies/`, docs/studies/towers-v2.md): paired seeds, the paper's "
+    "regime, mean per-class recall, judged by the pre-registered verdict rule (docs/studies/index.md): a grid's "
+    "findings are one family; at least 5 paired seeds; the one-sided paired t and exact sign-flip tests must both "
+    "reject after Holm's adjustment; the seed-level 95% interval first, hierarchical and per-image intervals beside "
+    "it; the noncentral-t minimum detectable effect. Verdicts: holds / does not hold / not enough power / not enough "
+    "seeds. The first design's ablations (unpaired seeds, an earlier rule) were retired in round 3; their table is "
+    "archived in docs/studies/design1.md.", ""]
 
 
 def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, command: str | None,
@@ -235,28 +211,17 @@ def results_document(sections: list[tuple[Grid, list[dict]]], base: Path, comman
              "happens at the paper's scale.", ""]
     if command:
         lines += [f"Produced by: `{command}`", ""]
-    # The current design's grids first; the first design's after them, marked as such (their verdicts used
-    # an earlier rule and unpaired seeds: kept for the record, never mixed into the new tables).
-    sections = sorted(sections, key=lambda section: -section[0].design)
-    for design in sorted({grid.design for grid, _ in sections}, reverse=True):
-        lines += DESIGN_HEADINGS.get(design, [])
-        lines += ["| grid | finding (paper) | verdict here |", "|---|---|---|"]
-        current: dict[str, dict[str, str]] = {}  # grid -> finding -> verdict, this design's records only
-        for grid, records in sections:
-            if grid.design != design:
-                continue
-            groups = by_design(records) or [(DESIGN, [])]
-            for record_design, group in groups:
-                label = grid.name if len(groups) == 1 else f"{grid.name} (design {record_design})"
-                verdicts = judge_findings(grid.findings, group) if group else {}
-                if group and record_design == design:
-                    current[grid.name] = {name: v.verdict for name, v in verdicts.items()}
-                for name in grid.findings:
-                    v = verdicts.get(name)
-                    lines.append(f"| {label} | {v.claim if v else name} | {v.verdict if v else 'not run'} |")
-        lines.append("")
-        if design == DESIGN:
-            lines += claims_table(current)
+    lines += RULE_HEADING + ["| grid | finding (paper) | verdict here |", "|---|---|---|"]
+    current: dict[str, dict[str, str]] = {}  # grid -> finding -> verdict, grids with records only
+    for grid, records in sections:
+        verdicts = judge_findings(grid.findings, records) if records else {}
+        if records:
+            current[grid.name] = {name: v.verdict for name, v in verdicts.items()}
+        for name in grid.findings:
+            v = verdicts.get(name)
+            lines.append(f"| {grid.name} | {v.claim if v else name} | {v.verdict if v else 'not run'} |")
+    lines.append("")
+    lines += claims_table(current)
     for grid, records in sections:
         own = [r for r in records if not r.get("reused_from")]
         seconds = sum(r["train"]["seconds"] + r["eval_seconds"] for r in own)

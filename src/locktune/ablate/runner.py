@@ -164,7 +164,7 @@ def run_arm(grid: Grid, arm: Arm, seed: int, out_dir: Path, order: int, extra: l
     model = load_any(run_dir)
     # A trained image tower has no feature cache: it runs over every benchmark image.  Those images are
     # then decoded (SVGs rendered) once for all arms of the grid, not once per arm.
-    decoding = nullcontext() if reads_cache(model) or grid.design < 2 else benchmarks_decoded_once()
+    decoding = nullcontext() if reads_cache(model) else benchmarks_decoded_once()
     with decoding:
         evaluations = run_tasks(model, _tasks(grid, eval_max_images), workers=config.data.image_workers,
                                 train_sources=tuple(config.data.sources), log=lambda line: None, data=config.data)

@@ -37,7 +37,6 @@ class SummaryValue:
     title: str  # the column title in the grid reports
     value: Callable[[dict[str, dict]], float | None]  # {task: metrics} of this kind -> value
     column: bool = True  # a column of the grid reports' results table (False: read by the findings only)
-    from_design: int = 1  # a column only in reports of records of this study design or later (ablate/grid.py)
 
 
 def _no_plots(name: str, evaluation: Evaluation, folder: Path) -> list[Path]:

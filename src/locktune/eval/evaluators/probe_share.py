@@ -67,6 +67,5 @@ register_reporter(Reporter(
     KIND, headline=("probe_top1", "zero_shot_top1", "share"), markdown=markdown,
     recognise=lambda m: "share" in m and "probe_top1" in m,
     summaries=(SummaryValue("mean_probe_share", "zero-shot / probe top-1 (mean share)",
-                            lambda results: mean([m["share"] for m in results.values() if "share" in m]),
-                            from_design=2),),
+                            lambda results: mean([m["share"] for m in results.values() if "share" in m])),),
     task_columns=("probe_top1", "zero_shot_top1", "share")))

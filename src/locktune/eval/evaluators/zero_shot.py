@@ -99,10 +99,9 @@ register_reporter(Reporter(
                SummaryValue("mean_zero_shot_chance", "zero-shot chance top-1 (mean)",
                             lambda results: mean([m["chance_top1"] for m in results.values()
                                                   if "mean_per_class_recall" in m]), column=False),
-               # The primary metric of the tower-settings study (design 2): a column of design-2 reports
-               # only, so the reports of the older grids (RESULTS.md) stay as they are.
+               # The primary metric of the studies (design 2, docs/studies/towers-v2.md).
                SummaryValue("mean_zero_shot_recall", "zero-shot mean per-class recall (mean)",
-                            lambda results: mean_recall(results, near_ood=False), from_design=2),
+                            lambda results: mean_recall(results, near_ood=False)),
                SummaryValue("near_ood_zero_shot_recall", "near-OOD zero-shot mean per-class recall (mean)",
-                            lambda results: mean_recall(results, near_ood=True), from_design=2)),
+                            lambda results: mean_recall(results, near_ood=True))),
     task_columns=("top1",), chance="chance_top1"))
