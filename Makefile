@@ -45,12 +45,12 @@ demo-device-check: setup
 
 # The paper's findings on the built-in data -> RESULTS.md: every design-2 grid of configs/studies/, in this order
 # (later grids reuse the records of identical runs in earlier ones).  Each grid's minutes on this 2-core CPU, as
-# the sum of its runs' own timings (RESULTS.md prints each): round 3, measured 2026-12-05/06: towers-r3 124,
+# the sum of its runs' own timings (RESULTS.md prints each): round 3, 2026-12-05/06: towers-r3 124,
 # towers-scratch 62, text-locked 66, text-towers 51, image-towers 23, head-r3 20, loss-batch 69, multilingual-r3 74,
-# schedules-r3 SR; before round 3, measured 2026-11-29 on a faster host: towers-v2 0 after towers-r3 (66 alone),
-# equal-compute 42, data-size 64, loss-v2 ~100, beyond-lit ~66: about TOTAL hours in all.  Finished arms are kept,
-# so a killed run continues where it stopped.  `make study` runs the design-2 tower-settings study alone
-# (docs/studies/towers-v2.md).
+# schedules-r3 33 (an afternoon the host ran 2x faster); before round 3, 2026-11-29: towers-v2 0 after towers-r3
+# (66 alone), equal-compute 41, data-size 64, loss-v2 82, beyond-lit 64: 771 minutes (12.8 hours) in all.
+# Finished arms are kept, so a killed run continues where it stopped.  `make study` runs the design-2
+# tower-settings study alone (docs/studies/towers-v2.md).
 STUDIES := towers_r3 towers_scratch text_locked text_towers image_towers head loss_batch multilingual schedules towers equal_compute data_size loss beyond_lit
 results: setup
 	$(PY) -m locktune ablate $(foreach g,$(STUDIES),studies/$(g).yaml) --results RESULTS.md
