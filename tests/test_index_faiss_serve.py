@@ -79,14 +79,17 @@ def test_add_to_equals_a_full_build(built):
     grown, full = ImageIndex.load(built["root"] / "grown"), ImageIndex.load(built["root"] / "full")
     assert len(grown) == len(full) == 36 and len(grown.meta["parts"]) == 2
     assert [grown.original_file(i) for i in range(36)] == [full.original_file(i) for i in range(36)]
-    np.testing.assert_array_equal(grown.embeddings.rows(np.arange(36)), full.embeddings.rows(np.arange(36)))
+    # The same vectors up to float16 rounding: the image tower runs on other batch splits when an index grows,
+    # and a CPU's matrix kernels may then differ in float32's last bits (seen on one host: 1 float16 step).
+    np.testing.assert_allclose(grown.embeddings.rows(np.arange(36)).astype(np.float32),
+                               full.embeddings.rows(np.arange(36)).astype(np.float32), atol=5e-4, rtol=0)
     assert (built["root"] / "grown" / "thumbs" / "000035.jpg").is_file()
     queries = built["model"].encode_text(["a cat", "a red car", "dog", "blue"]).numpy()
     for query in queries:
         rows, scores = grown.search(query, 10)
         full_rows, full_scores = full.search(query, 10)
-        assert rows.tolist() == full_rows.tolist()
-        np.testing.assert_allclose(scores, full_scores, atol=1e-6)
+        assert set(rows.tolist()) == set(full_rows.tolist())
+        np.testing.assert_allclose(scores, full_scores, atol=2e-3)  # a 256-d dot product of those vectors
         exact = np.argsort(-(full.embeddings.rows(np.arange(36)).astype(np.float64) @ query), kind="stable")[:10]
         assert set(rows.tolist()) == set(exact.tolist())  # and both are the exact answer
 
