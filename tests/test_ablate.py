@@ -193,6 +193,8 @@ def test_grid_file_errors_name_the_file_and_the_fix(tmp_path):
     bad.write_text("name: g\nbase: studies/base.yaml\ndesign: 1\narms: [{name: a}]\n")
     with pytest.raises(LocktuneError, match=r"design should be 2.*retired.*design1.md"):
         load_grid(bad)
+    with pytest.raises(LocktuneError, match=r"'ablations/towers.yaml'.*retired.*design1.md.*studies/towers_r3.yaml"):
+        load_grid("ablations/towers.yaml")  # a design-1 name, as older docs and scripts give it
 
 
 def test_committed_results_document_is_what_the_records_say():

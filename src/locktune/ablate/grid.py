@@ -108,7 +108,14 @@ def _resolve(path: str, beside: Path) -> Path:
     return find_config(path, "base config").resolve()
 
 
+RETIRED = "ablations/"  # design 1's shipped grids (retired in round 3, docs/studies/design1.md)
+
+
 def load_grid(path: str | Path) -> Grid:
+    if not Path(path).is_file() and str(path).removeprefix("configs/").startswith(RETIRED):
+        raise LocktuneError(f"grid file '{path}': the first design's grids ({RETIRED}) were retired in round 3, "
+                            "their table archived in docs/studies/design1.md; each of their findings is re-tested "
+                            "by a grid in studies/ (e.g. studies/towers_r3.yaml; `locktune ablate --help` lists them)")
     path = find_config(path, "grid file")
     data = read_yaml(path.read_text(), f"grid file '{path}'") or {}
     if not isinstance(data, dict):
