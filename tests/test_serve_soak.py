@@ -39,7 +39,9 @@ CHUNKED_BYTES = 48 * MB
 # at full resolution, on an idle server of 0.30 GB), 1.01-1.13 GB in four runs while other jobs shared the
 # cores (fewer decodes overlapped).  The bound is the idle server plus two such decodes, with headroom; on
 # 44ab67a (no budget) the same load reached 5.03 GB before the address-space cap below stopped it, and 60 such
-# uploads took an uncapped server to 8.5 GB.
+# uploads took an uncapped server to 8.5 GB.  On a faster host (2026-12-06) the same test reached 3.34-3.76 GB:
+# more uploads were admitted within the budget's wait, on more worker threads, and each thread's malloc arena kept
+# a decode's freed pages; since each large decode gives them back (serve/freed_memory.py) it peaks at 1.12 GB there.
 PEAK_RSS_BOUND = 3.2e9
 # The child's address space is capped too, so a regression fails this test with MemoryErrors instead of
 # taking the shared machine's memory.  Measured peak address space 2.74-4.12 GB (torch's libraries, thread

@@ -30,6 +30,7 @@ from locktune.errors import LocktuneError
 from locktune.serve.batcher import TextBatcher
 from locktune.serve.body_limit import CapBody
 from locktune.serve.budget import DECODE_WAIT_S, MAX_DECODE_MEGAPIXELS, MAX_DECODES, DecodeBudget
+from locktune.serve.freed_memory import give_back_freed_memory
 from locktune.serve.uploads import (MAX_LABELS, MAX_PIXELS, MAX_UPLOAD_BYTES, BadInput, image_size, parse_labels,
                                     read_image)
 
@@ -106,9 +107,13 @@ def create_app(model, index=None, max_batch: int = 64, max_decodes: int = MAX_DE
         if upload is not None and upload.filename:
             data = upload.file.read(MAX_UPLOAD_BYTES + 1)
             width, height = image_size(data, max_pixels)
-            # Held through the image tower too: its resize works on the full decoded image.
+            # Held through the image tower too: its resize works on the full decoded image; and until the
+            # memory the decode freed is given back, so the next decode admitted finds it free.
             with budget.claim(width * height):
-                return model.encode_image(read_image(data, max_pixels))[0].cpu().numpy()
+                try:
+                    return model.encode_image(read_image(data, max_pixels))[0].cpu().numpy()
+                finally:
+                    give_back_freed_memory(width * height)
         if image_id is not None:
             if index is None or not 0 <= image_id < len(index):
                 raise BadInput(404, f"no indexed image with id {image_id}")
