@@ -45,7 +45,7 @@ demo-device-check: setup
 
 # The paper's findings on the built-in data -> RESULTS.md: every design-2 grid of configs/studies/, in this order
 # (later grids reuse the records of identical runs in earlier ones).  Each grid's minutes on this 2-core CPU, as
-# the sum of its runs' own timings (RESULTS.md prints each): round 3, 2026-12-05/06: towers-r3 124,
+# the sum of its runs' own timings (RESULTS.md prints each): round 3, 2026-12-05/06: towers-r3 124 (49.6 re-timed on a faster host),
 # towers-scratch 62, text-locked 66, text-towers 51, image-towers 23, head-r3 20, loss-batch 69, multilingual-r3 74,
 # schedules-r3 33 (an afternoon the host ran 2x faster); before round 3, 2026-11-29: towers-v2 0 after towers-r3
 # (66 alone), equal-compute 41, data-size 64, loss-v2 82, beyond-lit 64: 771 minutes (12.8 hours) in all.
